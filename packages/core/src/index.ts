@@ -1,0 +1,36 @@
+/**
+ * @packageDocumentation
+ *
+ * What Shoal's components share: the supernode HTTP API and the libp2p piece protocol
+ * (each message declared once, with a schema), piece math, digests, the on-disk piece
+ * store, the piece server, config and CLI helpers, logging, metrics and error classes.
+ *
+ * @example
+ *
+ * ```typescript
+ * import { pieceSizeFor, pieceCount, pieceRange } from '@shoal/core'
+ *
+ * const size = pieceSizeFor(300 * 1024 * 1024) // 5 MiB
+ * const last = pieceRange(pieceCount(300 * 1024 * 1024, size) - 1, 300 * 1024 * 1024, size)
+ * ```
+ */
+
+export * from './errors.ts'
+export * from './digest.ts'
+export * from './pieces.ts'
+export * from './task-id.ts'
+export * from './logger.ts'
+export * from './metrics.ts'
+export * from './config.ts'
+export * from './cli.ts'
+export * from './http/http-error.ts'
+export * from './http/server.ts'
+export * from './protocol/api.ts'
+export * from './protocol/piece-protocol.ts'
+export * from './p2p/framed-stream.ts'
+export * from './p2p/node.ts'
+export * from './p2p/piece-server.ts'
+export * from './store/piece-store.ts'
+export * from './store/piece-writer.ts'
+export * from './http/client.ts'
+export * from './store/cut-pieces.ts'

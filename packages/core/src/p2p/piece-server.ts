@@ -1,0 +1,137 @@
+import { Counter } from 'prom-client'
+import { MAX_CONTROL_MESSAGE, MAX_DATA_FRAME, PIECE_PROTOCOL, pieceRequestSchema, type PieceResponseHeader } from '../protocol/piece-protocol.ts'
+import { ProtocolError } from '../errors.ts'
+import { FramedStream } from './framed-stream.ts'
+import type { ComponentLogger, Logger } from '../logger.ts'
+import type { PieceStore } from '../store/piece-store.ts'
+import type { Connection, Stream } from '@libp2p/interface'
+import type { Libp2p } from 'libp2p'
+import type { Registry } from 'prom-client'
+
+export interface PieceServerInit {
+  /** Metric name prefix, such as `shoal_dfget`. */
+  metricPrefix: string
+  /** Pieces served at once; further requests are answered `BUSY`. @default 16 */
+  maxConcurrentUploads?: number
+  /** Longest one piece may take to serve before the stream is cut. @default 120000 ms */
+  pieceTimeout?: number
+}
+
+export interface PieceServerComponents {
+  libp2p: Pick<Libp2p, 'handle' | 'unhandle'>
+  store: PieceStore
+  logger: ComponentLogger
+  metrics: Registry
+}
+
+/**
+ * Serves the pieces in a {@link PieceStore} to other peers over `/shoal/piece/1.0.0`.
+ * Only recorded (synced and verified) pieces are served.
+ */
+export class PieceServer {
+  private readonly components: PieceServerComponents
+  private readonly log: Logger
+  private readonly maxConcurrentUploads: number
+  private readonly pieceTimeout: number
+  private readonly uploadBytes: Counter
+  private readonly uploadPieces: Counter<'result'>
+  private active = 0
+
+  constructor (components: PieceServerComponents, init: PieceServerInit) {
+    this.components = components
+    this.log = components.logger.forComponent('shoal:piece-server')
+    this.maxConcurrentUploads = init.maxConcurrentUploads ?? 16
+    this.pieceTimeout = init.pieceTimeout ?? 120_000
+    this.uploadBytes = new Counter({
+      name: `${init.metricPrefix}_upload_bytes_total`,
+      help: 'Piece bytes sent to other peers',
+      registers: [components.metrics]
+    })
+    this.uploadPieces = new Counter({
+      name: `${init.metricPrefix}_upload_pieces_total`,
+      help: 'Piece requests answered, by result (ok, not_found, busy, bad_request, error)',
+      labelNames: ['result'],
+      registers: [components.metrics]
+    })
+  }
+
+  async start (): Promise<void> {
+    await this.components.libp2p.handle(PIECE_PROTOCOL, this.handle, {
+      maxInboundStreams: this.maxConcurrentUploads * 4
+    })
+  }
+
+  async stop (): Promise<void> {
+    await this.components.libp2p.unhandle(PIECE_PROTOCOL)
+  }
+
+  get activeUploads (): number {
+    return this.active
+  }
+
+  private readonly handle = async (stream: Stream, connection: Connection): Promise<void> => {
+    const signal = AbortSignal.timeout(this.pieceTimeout)
+    const framed = new FramedStream(stream, { maxFrameLength: MAX_CONTROL_MESSAGE })
+    const remote = connection.remotePeer.toString()
+    let result = 'error'
+    let counted = false
+
+    try {
+      let request
+      try {
+        request = await framed.readJson(pieceRequestSchema, { signal })
+      } catch (err) {
+        if (err instanceof ProtocolError) {
+          result = 'bad_request'
+          await this.answer(framed, { status: 'error', code: 'BAD_REQUEST', message: err.message }, signal)
+          return
+        }
+        throw err
+      }
+
+      if (this.active >= this.maxConcurrentUploads) {
+        result = 'busy'
+        await this.answer(framed, { status: 'error', code: 'BUSY', message: `all ${this.maxConcurrentUploads} upload slots are taken` }, signal)
+        return
+      }
+      this.active++
+      counted = true
+
+      const piece = await this.components.store.getPiece(request.taskId, request.num)
+      if (piece == null || piece.offset !== request.offset || piece.length !== request.length) {
+        result = 'not_found'
+        await this.answer(framed, { status: 'error', code: 'NOT_FOUND', message: `no piece ${request.num} of task ${request.taskId}` }, signal)
+        return
+      }
+
+      await framed.writeJson({ status: 'ok', length: piece.length, digest: piece.digest } satisfies PieceResponseHeader, { signal })
+      const data = this.components.store.createReadStream(request.taskId, piece.offset, piece.offset + piece.length, { highWaterMark: MAX_DATA_FRAME })
+      try {
+        for await (const chunk of data as AsyncIterable<Buffer>) {
+          await framed.writeFrame(chunk, { signal })
+          this.uploadBytes.inc(chunk.byteLength)
+        }
+      } finally {
+        data.destroy()
+      }
+      await stream.close({ signal })
+      result = 'ok'
+      this.log.debug({ taskId: request.taskId, num: request.num, peer: remote }, 'served piece')
+    } catch (err) {
+      const e = err as Error & { code?: string }
+      this.log.warn({ err: e.message, code: e.code ?? e.name, peer: remote }, 'serving a piece failed')
+      stream.abort(err as Error)
+    } finally {
+      if (counted) {
+        this.active--
+      }
+      framed.release()
+      this.uploadPieces.inc({ result })
+    }
+  }
+
+  private async answer (framed: FramedStream, header: PieceResponseHeader, signal: AbortSignal): Promise<void> {
+    await framed.writeJson(header, { signal })
+    await framed.stream.close({ signal })
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * The supernode's HTTP API, as daemons speak it (JSON under `/api/v1`). Each message is
+ * declared once here; the server validates requests and the client validates answers
+ * against the same schemas.
+ */
+import { z } from 'zod'
+import { isDigest } from '../digest.ts'
+import { isTaskId } from '../task-id.ts'
+
+export const API_PREFIX = '/api/v1'
+
+const peerIdSchema = z.string().min(1).max(128).regex(/^[1-9A-HJ-NP-Za-km-z]+$/, 'must be a base58 libp2p peer id')
+const taskIdSchema = z.string().refine(isTaskId, 'must be 64 hex digits')
+const multiaddrList = z.array(z.string().min(1).max(512).startsWith('/')).max(32)
+
+/** How a peer can be reached over libp2p. */
+export const peerAddressSchema = z.object({
+  peerId: peerIdSchema,
+  addrs: multiaddrList
+})
+export type PeerAddress = z.infer<typeof peerAddressSchema>
+
+/** A daemon introducing itself when it registers for a task. */
+export const peerInfoSchema = peerAddressSchema.extend({
+  hostname: z.string().min(1).max(255)
+})
+export type PeerInfo = z.infer<typeof peerInfoSchema>
+
+export const TASK_STATES = ['running', 'success', 'failed'] as const
+export type TaskState = typeof TASK_STATES[number]
+
+/** `POST /api/v1/tasks`: "I want this content". */
+export const registerTaskRequestSchema = z.object({
+  url: z.string().url().refine(u => /^https?:/.test(u), 'must be an http(s) URL').max(8192),
+  digest: z.string().refine(isDigest, 'must be an OCI digest such as sha256:<64 hex digits>').optional(),
+  /** Headers the source needs, such as Authorization; forwarded on the source fetch only. */
+  headers: z.record(z.string().max(256), z.string().max(16384)).optional(),
+  peer: peerInfoSchema
+})
+export type RegisterTaskRequest = z.infer<typeof registerTaskRequestSchema>
+
+export const taskErrorSchema = z.object({
+  code: z.string(),
+  message: z.string(),
+  /** The HTTP status the source answered with, when the source failed */
+  sourceStatus: z.number().int().optional()
+})
+export type TaskError = z.infer<typeof taskErrorSchema>
+
+export const registerTaskResponseSchema = z.object({
+  taskId: taskIdSchema,
+  state: z.enum(TASK_STATES),
+  /** null until the source has said (it may stream without a length) */
+  contentLength: z.number().int().nonnegative().nullable(),
+  pieceSize: z.number().int().positive(),
+  /** The supernode itself, as a piece source */
+  supernode: peerAddressSchema,
+  error: taskErrorSchema.optional()
+})
+export type RegisterTaskResponse = z.infer<typeof registerTaskResponseSchema>
+
+export const pieceResultSchema = z.object({
+  num: z.number().int().nonnegative(),
+  ok: z.boolean(),
+  /** Peer id of the source tried */
+  source: peerIdSchema,
+  bytes: z.number().int().nonnegative().optional(),
+  ms: z.number().nonnegative().optional(),
+  /** Error code when not ok */
+  code: z.string().max(64).optional()
+})
+export type PieceResult = z.infer<typeof pieceResultSchema>
+
+/**
+ * `POST /api/v1/tasks/:taskId/schedule`: report what happened since the last call and
+ * ask for up to `limit` more pieces. When nothing is ready the supernode holds the
+ * request for up to `waitMs` (a long poll) instead of making the daemon spin.
+ */
+export const scheduleRequestSchema = z.object({
+  peerId: peerIdSchema,
+  /** Pieces this peer is fetching now; they are not handed out again */
+  running: z.array(z.number().int().nonnegative()).max(1024).default([]),
+  results: z.array(pieceResultSchema).max(1024).default([]),
+  limit: z.number().int().min(0).max(64).default(4),
+  waitMs: z.number().int().min(0).max(30_000).default(0)
+})
+export type ScheduleRequest = z.input<typeof scheduleRequestSchema>
+
+export const pieceSourceSchema = peerAddressSchema.extend({
+  kind: z.enum(['supernode', 'peer'])
+})
+export type PieceSource = z.infer<typeof pieceSourceSchema>
+
+/** One piece to fetch, with where to fetch it from, best source first. */
+export const pieceAssignmentSchema = z.object({
+  num: z.number().int().nonnegative(),
+  offset: z.number().int().nonnegative(),
+  length: z.number().int().positive(),
+  digest: z.string().refine(isDigest),
+  sources: z.array(pieceSourceSchema).min(1)
+})
+export type PieceAssignment = z.infer<typeof pieceAssignmentSchema>
+
+export const scheduleResponseSchema = z.object({
+  state: z.enum(TASK_STATES),
+  contentLength: z.number().int().nonnegative().nullable(),
+  pieceSize: z.number().int().positive(),
+  /** Known once contentLength is */
+  pieceCount: z.number().int().nonnegative().nullable(),
+  assignments: z.array(pieceAssignmentSchema),
+  error: taskErrorSchema.optional()
+})
+export type ScheduleResponse = z.infer<typeof scheduleResponseSchema>
+
+export const apiErrorSchema = z.object({
+  error: z.object({ code: z.string(), message: z.string() })
+})

@@ -1,0 +1,101 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander'
+import { configSchemas, createLogger, InvalidConfigError, packageVersion, resolveOptions, runMain } from '@shoal/core'
+import { z } from 'zod'
+import { downloadToFile, parseHeaders } from '../cli/download-command.ts'
+import { Daemon } from '../daemon.ts'
+
+const version = packageVersion(import.meta.url)
+
+const daemonSchema = z.object({
+  config: z.string().optional(),
+  listen: configSchemas.hostPort,
+  registry: configSchemas.httpUrl,
+  supernode: z.union([z.literal('none').transform(() => null), configSchemas.httpUrl]),
+  p2pListen: z.array(configSchemas.multiaddr).min(1),
+  p2pAnnounce: z.array(configSchemas.multiaddr).default([]),
+  dataDir: configSchemas.path,
+  concurrency: z.coerce.number().int().min(1).max(64),
+  downloadTimeout: configSchemas.duration,
+  maxUploads: z.coerce.number().int().min(1).max(1024),
+  hostname: z.string().min(1).max(255).optional(),
+  logLevel: configSchemas.logLevel
+})
+
+const downloadSchema = z.object({
+  output: z.string({ error: 'is required: where to write the file (- for stdout)' }).min(1),
+  digest: z.string().optional(),
+  header: z.array(z.string()).default([]),
+  daemon: configSchemas.httpUrl,
+  timeout: configSchemas.duration
+})
+
+const program = new Command('dfget')
+  .description('Download a file through the Shoal swarm, or run the per-host daemon (dfget daemon).')
+  .version(version)
+  .argument('[url]', 'http(s) URL to download')
+  .addOption(new Option('-o, --output <file>', 'where to write the file; - for stdout (required, no default)'))
+  .addOption(new Option('--digest <digest>', 'expected digest (sha256:<hex>); the file is kept only if it matches (default: none, no check)'))
+  .addOption(new Option('-H, --header <header...>', "header for the source, 'Name: value' (repeatable)").default([]))
+  .addOption(new Option('--daemon <url>', 'the local dfget daemon').default('http://127.0.0.1:65001'))
+  .addOption(new Option('--timeout <ms>', 'give up after this long').default('1800000'))
+  .showHelpAfterError()
+  .action(async (url: string | undefined) => {
+    await runMain('dfget', async (signal) => {
+      if (url == null) {
+        throw new InvalidConfigError('missing the URL to download (or the daemon subcommand)')
+      }
+      const options = await resolveOptions(program, downloadSchema)
+      const summary = await downloadToFile({
+        url,
+        output: options.output,
+        digest: options.digest,
+        headers: parseHeaders(options.header),
+        daemon: options.daemon,
+        timeout: options.timeout,
+        signal
+      })
+      process.stderr.write(`dfget: ${options.output === '-' ? 'wrote' : `saved ${options.output}:`} ${summary.bytes} bytes, ${summary.digest}${options.digest != null ? ' (verified)' : ''}, ${(summary.ms / 1000).toFixed(2)}s\n`)
+    })
+  })
+
+const daemon = program.command('daemon')
+  .description('Run the per-host daemon: the registry mirror the container runtime pulls through, fetching layers as verified pieces from peers.')
+  .addOption(new Option('-c, --config <file>', 'YAML file with any of these options, in camelCase; flags win (default: none)'))
+  .addOption(new Option('--listen <host:port>', 'registry mirror and API address').default('127.0.0.1:65001'))
+  .addOption(new Option('--registry <url>', 'upstream registry the mirror stands in for').default('https://registry-1.docker.io'))
+  .addOption(new Option('--supernode <url>', "supernode API; 'none' fetches everything from the origin").default('http://127.0.0.1:8002'))
+  .addOption(new Option('--p2p-listen <multiaddr...>', 'libp2p (TCP) addresses peers fetch pieces from').default(['/ip4/0.0.0.0/tcp/65002']))
+  .addOption(new Option('--p2p-announce <multiaddr...>', 'addresses to announce instead of the listen addresses').default([]))
+  .addOption(new Option('--data-dir <dir>', 'pieces, task index and peer key').default('/var/lib/shoal/dfget'))
+  .addOption(new Option('--concurrency <n>', 'pieces fetched at once per download').default('4'))
+  .addOption(new Option('--download-timeout <ms>', 'longest one download may take').default('1800000'))
+  .addOption(new Option('--max-uploads <n>', 'pieces served to peers at once').default('16'))
+  .addOption(new Option('--hostname <name>', 'name given to the supernode (default: the OS host name)'))
+  .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
+  .showHelpAfterError()
+  .action(async () => {
+    await runMain('dfget daemon', async (signal) => {
+      const options = await resolveOptions(daemon, daemonSchema)
+      const logger = createLogger({ level: options.logLevel })
+      const d = new Daemon({ logger }, {
+        listen: options.listen,
+        registry: options.registry,
+        supernode: options.supernode,
+        p2pListen: options.p2pListen,
+        p2pAnnounce: options.p2pAnnounce,
+        dataDir: options.dataDir,
+        concurrency: options.concurrency,
+        downloadTimeout: options.downloadTimeout,
+        maxConcurrentUploads: options.maxUploads,
+        ...(options.hostname != null ? { hostname: options.hostname } : {}),
+        version
+      })
+      await d.start()
+      await new Promise(resolve => signal.addEventListener('abort', resolve, { once: true }))
+      logger.forComponent('shoal:dfget:daemon').info('stopping')
+      await d.stop()
+    })
+  })
+
+await program.parseAsync()

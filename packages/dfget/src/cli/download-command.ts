@@ -1,0 +1,131 @@
+import { createHash } from 'node:crypto'
+import { open, rename, rm } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import {
+  API_PREFIX, createHttpDispatcher, DigestMismatchError, InvalidConfigError, parseDigest, ShoalError
+} from '@shoal/core'
+import { request, type Dispatcher } from 'undici'
+
+export interface DownloadOptions {
+  url: string
+  output: string
+  digest?: string | undefined
+  headers: Record<string, string>
+  daemon: string
+  timeout: number
+  signal: AbortSignal
+}
+
+/** The daemon could not be reached, or refused the download. */
+export class DownloadFailedError extends ShoalError {
+  override name = 'DownloadFailedError'
+  override readonly code = 'ERR_DOWNLOAD_FAILED'
+}
+
+export interface DownloadSummary {
+  bytes: number
+  digest: string
+  ms: number
+}
+
+/**
+ * `dfget <url> -o <file>`: asks the local daemon for the content (so the pieces stay on
+ * this host for its peers), writes it to a temporary file beside the target, checks
+ * the digest when one is given, syncs, and only then renames it into place. An
+ * interrupted or failed download never leaves a partial file under the target name.
+ */
+export async function downloadToFile (options: DownloadOptions): Promise<DownloadSummary> {
+  const started = performance.now()
+  if (options.digest != null) {
+    parseDigest(options.digest)
+  }
+  const dispatcher: Dispatcher = createHttpDispatcher({ headersTimeout: options.timeout, bodyTimeout: 60_000, maxRedirections: 0 })
+  const signal = AbortSignal.any([options.signal, AbortSignal.timeout(options.timeout)])
+  const toStdout = options.output === '-'
+  const tmp = toStdout ? '' : join(dirname(options.output), `.${basename(options.output)}.${process.pid}.dfget-part`)
+
+  try {
+    let res: Dispatcher.ResponseData
+    try {
+      res = await request(`${options.daemon}${API_PREFIX}/downloads`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ url: options.url, ...(options.digest != null ? { digest: options.digest } : {}), ...(Object.keys(options.headers).length > 0 ? { headers: options.headers } : {}) }),
+        signal,
+        dispatcher
+      })
+    } catch (err) {
+      options.signal.throwIfAborted()
+      throw new DownloadFailedError(`cannot reach the dfget daemon at ${options.daemon} (${(err as Error).message}); is 'dfget daemon' running?`)
+    }
+
+    if (res.statusCode !== 200) {
+      const text = await res.body.text().catch(() => '')
+      let message = text.slice(0, 500)
+      try {
+        const json = JSON.parse(text) as { errors?: Array<{ message?: string }> }
+        message = json.errors?.[0]?.message ?? message
+      } catch {}
+      throw new DownloadFailedError(`daemon answered ${res.statusCode}: ${message}`)
+    }
+
+    const algorithm = options.digest != null ? parseDigest(options.digest).algorithm : 'sha256'
+    const hash = createHash(algorithm)
+    let bytes = 0
+    const file = toStdout ? undefined : await open(tmp, 'w', 0o644)
+    try {
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        hash.update(chunk)
+        bytes += chunk.byteLength
+        if (file != null) {
+          await file.write(chunk)
+        } else if (!process.stdout.write(chunk)) {
+          await new Promise(resolve => process.stdout.once('drain', resolve))
+        }
+      }
+      const expectedLength = Number(res.headers['content-length'])
+      if (Number.isFinite(expectedLength) && bytes !== expectedLength) {
+        throw new DownloadFailedError(`download ended after ${bytes} of ${expectedLength} bytes`)
+      }
+      await file?.sync()
+    } finally {
+      await file?.close()
+    }
+
+    const digest = `${algorithm}:${hash.digest('hex')}`
+    if (options.digest != null && digest !== options.digest) {
+      throw new DigestMismatchError(options.digest, digest)
+    }
+    if (!toStdout) {
+      await rename(tmp, options.output)
+    }
+    return { bytes, digest, ms: performance.now() - started }
+  } catch (err) {
+    if (!toStdout) {
+      await rm(tmp, { force: true })
+    }
+    if (err instanceof ShoalError) {
+      throw err
+    }
+    if (options.signal.aborted) {
+      throw err
+    }
+    throw new DownloadFailedError(`download failed: ${(err as Error).message}`)
+  } finally {
+    await dispatcher.close()
+  }
+}
+
+/** Parses repeated `--header 'Name: value'` flags. */
+export function parseHeaders (values: string[]): Record<string, string> {
+  const headers: Record<string, string> = {}
+  for (const value of values) {
+    const i = value.indexOf(':')
+    const name = value.slice(0, i).trim()
+    if (i <= 0 || !/^[A-Za-z0-9-]+$/.test(name)) {
+      throw new InvalidConfigError(`--header ${JSON.stringify(value)}: expected 'Name: value'`)
+    }
+    headers[name.toLowerCase()] = value.slice(i + 1).trim()
+  }
+  return headers
+}

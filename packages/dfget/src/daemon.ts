@@ -1,0 +1,152 @@
+import { hostname } from 'node:os'
+import { join } from 'node:path'
+import {
+  createHttpDispatcher, createMetricsRegistry, createP2PNode, createRouter, loadOrCreatePrivateKey, PieceServer, PieceStore,
+  startHttpServer, type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerInfo
+} from '@shoal/core'
+import { daemonApiRoutes } from './api/routes.ts'
+import { DownloadManager } from './download/download-manager.ts'
+import { OriginFetch } from './download/origin-fetch.ts'
+import { PeerTask } from './download/peer-task.ts'
+import { PieceFetcher } from './download/piece-fetcher.ts'
+import { DfgetMetrics } from './metrics.ts'
+import { registryErrorBody, registryMirrorRoutes } from './mirror/registry-mirror.ts'
+import { SupernodeClient } from './supernode-client.ts'
+import type { Libp2p } from 'libp2p'
+import type { Registry } from 'prom-client'
+import type { Dispatcher } from 'undici'
+
+export interface DaemonInit {
+  /** Registry mirror and API address. @default 127.0.0.1:65001 */
+  listen: HostPort
+  /** Upstream registry the mirror stands in for. @default https://registry-1.docker.io */
+  registry: string
+  /** Supernode base URL; null sends every download straight to the origin. @default http://127.0.0.1:8002 */
+  supernode: string | null
+  /** libp2p listen multiaddrs, where other daemons fetch this host's pieces. @default ['/ip4/0.0.0.0/tcp/65002'] */
+  p2pListen: string[]
+  /** Addresses announced instead of the listen addresses. @default [] */
+  p2pAnnounce?: string[]
+  /** Pieces, task index and peer key. @default /var/lib/shoal/dfget */
+  dataDir: string
+  /** Pieces fetched at once per download. @default 4 */
+  concurrency?: number
+  /** Longest one download may take. @default 1800000 ms */
+  downloadTimeout?: number
+  /** Pieces served at once to other peers. @default 16 */
+  maxConcurrentUploads?: number
+  /** The name this host gives the supernode. @default os.hostname() */
+  hostname?: string
+  version?: string
+}
+
+export interface DaemonComponents {
+  logger: ComponentLogger
+  /** @default a new registry */
+  metrics?: Registry
+  /** For the upstream registry, origins and the supernode. @default createHttpDispatcher() */
+  dispatcher?: Dispatcher
+}
+
+/**
+ * The per-host daemon: a registry mirror whose blobs come through the swarm, a piece
+ * server for the pieces this host holds, and `POST /api/v1/downloads` for `dfget`.
+ */
+export class Daemon {
+  private readonly init: DaemonInit
+  private readonly logger: ComponentLogger
+  private readonly log: Logger
+  readonly registry: Registry
+  readonly store: PieceStore
+  private readonly metrics: DfgetMetrics
+  private readonly dispatcher: Dispatcher
+  private readonly ownsDispatcher: boolean
+  private libp2p?: Libp2p
+  private pieceServer?: PieceServer
+  private downloads?: DownloadManager
+  private client?: SupernodeClient
+  private http?: HttpServer
+  private readonly controller = new AbortController()
+
+  constructor (components: DaemonComponents, init: DaemonInit) {
+    this.init = init
+    this.logger = components.logger
+    this.log = components.logger.forComponent('shoal:dfget:daemon')
+    this.registry = components.metrics ?? createMetricsRegistry()
+    this.metrics = new DfgetMetrics(this.registry)
+    this.ownsDispatcher = components.dispatcher == null
+    this.dispatcher = components.dispatcher ?? createHttpDispatcher()
+    this.store = new PieceStore({ logger: this.logger }, { dataDir: init.dataDir })
+  }
+
+  async start (): Promise<void> {
+    const { logger, store, metrics, dispatcher } = this
+    await store.start()
+    const privateKey = await loadOrCreatePrivateKey(join(this.init.dataDir, 'peer.key'))
+    const libp2p = await createP2PNode({ listen: this.init.p2pListen, privateKey, ...(this.init.p2pAnnounce != null ? { announce: this.init.p2pAnnounce } : {}) })
+    this.libp2p = libp2p
+    this.pieceServer = new PieceServer({ libp2p, store, logger, metrics: this.registry },
+      { metricPrefix: 'shoal_dfget', maxConcurrentUploads: this.init.maxConcurrentUploads ?? 16 })
+    await this.pieceServer.start()
+
+    if (this.init.supernode != null) {
+      this.client = new SupernodeClient({ dispatcher }, { url: this.init.supernode })
+    }
+    const peerTask = this.client == null
+      ? undefined
+      : new PeerTask({
+        client: this.client,
+        fetcher: new PieceFetcher({ libp2p, store }),
+        store,
+        metrics,
+        logger,
+        self: () => this.self()
+      }, { concurrency: this.init.concurrency ?? 4 })
+    const origin = new OriginFetch({ store, dispatcher, metrics, logger })
+    this.downloads = new DownloadManager({ store, ...(peerTask != null ? { peerTask } : {}), origin, metrics, logger },
+      this.init.downloadTimeout != null ? { downloadTimeout: this.init.downloadTimeout } : {})
+
+    const shared = { downloads: this.downloads, store, metrics }
+    this.http = await startHttpServer(this.init.listen, createRouter([
+      ...daemonApiRoutes({ ...shared, registry: this.registry, self: () => this.self(), version: this.init.version ?? '0.0.0' }),
+      ...registryMirrorRoutes({ ...shared, dispatcher, logger }, { upstream: this.init.registry })
+    ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }))
+
+    this.log.info({ url: this.http.url, registry: this.init.registry, supernode: this.init.supernode, peerId: libp2p.peerId.toString(), addrs: this.self().addrs }, 'daemon ready')
+  }
+
+  async stop (): Promise<void> {
+    this.controller.abort(new Error('daemon stopping'))
+    if (this.client != null && this.libp2p != null) {
+      await this.client.leave(this.libp2p.peerId.toString(), { signal: AbortSignal.timeout(2_000) })
+        .catch((err: unknown) => { this.log.debug({ err }, 'could not tell the supernode this peer is leaving') })
+    }
+    await this.http?.close()
+    await this.downloads?.stop()
+    await this.pieceServer?.stop()
+    await this.libp2p?.stop()
+    await this.store.stop()
+    if (this.ownsDispatcher) {
+      await this.dispatcher.close()
+    }
+  }
+
+  /** Registry mirror base URL, as bound. */
+  get url (): string {
+    if (this.http == null) {
+      throw new Error('daemon is not started')
+    }
+    return this.http.url
+  }
+
+  self (): PeerInfo {
+    if (this.libp2p == null) {
+      throw new Error('daemon is not started')
+    }
+    return {
+      peerId: this.libp2p.peerId.toString(),
+      addrs: this.libp2p.getMultiaddrs().map(ma => ma.toString()),
+      hostname: this.init.hostname ?? hostname()
+    }
+  }
+}

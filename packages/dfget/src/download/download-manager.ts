@@ -1,0 +1,166 @@
+import {
+  SupernodeRequestError, TaskFailedError, taskIdFor,
+  type ComponentLogger, type Logger, type PieceStore
+} from '@shoal/core'
+import { Download } from './download.ts'
+import type { OriginFetch } from './origin-fetch.ts'
+import type { PeerTask } from './peer-task.ts'
+import type { DfgetMetrics } from '../metrics.ts'
+
+export interface DownloadManagerInit {
+  /** Longest a whole download may take, swarm and fallback together. @default 1800000 ms (30 min) */
+  downloadTimeout?: number
+}
+
+export interface DownloadManagerComponents {
+  store: PieceStore
+  /** The swarm; without one (no supernode configured) every download goes to the origin. */
+  peerTask?: PeerTask
+  origin: OriginFetch
+  metrics: DfgetMetrics
+  logger: ComponentLogger
+}
+
+export interface DownloadRequest {
+  url: string
+  digest?: string | undefined
+  /** Headers for the source (credentials). Only sent to the supernode and the origin. */
+  headers?: Record<string, string> | undefined
+}
+
+/**
+ * Turns "I need this content" into one {@link Download} per task, however many
+ * clients ask at once: served from disk when already complete, otherwise fetched
+ * through the swarm, falling back to the origin when the swarm cannot deliver.
+ *
+ * A download runs on its own (bounded by its timeout), not on the request that
+ * started it: a client that goes away does not waste the pieces already coming.
+ */
+export class DownloadManager {
+  private readonly components: DownloadManagerComponents
+  private readonly log: Logger
+  private readonly downloadTimeout: number
+  private readonly active = new Map<string, Download>()
+  private readonly running = new Set<Promise<void>>()
+  private readonly controller = new AbortController()
+
+  constructor (components: DownloadManagerComponents, init: DownloadManagerInit = {}) {
+    this.components = components
+    this.log = components.logger.forComponent('shoal:dfget:downloads')
+    this.downloadTimeout = init.downloadTimeout ?? 1_800_000
+  }
+
+  async stop (): Promise<void> {
+    this.controller.abort(new Error('daemon stopping'))
+    await Promise.allSettled([...this.running])
+  }
+
+  /**
+   * The download for this content: already complete, in progress, or just started.
+   * Resolves once its length is known, or it failed.
+   */
+  async open (request: DownloadRequest): Promise<Download> {
+    const taskId = taskIdFor(request)
+    let download = this.active.get(taskId)
+    if (download == null) {
+      download = await this.fromStore(taskId, request) ?? this.start(taskId, request)
+    }
+    await download.ready
+    return download
+  }
+
+  /** Forgets content that failed verification when read back, so the next request fetches it again. */
+  async invalidate (taskId: string): Promise<void> {
+    this.log.warn({ taskId }, 'stored content failed verification; deleting it')
+    await this.components.store.deleteTask(taskId)
+  }
+
+  private async fromStore (taskId: string, request: DownloadRequest): Promise<Download | undefined> {
+    const { store } = this.components
+    const stored = await store.getTask(taskId)
+    if (stored?.state !== 'success' || stored.contentLength == null) {
+      return undefined
+    }
+    const download = new Download({ taskId, url: request.url, digest: request.digest })
+    download.via = 'local'
+    download.setGeometry(stored.contentLength, stored.pieceSize)
+    for (const piece of await store.listPieces(taskId)) {
+      download.addPiece(piece)
+    }
+    if (download.contiguous !== stored.contentLength) {
+      this.log.warn({ taskId }, 'stored task is missing pieces; fetching it again')
+      await store.clearPieces(taskId)
+      return undefined
+    }
+    download.succeed()
+    this.components.metrics.cacheHits.inc()
+    return download
+  }
+
+  private start (taskId: string, request: DownloadRequest): Download {
+    const download = new Download({ taskId, url: request.url, digest: request.digest })
+    this.active.set(taskId, download)
+    const run = this.run(download, request).finally(() => {
+      this.active.delete(taskId)
+      this.running.delete(run)
+    })
+    this.running.add(run)
+    return download
+  }
+
+  private async run (download: Download, request: DownloadRequest): Promise<void> {
+    const { metrics, peerTask, origin, store } = this.components
+    const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(this.downloadTimeout)])
+    const started = performance.now()
+    metrics.activeDownloads.inc()
+
+    try {
+      if (peerTask != null) {
+        try {
+          await peerTask.run(download, { headers: request.headers, signal })
+        } catch (err) {
+          if (signal.aborted || !this.worthFallingBack(err)) {
+            throw err
+          }
+          const reason = (err as { code?: string }).code ?? 'ERR_UNKNOWN'
+          this.log.warn({ taskId: download.taskId, url: download.url, reason, err: (err as Error).message }, 'swarm cannot deliver; going back to the origin')
+          metrics.backToSource.inc({ reason })
+          download.via = 'origin'
+          await origin.run(download, request.headers, signal)
+        }
+      } else {
+        download.via = 'origin'
+        metrics.backToSource.inc({ reason: 'no_supernode' })
+        await origin.run(download, request.headers, signal)
+      }
+
+      await store.putTask({
+        taskId: download.taskId, url: download.url, ...(download.digest != null ? { digest: download.digest } : {}),
+        contentLength: download.contiguous, pieceSize: download.pieceSize, state: 'success', updatedAt: Date.now()
+      })
+      download.succeed()
+      metrics.downloads.inc({ result: 'ok', via: download.via })
+      metrics.downloadDuration.observe({ via: download.via }, (performance.now() - started) / 1000)
+      this.log.info({ taskId: download.taskId, via: download.via, bytes: download.contiguous, ms: Math.round(performance.now() - started) }, 'download complete')
+    } catch (err) {
+      const error = signal.aborted && !(err instanceof TaskFailedError) ? new Error(`download of ${download.url} aborted: ${String(signal.reason)}`, { cause: err }) : err as Error
+      download.fail(error)
+      metrics.downloads.inc({ result: 'failed', via: download.via })
+      this.log.warn({ taskId: download.taskId, url: download.url, err: error.message }, 'download failed')
+    } finally {
+      metrics.activeDownloads.dec()
+    }
+  }
+
+  /**
+   * The origin is worth a try unless it would fail the same way: the source answered
+   * no (a 4xx it would give us too), or served content that does not match its
+   * digest; or the supernode refused the request as malformed.
+   */
+  private worthFallingBack (err: unknown): boolean {
+    if (err instanceof TaskFailedError) {
+      return err.reason !== 'ERR_DIGEST_MISMATCH' && (err.sourceStatus == null || err.sourceStatus >= 500)
+    }
+    return !(err instanceof SupernodeRequestError && err.statusCode === 400)
+  }
+}

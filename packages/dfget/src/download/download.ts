@@ -1,0 +1,114 @@
+import { pieceCount, type StoredPiece, type TaskState } from '@shoal/core'
+
+export interface DownloadInit {
+  taskId: string
+  url: string
+  digest?: string | undefined
+}
+
+/** How the content reached this host. */
+export type DownloadVia = 'swarm' | 'origin' | 'local'
+
+/**
+ * One task's content arriving on this host: which pieces are on disk, how long the
+ * in-order verified prefix is, and whether it is done. Readers stream the prefix as it
+ * grows; any number of them can share one download.
+ */
+export class Download {
+  readonly taskId: string
+  readonly url: string
+  readonly digest: string | undefined
+  state: TaskState = 'running'
+  via: DownloadVia = 'swarm'
+  error: Error | undefined
+  contentLength: number | null = null
+  pieceSize = 0
+  /** Bytes [0, contiguous) are on disk in whole, recorded pieces. */
+  contiguous = 0
+  readonly have = new Map<number, number>()
+  /** Resolves once the length is known (or the download failed): then a response can start. */
+  readonly ready: Promise<void>
+  private markReady: () => void
+  private nextPiece = 0
+  private waiters = new Set<() => void>()
+
+  constructor (init: DownloadInit) {
+    this.taskId = init.taskId
+    this.url = init.url
+    this.digest = init.digest
+    const { promise, resolve } = Promise.withResolvers<void>()
+    this.ready = promise
+    this.markReady = resolve
+  }
+
+  get pieceCount (): number | null {
+    return this.contentLength == null || this.pieceSize === 0 ? null : pieceCount(this.contentLength, this.pieceSize)
+  }
+
+  get complete (): boolean {
+    return this.state === 'success'
+  }
+
+  /** The piece geometry is known; `contentLength` may still be null for a source that did not say. */
+  setGeometry (contentLength: number | null, pieceSize: number): void {
+    this.contentLength = contentLength
+    this.pieceSize = pieceSize
+    if (contentLength != null) {
+      this.markReady()
+    }
+    this.notify()
+  }
+
+  addPiece (piece: StoredPiece): void {
+    this.have.set(piece.num, piece.length)
+    for (let len = this.have.get(this.nextPiece); len != null; len = this.have.get(this.nextPiece)) {
+      this.contiguous += len
+      this.nextPiece++
+    }
+    this.notify()
+  }
+
+  /** Forgets pieces (the geometry changed, or they failed verification). */
+  resetPieces (): void {
+    this.have.clear()
+    this.contiguous = 0
+    this.nextPiece = 0
+    this.notify()
+  }
+
+  succeed (): void {
+    this.contentLength = this.contiguous
+    this.state = 'success'
+    this.markReady()
+    this.notify()
+  }
+
+  fail (error: Error): void {
+    this.state = 'failed'
+    this.error = error
+    this.markReady()
+    this.notify()
+  }
+
+  /** Resolves on the next change or when `signal` aborts. */
+  async waitForChange (signal: AbortSignal): Promise<void> {
+    if (signal.aborted || this.state !== 'running') {
+      return
+    }
+    await new Promise<void>(resolve => {
+      const done = (): void => {
+        signal.removeEventListener('abort', done)
+        this.waiters.delete(done)
+        resolve()
+      }
+      signal.addEventListener('abort', done, { once: true })
+      this.waiters.add(done)
+    })
+  }
+
+  private notify (): void {
+    for (const wake of [...this.waiters]) {
+      wake()
+    }
+  }
+}

@@ -1,0 +1,105 @@
+import {
+  cutIntoPieces, pieceSizeFor, ShoalError, SourceUnavailableError, TaskFailedError,
+  type ComponentLogger, type Logger, type PieceStore
+} from '@shoal/core'
+import { request, type Dispatcher } from 'undici'
+import type { Download } from './download.ts'
+import type { DfgetMetrics } from '../metrics.ts'
+
+export interface OriginFetchComponents {
+  store: PieceStore
+  dispatcher: Dispatcher
+  metrics: DfgetMetrics
+  logger: ComponentLogger
+}
+
+/**
+ * Back to source: fetches the content straight from the origin when the swarm cannot
+ * deliver (no supernode, supernode down, every source failing). It continues from the
+ * in-order prefix already on disk with a Range request, and cuts the rest into pieces
+ * the same way, so a reader streaming the download never notices the switch.
+ */
+export class OriginFetch {
+  private readonly components: OriginFetchComponents
+  private readonly log: Logger
+
+  constructor (components: OriginFetchComponents) {
+    this.components = components
+    this.log = components.logger.forComponent('shoal:dfget:origin')
+  }
+
+  /**
+   * @throws {TaskFailedError} when the origin answers with an error status
+   * @throws {SourceUnavailableError} when the origin cannot be reached or stops sending
+   */
+  async run (download: Download, headers: Record<string, string> | undefined, signal: AbortSignal): Promise<void> {
+    const { store, metrics } = this.components
+    const pieceSize = download.pieceSize
+    const resumeAt = pieceSize > 0 ? download.contiguous : 0
+    const requestHeaders: Record<string, string> = { ...headers }
+    if (resumeAt > 0) {
+      requestHeaders.range = `bytes=${resumeAt}-`
+    }
+
+    let res: Dispatcher.ResponseData
+    try {
+      res = await request(download.url, { method: 'GET', headers: requestHeaders, signal, dispatcher: this.components.dispatcher })
+    } catch (err) {
+      signal.throwIfAborted()
+      throw new SourceUnavailableError(`cannot fetch ${download.url}: ${(err as Error).message}`)
+    }
+
+    if (res.statusCode !== 200 && res.statusCode !== 206) {
+      await res.body.dump({ limit: 64 * 1024 }).catch(() => {})
+      throw new TaskFailedError(`origin answered ${res.statusCode} for ${download.url}`, { sourceStatus: res.statusCode, reason: 'ERR_SOURCE_HTTP' })
+    }
+
+    let firstPiece = 0
+    let contentLength = headerNumber(res.headers['content-length'])
+    if (res.statusCode === 206) {
+      const total = /\/(\d+)$/.exec(String(res.headers['content-range'] ?? ''))?.[1]
+      const start = /^bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''))?.[1]
+      if (total == null || Number(start) !== resumeAt) {
+        await res.body.dump({ limit: 64 * 1024 }).catch(() => {})
+        throw new SourceUnavailableError(`origin answered a range it was not asked for: ${String(res.headers['content-range'])}`)
+      }
+      contentLength = Number(total)
+      firstPiece = resumeAt / pieceSize
+    } else {
+      // a whole answer: start over
+      download.resetPieces()
+      await store.clearPieces(download.taskId)
+    }
+
+    // keep the swarm's piece size when it named one for this content, so pieces stay
+    // interchangeable with other peers'; otherwise cut them the supernode's default way
+    const keep = pieceSize > 0 && (firstPiece > 0 || download.contentLength == null || download.contentLength === contentLength)
+    const size = keep ? pieceSize : pieceSizeFor(contentLength)
+    download.setGeometry(contentLength, size)
+    await store.putTask({
+      taskId: download.taskId, url: download.url, ...(download.digest != null ? { digest: download.digest } : {}),
+      contentLength, pieceSize: size, state: 'running', updatedAt: Date.now()
+    })
+    this.log.info({ taskId: download.taskId, url: download.url, resumeAt, contentLength }, 'fetching from origin')
+
+    try {
+      await cutIntoPieces(store, download.taskId, res.body, {
+        contentLength,
+        pieceSize: size,
+        firstPiece,
+        signal,
+        onPiece: (piece) => { download.addPiece(piece) },
+        onChunk: (chunk) => { metrics.downloadBytes.inc({ source: 'origin' }, chunk.byteLength) }
+      })
+    } catch (err) {
+      if (err instanceof ShoalError || signal.aborted) {
+        throw err
+      }
+      throw new SourceUnavailableError(`reading ${download.url} failed: ${(err as Error).message}`)
+    }
+  }
+}
+
+function headerNumber (value: string | string[] | undefined): number | null {
+  return typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : null
+}

@@ -1,0 +1,30 @@
+import { BYTE_SOURCES } from '@shoal/core'
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+
+/** The daemon's metrics (the piece server adds `shoal_dfget_upload_*`). */
+export class DfgetMetrics {
+  /** Bytes fetched into this host's store, by where they came from. */
+  readonly downloadBytes: Counter<'source'>
+  readonly pieces: Counter<'source' | 'result'>
+  readonly downloads: Counter<'result' | 'via'>
+  readonly downloadDuration: Histogram<'via'>
+  readonly servedBytes: Counter
+  readonly cacheHits: Counter
+  readonly backToSource: Counter<'reason'>
+  readonly activeDownloads: Gauge
+
+  constructor (registry: Registry) {
+    const registers = [registry]
+    this.downloadBytes = new Counter({ name: 'shoal_dfget_download_bytes_total', help: 'Bytes fetched into this host, by source (origin: straight from the registry; supernode; peer: another daemon)', labelNames: ['source'], registers })
+    for (const source of BYTE_SOURCES) {
+      this.downloadBytes.inc({ source }, 0)
+    }
+    this.pieces = new Counter({ name: 'shoal_dfget_pieces_total', help: 'Piece transfers attempted, by source kind and result (ok or an error code)', labelNames: ['source', 'result'], registers })
+    this.downloads = new Counter({ name: 'shoal_dfget_downloads_total', help: 'Whole downloads, by result (ok, failed) and how (swarm, origin)', labelNames: ['result', 'via'], registers })
+    this.downloadDuration = new Histogram({ name: 'shoal_dfget_download_duration_seconds', help: 'Time to fetch a whole task into this host', labelNames: ['via'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300], registers })
+    this.servedBytes = new Counter({ name: 'shoal_dfget_served_bytes_total', help: 'Verified bytes streamed to local clients (the container runtime, dfget)', registers })
+    this.cacheHits = new Counter({ name: 'shoal_dfget_cache_hits_total', help: 'Requests answered from content already complete on this host', registers })
+    this.backToSource = new Counter({ name: 'shoal_dfget_back_to_source_total', help: 'Downloads that fell back to the origin, by reason', labelNames: ['reason'], registers })
+    this.activeDownloads = new Gauge({ name: 'shoal_dfget_active_downloads', help: 'Downloads in progress', registers })
+  }
+}

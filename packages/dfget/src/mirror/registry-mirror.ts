@@ -1,0 +1,74 @@
+import { HttpError, InvalidDigestError, parseDigest, type ComponentLogger, type Logger, type PieceStore, type Route } from '@shoal/core'
+import { sendDownload } from './send-download.ts'
+import { proxyToUpstream } from './upstream-proxy.ts'
+import type { DownloadManager } from '../download/download-manager.ts'
+import type { DfgetMetrics } from '../metrics.ts'
+import type { Dispatcher } from 'undici'
+
+export interface RegistryMirrorInit {
+  /** Upstream registry base URL, such as https://registry-1.docker.io */
+  upstream: string
+}
+
+export interface RegistryMirrorComponents {
+  downloads: DownloadManager
+  store: PieceStore
+  dispatcher: Dispatcher
+  metrics: DfgetMetrics
+  logger: ComponentLogger
+}
+
+/** An OCI repository name (distribution spec), such as `library/alpine`. */
+const NAME_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/
+
+/** Registry error bodies, as the distribution spec has them. */
+export const registryErrorBody = (err: HttpError): unknown => ({ errors: [{ code: err.code, message: err.message, detail: err.detail ?? null }] })
+
+/**
+ * The registry mirror the container runtime pulls through. Blob GETs go through the
+ * swarm; everything else a pull needs (`/v2/`, manifests, token challenges) passes
+ * through to the upstream registry unchanged. Writes are refused: this is a mirror.
+ */
+export function registryMirrorRoutes (components: RegistryMirrorComponents, init: RegistryMirrorInit): Route[] {
+  const log: Logger = components.logger.forComponent('shoal:dfget:mirror')
+  const proxy = { upstream: init.upstream, dispatcher: components.dispatcher }
+
+  return [
+    {
+      methods: ['GET'],
+      pattern: /^\/v2\/(?<name>.+)\/blobs\/(?<digest>[^/]+)$/,
+      handler: async (ctx) => {
+        const name = ctx.params.name ?? ''
+        const digest = ctx.params.digest ?? ''
+        if (!NAME_RE.test(name)) {
+          throw new HttpError(400, 'NAME_INVALID', `invalid repository name ${JSON.stringify(name.slice(0, 256))}`)
+        }
+        try {
+          parseDigest(digest)
+        } catch (err) {
+          if (err instanceof InvalidDigestError) {
+            throw new HttpError(400, 'DIGEST_INVALID', err.message)
+          }
+          throw err
+        }
+        const authorization = ctx.req.headers.authorization
+        const url = `${init.upstream}/v2/${name}/blobs/${digest}`
+        log.debug({ name, digest }, 'blob through the swarm')
+        await sendDownload(ctx, components, {
+          url,
+          digest,
+          ...(authorization != null ? { headers: { authorization } } : {})
+        }, {
+          'docker-content-digest': digest,
+          'docker-distribution-api-version': 'registry/2.0'
+        })
+      }
+    },
+    {
+      methods: ['GET', 'HEAD'],
+      pattern: /^\/v2(\/.*)?$/,
+      handler: async (ctx) => { await proxyToUpstream(ctx, proxy) }
+    }
+  ]
+}
+

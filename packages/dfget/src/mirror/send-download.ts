@@ -1,0 +1,57 @@
+import { DigestMismatchError, HttpError, TaskFailedError, type PieceStore, type RouteContext } from '@shoal/core'
+import { streamContent } from '../download/content-stream.ts'
+import type { DownloadManager, DownloadRequest } from '../download/download-manager.ts'
+import type { DfgetMetrics } from '../metrics.ts'
+
+export interface SendDownloadComponents {
+  downloads: DownloadManager
+  store: PieceStore
+  metrics: DfgetMetrics
+}
+
+/** Registry error codes for the statuses a source can answer with. */
+const SOURCE_STATUS_CODES: Record<number, string> = {
+  401: 'UNAUTHORIZED',
+  403: 'DENIED',
+  404: 'BLOB_UNKNOWN',
+  429: 'TOOMANYREQUESTS'
+}
+
+/** Maps a failed download to what the client is told. */
+export function downloadError (err: Error | undefined): HttpError {
+  if (err instanceof TaskFailedError && err.sourceStatus != null && err.sourceStatus >= 400 && err.sourceStatus < 500) {
+    return new HttpError(err.sourceStatus, SOURCE_STATUS_CODES[err.sourceStatus] ?? 'UNKNOWN', err.message)
+  }
+  return new HttpError(502, 'UNAVAILABLE', `cannot fetch the content: ${err?.message ?? 'unknown error'}`)
+}
+
+/**
+ * Answers a request with a download's content: headers once its length is known,
+ * then the verified bytes as they arrive. A failure after the headers went out cuts
+ * the connection, so the client sees a short body, never a wrong one.
+ */
+export async function sendDownload (ctx: RouteContext, components: SendDownloadComponents, request: DownloadRequest, headers: Record<string, string> = {}): Promise<void> {
+  const { res, signal } = ctx
+  const download = await components.downloads.open(request)
+  if (download.state === 'failed') {
+    throw downloadError(download.error)
+  }
+
+  res.writeHead(200, {
+    ...headers,
+    'content-type': 'application/octet-stream',
+    ...(download.contentLength != null ? { 'content-length': String(download.contentLength) } : {})
+  })
+  try {
+    await streamContent(download, components.store, res, {
+      signal,
+      onBytes: (n) => { components.metrics.servedBytes.inc(n) }
+    })
+    res.end()
+  } catch (err) {
+    if (err instanceof DigestMismatchError) {
+      await components.downloads.invalidate(download.taskId)
+    }
+    throw err
+  }
+}

@@ -1,0 +1,60 @@
+import { pipeline } from 'node:stream/promises'
+import { HttpError, type RouteContext } from '@shoal/core'
+import { request, type Dispatcher } from 'undici'
+
+/** Request headers a registry client sends that the upstream should see. */
+const FORWARD_REQUEST = ['accept', 'accept-encoding', 'authorization', 'user-agent', 'if-none-match', 'if-modified-since', 'range']
+
+/** Response headers passed back unchanged. */
+const FORWARD_RESPONSE = [
+  'content-type', 'content-length', 'content-range', 'content-encoding', 'docker-content-digest', 'docker-distribution-api-version',
+  'www-authenticate', 'etag', 'last-modified', 'accept-ranges', 'cache-control', 'link', 'oci-subject', 'oci-filters-applied', 'location'
+]
+
+export interface ProxyOptions {
+  upstream: string
+  dispatcher: Dispatcher
+}
+
+/**
+ * Passes a request through to the upstream registry and its answer back unchanged:
+ * `/v2/`, manifests, tags, token challenges. Only GET and HEAD reach here; the mirror
+ * is read-only.
+ */
+export async function proxyToUpstream (ctx: RouteContext, options: ProxyOptions): Promise<void> {
+  const { req, res, url, signal } = ctx
+  const headers: Record<string, string> = {}
+  for (const name of FORWARD_REQUEST) {
+    const value = req.headers[name]
+    if (typeof value === 'string') {
+      headers[name] = value
+    }
+  }
+
+  let upstream: Dispatcher.ResponseData
+  try {
+    upstream = await request(`${options.upstream}${url.pathname}${url.search}`, {
+      method: req.method === 'HEAD' ? 'HEAD' : 'GET',
+      headers,
+      signal,
+      dispatcher: options.dispatcher
+    })
+  } catch (err) {
+    throw new HttpError(502, 'UNAVAILABLE', `upstream registry ${options.upstream} unreachable: ${(err as Error).message}`)
+  }
+
+  const out: Record<string, string | string[]> = {}
+  for (const name of FORWARD_RESPONSE) {
+    const value = upstream.headers[name]
+    if (value != null) {
+      out[name] = value
+    }
+  }
+  res.writeHead(upstream.statusCode, out)
+  if (req.method === 'HEAD') {
+    await upstream.body.dump()
+    res.end()
+    return
+  }
+  await pipeline(upstream.body, res, { signal })
+}

@@ -1,0 +1,163 @@
+import {
+  API_PREFIX, HttpError, readJson, registerTaskRequestSchema, scheduleRequestSchema, sendJson, serveMetrics,
+  TaskNotFoundError, type RegisterTaskResponse, type Route, type ScheduleResponse, type PeerAddress
+} from '@shoal/core'
+import type { SupernodeMetrics } from '../metrics.ts'
+import type { PeerRegistry } from '../peers/peer-registry.ts'
+import type { Scheduler } from '../scheduler/scheduler.ts'
+import type { Task } from '../tasks/task.ts'
+import type { TaskManager } from '../tasks/task-manager.ts'
+import type { Registry } from 'prom-client'
+
+export interface ApiComponents {
+  tasks: TaskManager
+  peers: PeerRegistry
+  scheduler: Scheduler
+  metrics: SupernodeMetrics
+  registry: Registry
+  self: () => PeerAddress
+  version: string
+}
+
+const TASK_ID = '(?<taskId>[a-f0-9]{64})'
+const PEER_ID = '(?<peerId>[1-9A-HJ-NP-Za-km-z]{1,128})'
+
+function getTask (tasks: TaskManager, taskId: string | undefined): Task {
+  try {
+    return tasks.get(taskId ?? '')
+  } catch (err) {
+    if (err instanceof TaskNotFoundError) {
+      throw new HttpError(404, 'TASK_NOT_FOUND', err.message)
+    }
+    throw err
+  }
+}
+
+/**
+ * The supernode's HTTP API. Message shapes live in `@shoal/core` (protocol/api.ts).
+ */
+export function apiRoutes (c: ApiComponents): Route[] {
+  return [
+    {
+      methods: ['GET', 'HEAD'],
+      pattern: /^\/healthz$/,
+      handler: async ({ res }) => { sendJson(res, 200, { status: 'ok' }) }
+    },
+    {
+      methods: ['GET'],
+      pattern: /^\/metrics$/,
+      handler: async ({ req, res }) => { await serveMetrics(c.registry, req, res) }
+    },
+    {
+      methods: ['GET'],
+      pattern: new RegExp(`^${API_PREFIX}/status$`),
+      handler: async ({ res }) => {
+        sendJson(res, 200, { version: c.version, ...c.self(), peers: c.peers.size })
+      }
+    },
+    {
+      methods: ['POST'],
+      pattern: new RegExp(`^${API_PREFIX}/tasks$`),
+      handler: async ({ req, res, signal }) => {
+        const body = await readJson(req, registerTaskRequestSchema)
+        c.peers.upsert(body.peer)
+        const task = await c.tasks.register(body, { signal })
+        const answer: RegisterTaskResponse = {
+          taskId: task.id,
+          state: task.state,
+          contentLength: task.contentLength,
+          pieceSize: task.pieceSize > 0 ? task.pieceSize : 1,
+          supernode: c.self(),
+          ...(task.error != null ? { error: task.error } : {})
+        }
+        sendJson(res, 200, answer)
+      }
+    },
+    {
+      methods: ['GET'],
+      pattern: new RegExp(`^${API_PREFIX}/tasks/${TASK_ID}$`),
+      handler: async ({ res, params }) => {
+        const task = getTask(c.tasks, params.taskId)
+        const holders: Record<string, number> = {}
+        for (const set of task.holders.values()) {
+          for (const id of set) {
+            holders[id] = (holders[id] ?? 0) + 1
+          }
+        }
+        sendJson(res, 200, {
+          taskId: task.id,
+          url: task.url,
+          digest: task.digest,
+          state: task.state,
+          contentLength: task.contentLength,
+          pieceSize: task.pieceSize,
+          pieceCount: task.pieceCount,
+          piecesAtSupernode: task.pieces.size,
+          piecesByPeer: holders,
+          error: task.error
+        })
+      }
+    },
+    {
+      methods: ['POST'],
+      pattern: new RegExp(`^${API_PREFIX}/tasks/${TASK_ID}/schedule$`),
+      handler: async ({ req, res, params, signal }) => {
+        const task = getTask(c.tasks, params.taskId)
+        const body = await readJson(req, scheduleRequestSchema)
+        c.metrics.scheduleRequests.inc()
+        c.peers.touch(body.peerId)
+
+        for (const result of body.results) {
+          c.scheduler.settle(task.id, body.peerId, result.num)
+          // the supernode's own uploads, and pieces a peer already had, say nothing of a peer's health
+          if (result.source !== c.self().peerId && result.source !== body.peerId) {
+            c.peers.recordTransfer(result.source, result.ok)
+          }
+          if (result.ok) {
+            task.addHolder(result.num, body.peerId)
+          }
+        }
+        if (body.results.length > 0) {
+          // a finished or failed transfer may free a piece for peers waiting on it
+          task.changed()
+        }
+
+        const running = new Set(body.running)
+        const deadline = Date.now() + body.waitMs
+        // bounded: each pass either answers or waits for a change until the deadline
+        for (let pass = 0; pass < 10_000; pass++) {
+          const assignments = task.state === 'failed' ? [] : c.scheduler.schedule(task, body.peerId, running, body.limit)
+          const remaining = deadline - Date.now()
+          const nothingLeft = task.state === 'success' && task.heldBy(body.peerId) + running.size >= (task.pieceCount ?? 0)
+          if (assignments.length > 0 || task.state === 'failed' || nothingLeft || body.limit === 0 || remaining <= 0 || signal.aborted) {
+            for (const a of assignments) {
+              c.metrics.assignments.inc({ source: a.sources[0]?.kind ?? 'supernode' })
+            }
+            const answer: ScheduleResponse = {
+              state: task.state,
+              contentLength: task.contentLength,
+              pieceSize: task.pieceSize > 0 ? task.pieceSize : 1,
+              pieceCount: task.pieceCount,
+              assignments,
+              ...(task.error != null ? { error: task.error } : {})
+            }
+            sendJson(res, 200, answer)
+            return
+          }
+          await task.waitForChange(remaining, signal)
+        }
+        throw new HttpError(503, 'SCHEDULE_LOOP', 'schedule did not settle')
+      }
+    },
+    {
+      methods: ['DELETE'],
+      pattern: new RegExp(`^${API_PREFIX}/peers/${PEER_ID}$`),
+      handler: async ({ res, params }) => {
+        const peerId = params.peerId ?? ''
+        const known = c.peers.remove(peerId)
+        c.tasks.removePeer(peerId)
+        sendJson(res, known ? 200 : 404, known ? { removed: peerId } : { error: { code: 'PEER_NOT_FOUND', message: `no peer ${peerId}` } })
+      }
+    }
+  ]
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander'
+import { configSchemas, createLogger, MIN_PIECE_SIZE, MAX_PIECE_SIZE, packageVersion, resolveOptions, runMain } from '@shoal/core'
+import { z } from 'zod'
+import { Supernode } from '../supernode.ts'
+
+const version = packageVersion(import.meta.url)
+
+const optionsSchema = z.object({
+  config: z.string().optional(),
+  listen: configSchemas.hostPort,
+  p2pListen: z.array(configSchemas.multiaddr).min(1),
+  p2pAnnounce: z.array(configSchemas.multiaddr).default([]),
+  dataDir: configSchemas.path,
+  pieceSize: z.coerce.number().int().min(MIN_PIECE_SIZE).max(MAX_PIECE_SIZE).optional(),
+  sourceTimeout: configSchemas.duration,
+  maxUploads: z.coerce.number().int().min(1).max(1024),
+  logLevel: configSchemas.logLevel
+})
+
+const program = new Command('supernode')
+  .description('Shoal supernode: fetches each layer from its source once, cuts it into verified pieces, serves them over libp2p and tells every daemon which pieces to fetch from whom.')
+  .version(version)
+  .addOption(new Option('-c, --config <file>', 'YAML file with any of these options, in camelCase; flags win (default: none)'))
+  .addOption(new Option('--listen <host:port>', 'HTTP API and /metrics address').default('0.0.0.0:8002'))
+  .addOption(new Option('--p2p-listen <multiaddr...>', 'libp2p (TCP) addresses daemons fetch pieces from').default(['/ip4/0.0.0.0/tcp/8003']))
+  .addOption(new Option('--p2p-announce <multiaddr...>', 'addresses to announce instead of the listen addresses').default([]))
+  .addOption(new Option('--data-dir <dir>', 'pieces, task index and peer key').default('/var/lib/shoal/supernode'))
+  .addOption(new Option('--piece-size <bytes>', `fixed piece size (${MIN_PIECE_SIZE}..${MAX_PIECE_SIZE})` + ' (default: 4 MiB up to 200 MiB, then growing with the content)'))
+  .addOption(new Option('--source-timeout <ms>', 'longest wait for a source to answer').default('30000'))
+  .addOption(new Option('--max-uploads <n>', 'pieces served at once').default('32'))
+  .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
+  .showHelpAfterError()
+
+program.action(async () => {
+  await runMain('supernode', async (signal) => {
+    const options = await resolveOptions(program, optionsSchema)
+    const logger = createLogger({ level: options.logLevel })
+    const supernode = new Supernode({ logger }, {
+      listen: options.listen,
+      p2pListen: options.p2pListen,
+      p2pAnnounce: options.p2pAnnounce,
+      dataDir: options.dataDir,
+      ...(options.pieceSize != null ? { pieceSize: options.pieceSize } : {}),
+      sourceTimeout: options.sourceTimeout,
+      maxConcurrentUploads: options.maxUploads,
+      version
+    })
+    await supernode.start()
+    await new Promise(resolve => signal.addEventListener('abort', resolve, { once: true }))
+    logger.forComponent('shoal:supernode').info('stopping')
+    await supernode.stop()
+  })
+})
+
+await program.parseAsync()

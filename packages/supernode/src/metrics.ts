@@ -1,0 +1,58 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import type { Task } from './tasks/task.ts'
+
+export interface SupernodeState {
+  tasks: () => Iterable<Task>
+  peerCount: () => number
+}
+
+/** The supernode's own metrics (the piece server adds `shoal_supernode_upload_*`). */
+export class SupernodeMetrics {
+  readonly sourceBytes: Counter
+  readonly sourceFetches: Counter<'result'>
+  readonly sourceFetchDuration: Histogram<'result'>
+  readonly registrations: Counter<'outcome'>
+  readonly scheduleRequests: Counter
+  readonly assignments: Counter<'source'>
+  readonly tasks: Gauge<'state'>
+  readonly peers: Gauge
+
+  constructor (registry: Registry) {
+    const registers = [registry]
+    this.sourceBytes = new Counter({ name: 'shoal_supernode_source_bytes_total', help: 'Bytes fetched from sources (origins)', registers })
+    this.sourceFetches = new Counter({ name: 'shoal_supernode_source_fetches_total', help: 'Source fetches, by result (ok, http_error, network_error, digest_mismatch)', labelNames: ['result'], registers })
+    this.sourceFetchDuration = new Histogram({ name: 'shoal_supernode_source_fetch_duration_seconds', help: 'Time to fetch a whole task from its source', labelNames: ['result'], buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300], registers })
+    this.registrations = new Counter({ name: 'shoal_supernode_task_registrations_total', help: 'Task registrations by daemons, by outcome (new: the source is fetched; cached: already held or in flight; failed)', labelNames: ['outcome'], registers })
+    this.scheduleRequests = new Counter({ name: 'shoal_supernode_schedule_requests_total', help: 'Schedule (piece task) requests answered', registers })
+    this.assignments = new Counter({ name: 'shoal_supernode_piece_assignments_total', help: 'Pieces handed out, by the kind of their first source (peer or supernode)', labelNames: ['source'], registers })
+    const state = (): SupernodeState | undefined => this.state
+    this.tasks = new Gauge({
+      name: 'shoal_supernode_tasks',
+      help: 'Tasks known, by state',
+      labelNames: ['state'],
+      registers,
+      collect () {
+        const counts = { running: 0, success: 0, failed: 0 }
+        for (const task of state()?.tasks() ?? []) {
+          counts[task.state]++
+        }
+        for (const [state, n] of Object.entries(counts)) {
+          this.set({ state }, n)
+        }
+      }
+    })
+    this.peers = new Gauge({
+      name: 'shoal_supernode_peers',
+      help: 'Peers known (registered and not departed)',
+      registers,
+      collect () { this.set(state()?.peerCount() ?? 0) }
+    })
+  }
+
+  private state?: SupernodeState
+
+  /** Where the gauges read their values at scrape time. */
+  observe (state: SupernodeState): void {
+    this.state = state
+  }
+}

@@ -1,0 +1,138 @@
+import { join } from 'node:path'
+import {
+  createHttpDispatcher, createMetricsRegistry, createP2PNode, createRouter, loadOrCreatePrivateKey, PieceServer, PieceStore,
+  startHttpServer, type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerAddress
+} from '@shoal/core'
+import { apiRoutes } from './api/routes.ts'
+import { SourceFetcher } from './cdn/source-fetcher.ts'
+import { SupernodeMetrics } from './metrics.ts'
+import { PeerRegistry } from './peers/peer-registry.ts'
+import { Scheduler } from './scheduler/scheduler.ts'
+import { TaskManager } from './tasks/task-manager.ts'
+import type { Libp2p } from 'libp2p'
+import type { Registry } from 'prom-client'
+import type { Dispatcher } from 'undici'
+
+export interface SupernodeInit {
+  /** HTTP API (and /metrics) address. @default 0.0.0.0:8002 */
+  listen: HostPort
+  /** libp2p listen multiaddrs, where daemons fetch pieces. @default ['/ip4/0.0.0.0/tcp/8003'] */
+  p2pListen: string[]
+  /** Addresses announced to daemons instead of the listen addresses. @default [] */
+  p2pAnnounce?: string[]
+  /** Pieces, task index and peer key live here. @default /var/lib/shoal/supernode */
+  dataDir: string
+  /** Fixed piece size in bytes; by default it follows the content length. */
+  pieceSize?: number
+  /** Longest wait for a source's response headers. @default 30000 ms */
+  sourceTimeout?: number
+  /** Pieces served at once over libp2p. @default 32 */
+  maxConcurrentUploads?: number
+  version?: string
+}
+
+export interface SupernodeComponents {
+  logger: ComponentLogger
+  /** prom-client registry for this supernode's metrics. @default a new registry */
+  metrics?: Registry
+  /** For source fetches. @default createHttpDispatcher() */
+  dispatcher?: Dispatcher
+}
+
+/**
+ * The supernode: fetches each task's source once (the CDN), stores it as verified
+ * pieces, serves the pieces over libp2p and schedules who fetches what from whom.
+ */
+export class Supernode {
+  private readonly init: SupernodeInit
+  private readonly log: Logger
+  private readonly logger: ComponentLogger
+  readonly registry: Registry
+  readonly store: PieceStore
+  readonly tasks: TaskManager
+  private readonly dispatcher: Dispatcher
+  private readonly ownsDispatcher: boolean
+  private readonly metrics: SupernodeMetrics
+  private readonly peers = new PeerRegistry()
+  private libp2p?: Libp2p
+  private pieceServer?: PieceServer
+  private http?: HttpServer
+  private expiry?: NodeJS.Timeout
+  private readonly controller = new AbortController()
+
+  constructor (components: SupernodeComponents, init: SupernodeInit) {
+    this.init = init
+    this.logger = components.logger
+    this.log = components.logger.forComponent('shoal:supernode')
+    this.registry = components.metrics ?? createMetricsRegistry()
+    this.metrics = new SupernodeMetrics(this.registry)
+    this.ownsDispatcher = components.dispatcher == null
+    this.dispatcher = components.dispatcher ?? createHttpDispatcher({ headersTimeout: init.sourceTimeout ?? 30_000 })
+    this.store = new PieceStore({ logger: this.logger }, { dataDir: init.dataDir })
+    const fetcher = new SourceFetcher({ store: this.store, dispatcher: this.dispatcher, logger: this.logger, metrics: this.metrics },
+      init.pieceSize != null ? { pieceSize: init.pieceSize } : {})
+    this.tasks = new TaskManager({ store: this.store, fetcher, logger: this.logger, metrics: this.metrics },
+      { sourceHeadersTimeout: (init.sourceTimeout ?? 30_000) + 5_000 })
+  }
+
+  async start (): Promise<void> {
+    await this.store.start()
+    await this.tasks.start()
+
+    const privateKey = await loadOrCreatePrivateKey(join(this.init.dataDir, 'peer.key'))
+    this.libp2p = await createP2PNode({ listen: this.init.p2pListen, privateKey, ...(this.init.p2pAnnounce != null ? { announce: this.init.p2pAnnounce } : {}) })
+    this.pieceServer = new PieceServer({ libp2p: this.libp2p, store: this.store, logger: this.logger, metrics: this.registry },
+      { metricPrefix: 'shoal_supernode', maxConcurrentUploads: this.init.maxConcurrentUploads ?? 32 })
+    await this.pieceServer.start()
+
+    const scheduler = new Scheduler({ peers: this.peers, self: () => this.self() })
+    this.http = await startHttpServer(this.init.listen, createRouter(apiRoutes({
+      tasks: this.tasks,
+      peers: this.peers,
+      scheduler,
+      metrics: this.metrics,
+      registry: this.registry,
+      self: () => this.self(),
+      version: this.init.version ?? '0.0.0'
+    }), { log: this.log, signal: this.controller.signal }))
+
+    this.metrics.observe({ tasks: () => this.tasks.all(), peerCount: () => this.peers.size })
+    this.expiry = setInterval(() => {
+      for (const peerId of this.peers.expire()) {
+        this.tasks.removePeer(peerId)
+      }
+    }, 15_000)
+    this.expiry.unref()
+
+    this.log.info({ url: this.http.url, peerId: this.libp2p.peerId.toString(), addrs: this.self().addrs }, 'supernode ready')
+  }
+
+  async stop (): Promise<void> {
+    clearInterval(this.expiry)
+    this.controller.abort(new Error('supernode stopping'))
+    await this.http?.close()
+    await this.pieceServer?.stop()
+    await this.tasks.stop()
+    await this.libp2p?.stop()
+    await this.store.stop()
+    if (this.ownsDispatcher) {
+      await this.dispatcher.close()
+    }
+  }
+
+  /** HTTP API base URL, as bound. */
+  get url (): string {
+    if (this.http == null) {
+      throw new Error('supernode is not started')
+    }
+    return this.http.url
+  }
+
+  /** How daemons reach this supernode's piece server. */
+  self (): PeerAddress {
+    if (this.libp2p == null) {
+      throw new Error('supernode is not started')
+    }
+    return { peerId: this.libp2p.peerId.toString(), addrs: this.libp2p.getMultiaddrs().map(ma => ma.toString()) }
+  }
+}

@@ -1,0 +1,132 @@
+import { TaskNotFoundError, taskIdFor, type ComponentLogger, type Logger, type PieceStore, type RegisterTaskRequest } from '@shoal/core'
+import { Task } from './task.ts'
+import type { SourceFetcher } from '../cdn/source-fetcher.ts'
+import type { SupernodeMetrics } from '../metrics.ts'
+
+export interface TaskManagerInit {
+  /** A failed task is answered from memory for this long before its source is tried again. @default 5000 ms */
+  failedTaskRetryAfter?: number
+  /** How long a registration waits for the source to answer. @default 30000 ms */
+  sourceHeadersTimeout?: number
+}
+
+export interface TaskManagerComponents {
+  store: PieceStore
+  fetcher: SourceFetcher
+  logger: ComponentLogger
+  metrics: SupernodeMetrics
+}
+
+/**
+ * Owns the tasks: creates a task on its first registration and starts exactly one
+ * source fetch for it, however many daemons ask at once.
+ */
+export class TaskManager {
+  private readonly components: TaskManagerComponents
+  private readonly log: Logger
+  private readonly tasks = new Map<string, Task>()
+  private readonly fetches = new Set<Promise<void>>()
+  private readonly failedTaskRetryAfter: number
+  private readonly sourceHeadersTimeout: number
+  private readonly controller = new AbortController()
+
+  constructor (components: TaskManagerComponents, init: TaskManagerInit = {}) {
+    this.components = components
+    this.log = components.logger.forComponent('shoal:supernode:tasks')
+    this.failedTaskRetryAfter = init.failedTaskRetryAfter ?? 5_000
+    this.sourceHeadersTimeout = init.sourceHeadersTimeout ?? 30_000
+  }
+
+  /**
+   * Loads the tasks whose content was fetched whole before a restart. Tasks cut off
+   * mid-fetch are dropped and fetched again on demand.
+   */
+  async start (): Promise<void> {
+    const { store } = this.components
+    for (const stored of await store.listTasks()) {
+      if (stored.state !== 'success' || stored.contentLength == null) {
+        await store.deleteTask(stored.taskId)
+        continue
+      }
+      const task = new Task({ id: stored.taskId, url: stored.url, digest: stored.digest })
+      task.start(stored.contentLength, stored.pieceSize)
+      for (const piece of await store.listPieces(stored.taskId)) {
+        task.pieces.set(piece.num, piece)
+      }
+      if (task.pieces.size !== task.pieceCount) {
+        this.log.warn({ taskId: task.id }, 'stored task is missing pieces; dropping it')
+        await store.deleteTask(stored.taskId)
+        continue
+      }
+      task.succeed(stored.contentLength)
+      this.tasks.set(task.id, task)
+    }
+    this.log.info({ tasks: this.tasks.size }, 'tasks restored')
+  }
+
+  async stop (): Promise<void> {
+    this.controller.abort(new Error('supernode stopping'))
+    await Promise.allSettled([...this.fetches])
+  }
+
+  get (taskId: string): Task {
+    const task = this.tasks.get(taskId)
+    if (task == null) {
+      throw new TaskNotFoundError(`no task ${taskId}`)
+    }
+    return task
+  }
+
+  all (): IterableIterator<Task> {
+    return this.tasks.values()
+  }
+
+  /**
+   * Returns the task for this content, starting its source fetch if nobody has, once
+   * the source has answered (so the caller learns the length, or the failure).
+   */
+  async register (request: RegisterTaskRequest, options: { signal?: AbortSignal } = {}): Promise<Task> {
+    const id = taskIdFor({ url: request.url, digest: request.digest })
+    let task = this.tasks.get(id)
+    const { metrics } = this.components
+
+    if (task == null) {
+      task = new Task({ id, url: request.url, digest: request.digest, headers: request.headers })
+      this.tasks.set(id, task)
+      this.startFetch(task)
+      metrics.registrations.inc({ outcome: 'new' })
+    } else if (task.state === 'failed' && Date.now() - task.failedAt >= this.failedTaskRetryAfter) {
+      task.reset(request.headers)
+      this.startFetch(task)
+      metrics.registrations.inc({ outcome: 'new' })
+    } else {
+      metrics.registrations.inc({ outcome: task.state === 'failed' ? 'failed' : 'cached' })
+    }
+
+    const signals = [AbortSignal.timeout(this.sourceHeadersTimeout), ...(options.signal != null ? [options.signal] : [])]
+    await raceAbort(task.ready, AbortSignal.any(signals))
+    return task
+  }
+
+  private startFetch (task: Task): void {
+    const fetch = this.components.fetcher.fetch(task, this.controller.signal)
+      .finally(() => { this.fetches.delete(fetch) })
+    this.fetches.add(fetch)
+  }
+
+  /** Forgets a departed peer everywhere. */
+  removePeer (peerId: string): void {
+    for (const task of this.tasks.values()) {
+      task.removePeer(peerId)
+    }
+  }
+}
+
+async function raceAbort (promise: Promise<void>, signal: AbortSignal): Promise<void> {
+  signal.throwIfAborted()
+  await new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => { reject(signal.reason) }
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(resolve, reject).finally(() => { signal.removeEventListener('abort', onAbort) })
+  })
+}

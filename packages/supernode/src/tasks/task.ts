@@ -1,0 +1,157 @@
+import { pieceCount, type StoredPiece, type TaskError, type TaskState } from '@shoal/core'
+
+export interface TaskInit {
+  id: string
+  url: string
+  digest?: string | undefined
+  /** Headers for the source fetch (credentials): kept in memory only, never persisted. */
+  headers?: Record<string, string> | undefined
+}
+
+/**
+ * The supernode's view of one piece of content: what it has cut from the source so
+ * far, and which peers hold which pieces. Waiters (long polls) are woken on change.
+ */
+export class Task {
+  readonly id: string
+  readonly url: string
+  readonly digest: string | undefined
+  headers: Record<string, string>
+  state: TaskState = 'running'
+  contentLength: number | null = null
+  /** Known once the source has answered; see `ready`. */
+  pieceSize = 0
+  error: TaskError | undefined
+  /** When the task last failed, for the negative cache. */
+  failedAt = 0
+  /** Pieces the supernode holds, by number. */
+  readonly pieces = new Map<number, StoredPiece>()
+  /** Peers that reported holding each piece. */
+  readonly holders = new Map<number, Set<string>>()
+  /** Resolves once the source answered (length and piece size known) or failed. */
+  ready: Promise<void>
+  private markReady: () => void
+  private waiters = new Set<() => void>()
+
+  constructor (init: TaskInit) {
+    this.id = init.id
+    this.url = init.url
+    this.digest = init.digest
+    this.headers = init.headers ?? {}
+    const { promise, resolve } = Promise.withResolvers<void>()
+    this.ready = promise
+    this.markReady = resolve
+  }
+
+  get pieceCount (): number | null {
+    return this.contentLength == null || this.pieceSize === 0 ? null : pieceCount(this.contentLength, this.pieceSize)
+  }
+
+  /** The source answered: from here pieces can be named. */
+  start (contentLength: number | null, pieceSize: number): void {
+    this.contentLength = contentLength
+    this.pieceSize = pieceSize
+    this.markReady()
+    this.notify()
+  }
+
+  addPiece (piece: StoredPiece): void {
+    this.pieces.set(piece.num, piece)
+    this.notify()
+  }
+
+  succeed (contentLength: number): void {
+    this.contentLength = contentLength
+    this.state = 'success'
+    this.markReady()
+    this.notify()
+  }
+
+  fail (error: TaskError): void {
+    this.state = 'failed'
+    this.error = error
+    this.failedAt = Date.now()
+    this.pieces.clear()
+    this.holders.clear()
+    this.markReady()
+    this.notify()
+  }
+
+  /** Starts over after a failure: same content, fresh fetch. */
+  reset (headers: Record<string, string> | undefined): void {
+    this.state = 'running'
+    this.error = undefined
+    this.contentLength = null
+    this.pieceSize = 0
+    this.headers = headers ?? {}
+    const { promise, resolve } = Promise.withResolvers<void>()
+    this.ready = promise
+    this.markReady = resolve
+    this.notify()
+  }
+
+  addHolder (num: number, peerId: string): void {
+    if (!this.pieces.has(num)) {
+      return
+    }
+    let set = this.holders.get(num)
+    if (set == null) {
+      set = new Set()
+      this.holders.set(num, set)
+    }
+    if (!set.has(peerId)) {
+      set.add(peerId)
+      this.notify()
+    }
+  }
+
+  holds (num: number, peerId: string): boolean {
+    return this.holders.get(num)?.has(peerId) ?? false
+  }
+
+  /** How many pieces a peer holds. */
+  heldBy (peerId: string): number {
+    let n = 0
+    for (const set of this.holders.values()) {
+      if (set.has(peerId)) {
+        n++
+      }
+    }
+    return n
+  }
+
+  removePeer (peerId: string): void {
+    for (const set of this.holders.values()) {
+      set.delete(peerId)
+    }
+  }
+
+  /** Resolves on the next change, after `ms`, or when `signal` aborts, whichever is first. */
+  async waitForChange (ms: number, signal?: AbortSignal): Promise<void> {
+    if (ms <= 0 || signal?.aborted === true) {
+      return
+    }
+    await new Promise<void>(resolve => {
+      const done = (): void => {
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', done)
+        this.waiters.delete(done)
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      signal?.addEventListener('abort', done, { once: true })
+      this.waiters.add(done)
+    })
+  }
+
+  /** Wakes waiters: something they may be waiting on (a transfer slot, a holder) changed. */
+  changed (): void {
+    this.notify()
+  }
+
+  private notify (): void {
+    for (const wake of [...this.waiters]) {
+      wake()
+    }
+  }
+}

@@ -1,0 +1,19 @@
+/**
+ * The README's main job: the demo swarm runs to the end and prints what it promises.
+ */
+import { describe, expect, it } from 'vitest'
+import { REPO_ROOT, run } from '../harness/processes.ts'
+
+describe('demo (./dev demo)', () => {
+  it('distributes an image to three hosts and prints time and bytes by source per host', async () => {
+    const res = await run(process.execPath, [`${REPO_ROOT}scripts/demo.ts`, '--layers-mib', '6,3,1'], { timeoutMs: 240_000 })
+    expect(res.code, res.stderr + res.stdout).toBe(0)
+    const rows = res.stdout.split('\n').filter(l => /^host-\d /.test(l))
+    expect(rows).toHaveLength(3)
+    for (const row of rows) {
+      expect(row).toMatch(/^host-\d\s+[\d.]+ s\s+[\d.]+ MiB\s+[\d.]+ MiB\s+[\d.]+ MiB$/)
+    }
+    // four blobs (config and three layers), each fetched from the registry once
+    expect(res.stdout).toMatch(/registry blob GETs: 4 for 4 blobs/)
+  })
+})

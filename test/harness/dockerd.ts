@@ -1,0 +1,69 @@
+import { existsSync } from 'node:fs'
+import { mkdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { run, startProcess, type ManagedProcess } from './processes.ts'
+import { which } from './require-binary.ts'
+
+export interface Dockerd {
+  socket: string
+  proc: ManagedProcess
+  /** `docker pull ref`; resolves with the CLI's output, rejects on failure. */
+  pull(ref: string): Promise<string>
+  /** `docker image inspect --format {{.Id}}` */
+  imageId(ref: string): Promise<string>
+  stop(): Promise<void>
+}
+
+/**
+ * A real dockerd (Debian's docker.io) that can pull but run nothing: vfs storage, no
+ * iptables, no bridge, and every path of its own, so several run side by side.
+ */
+export async function startDockerd (dir: string, mirror: string): Promise<Dockerd> {
+  const dockerdBin = which('dockerd')
+  if (dockerdBin == null) {
+    throw new Error('dockerd is not installed')
+  }
+  // the client Debian ships with this dockerd, not whatever else is first on PATH
+  const dockerBin = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : which('docker')
+  if (dockerBin == null) {
+    throw new Error('the docker client is not installed')
+  }
+  await mkdir(dir, { recursive: true })
+  // the exec root holds containerd's socket path, which must stay short
+  const execRoot = `/tmp/shoal-dx-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
+  const socket = join(dir, 'docker.sock')
+  const { proc } = await startProcess({
+    command: dockerdBin,
+    args: [
+      '--storage-driver', 'vfs',
+      '--iptables=false',
+      '--ip-masq=false',
+      '--bridge=none',
+      '--data-root', join(dir, 'data'),
+      '--exec-root', execRoot,
+      '--pidfile', join(dir, 'docker.pid'),
+      '-H', `unix://${socket}`,
+      '--registry-mirror', mirror
+    ],
+    logFile: join(dir, 'dockerd.log'),
+    ready: (line) => line.includes('API listen on') ? true : undefined,
+    readyTimeoutMs: 60_000
+  })
+  const docker = async (...args: string[]): Promise<string> => {
+    const res = await run(dockerBin, ['-H', `unix://${socket}`, ...args], { timeoutMs: 180_000 })
+    if (res.code !== 0) {
+      throw new Error(`docker ${args.join(' ')} failed (${res.code}): ${res.stderr || res.stdout}`)
+    }
+    return res.stdout
+  }
+  return {
+    socket,
+    proc,
+    pull: async (ref) => docker('pull', ref),
+    imageId: async (ref) => (await docker('image', 'inspect', '--format', '{{.Id}}', ref)).trim(),
+    async stop () {
+      await proc.stop(15_000)
+      await rm(execRoot, { recursive: true, force: true })
+    }
+  }
+}

@@ -1,0 +1,130 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { createReadStream, createWriteStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Transform, type TransformCallback } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { createGzip } from 'node:zlib'
+import { pack } from 'tar-stream'
+
+export const MANIFEST_V2 = 'application/vnd.docker.distribution.manifest.v2+json'
+export const CONFIG_V1 = 'application/vnd.docker.container.image.v1+json'
+export const LAYER_TAR_GZIP = 'application/vnd.docker.image.rootfs.diff.tar.gzip'
+
+export interface Blob {
+  digest: string
+  size: number
+  mediaType: string
+  /** File holding the blob's bytes */
+  path: string
+}
+
+export interface GeneratedImage {
+  name: string
+  tag: string
+  layers: Blob[]
+  config: Blob
+  manifest: Buffer
+  manifestDigest: string
+  /** What `docker image inspect --format {{.Id}}` reports: the config digest. */
+  imageId: string
+  /** Sum of layer sizes (compressed, as pulled) */
+  layerBytes: number
+}
+
+class Hasher extends Transform {
+  readonly hash = createHash('sha256')
+  size = 0
+  override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.hash.update(chunk)
+    this.size += chunk.byteLength
+    cb(null, chunk)
+  }
+}
+
+/**
+ * Writes one gzip'd tar layer of random (incompressible) content, streaming to disk.
+ * Returns the blob and its diff id (digest of the uncompressed tar).
+ */
+async function writeLayer (dir: string, index: number, bytes: number): Promise<{ blob: Blob, diffId: string }> {
+  const tar = pack()
+  const tarHash = new Hasher()
+  const gzHash = new Hasher()
+  const path = join(dir, `layer-${index}.tar.gz`)
+  const done = pipeline(tar, tarHash, createGzip({ level: 1 }), gzHash, createWriteStream(path))
+
+  const fileSize = Math.min(bytes, 4 * 1024 * 1024)
+  let remaining = bytes
+  for (let f = 0; remaining > 0; f++) {
+    const size = Math.min(fileSize, remaining)
+    await new Promise<void>((resolve, reject) => {
+      tar.entry({ name: `shoal-layer-${index}/file-${f}.bin`, size, mtime: new Date(0) }, randomBytes(size), (err) => {
+        if (err != null) {
+          reject(err)
+        } else {
+          resolve()
+        }
+      })
+    })
+    remaining -= size
+  }
+  tar.finalize()
+  await done
+  return {
+    blob: { digest: `sha256:${gzHash.hash.digest('hex')}`, size: gzHash.size, mediaType: LAYER_TAR_GZIP, path },
+    diffId: `sha256:${tarHash.hash.digest('hex')}`
+  }
+}
+
+/**
+ * Generates a runnable-looking image (Docker schema 2) with layers of the given sizes
+ * of random content, in `dir`.
+ */
+export async function generateImage (dir: string, name: string, tag: string, layerSizes: number[]): Promise<GeneratedImage> {
+  const layers: Blob[] = []
+  const diffIds: string[] = []
+  for (const [i, size] of layerSizes.entries()) {
+    const { blob, diffId } = await writeLayer(dir, i, size)
+    layers.push(blob)
+    diffIds.push(diffId)
+  }
+
+  const config = Buffer.from(JSON.stringify({
+    architecture: 'amd64',
+    os: 'linux',
+    created: '2026-01-01T00:00:00Z',
+    config: { Cmd: ['/bin/true'], Labels: { 'org.shoal.test': name } },
+    rootfs: { type: 'layers', diff_ids: diffIds },
+    history: diffIds.map((_, i) => ({ created: '2026-01-01T00:00:00Z', created_by: `shoal test layer ${i}` }))
+  }))
+  const configPath = join(dir, 'config.json')
+  await pipeline(async function * () { yield config }, createWriteStream(configPath))
+  const configBlob: Blob = { digest: `sha256:${createHash('sha256').update(config).digest('hex')}`, size: config.byteLength, mediaType: CONFIG_V1, path: configPath }
+
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MANIFEST_V2,
+    config: { mediaType: CONFIG_V1, size: configBlob.size, digest: configBlob.digest },
+    layers: layers.map(l => ({ mediaType: l.mediaType, size: l.size, digest: l.digest }))
+  }))
+
+  return {
+    name,
+    tag,
+    layers,
+    config: configBlob,
+    manifest,
+    manifestDigest: `sha256:${createHash('sha256').update(manifest).digest('hex')}`,
+    imageId: configBlob.digest,
+    layerBytes: layers.reduce((n, l) => n + l.size, 0)
+  }
+}
+
+/** Reads a blob file, checking its size (a guard against a half-written file). */
+export async function openBlob (blob: Blob): Promise<NodeJS.ReadableStream> {
+  const { size } = await stat(blob.path)
+  if (size !== blob.size) {
+    throw new Error(`${blob.path} is ${size} bytes, expected ${blob.size}`)
+  }
+  return createReadStream(blob.path)
+}

@@ -1,0 +1,173 @@
+import { once } from 'node:events'
+import { createReadStream } from 'node:fs'
+import { writeFile, mkdir } from 'node:fs/promises'
+import { createServer, type Server } from 'node:http'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { request } from 'undici'
+import { MANIFEST_V2, type Blob, type GeneratedImage } from './image.ts'
+import { startProcess } from './processes.ts'
+import { which } from './require-binary.ts'
+
+export interface Registry {
+  /** Base URL, such as http://127.0.0.1:5000 */
+  url: string
+  kind: 'docker-registry' | 'shoal-demo-origin'
+  push(image: GeneratedImage): Promise<void>
+  stop(): Promise<void>
+}
+
+export async function freePort (): Promise<number> {
+  const server = createNetServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as AddressInfo
+  await new Promise(resolve => server.close(resolve))
+  return port
+}
+
+async function waitForHttp (url: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    try {
+      const res = await request(url, { signal: AbortSignal.timeout(1_000) })
+      await res.body.dump()
+      if (res.statusCode < 500) {
+        return
+      }
+    } catch {}
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  throw new Error(`${url} did not answer within ${timeoutMs} ms`)
+}
+
+/** Debian's docker-registry (the Distribution registry), on loopback, storing in `dir`. */
+export async function startDockerRegistry (dir: string): Promise<Registry> {
+  const binary = which('docker-registry')
+  if (binary == null) {
+    throw new Error('docker-registry is not installed')
+  }
+  await mkdir(join(dir, 'storage'), { recursive: true })
+  const port = await freePort()
+  const config = join(dir, 'config.yml')
+  await writeFile(config, [
+    'version: 0.1',
+    'log:',
+    '  level: info',
+    '  accesslog:',
+    '    disabled: false',
+    'storage:',
+    '  filesystem:',
+    `    rootdirectory: ${join(dir, 'storage')}`,
+    'http:',
+    `  addr: 127.0.0.1:${port}`,
+    ''
+  ].join('\n'))
+  const { proc } = await startProcess({ command: binary, args: ['serve', config], logFile: join(dir, 'registry.log') })
+  const url = `http://127.0.0.1:${port}`
+  try {
+    await waitForHttp(`${url}/v2/`)
+  } catch (err) {
+    await proc.stop()
+    throw err
+  }
+  return { url, kind: 'docker-registry', push: async (image) => { await pushImage(url, image) }, stop: async () => { await proc.stop() } }
+}
+
+/** Pushes an image with the registry HTTP API: monolithic blob uploads, then the manifest. */
+export async function pushImage (registryUrl: string, image: GeneratedImage): Promise<void> {
+  for (const blob of [image.config, ...image.layers]) {
+    const start = await request(`${registryUrl}/v2/${image.name}/blobs/uploads/`, { method: 'POST', signal: AbortSignal.timeout(30_000) })
+    await start.body.dump()
+    const location = start.headers.location
+    if (start.statusCode !== 202 || typeof location !== 'string') {
+      throw new Error(`upload of ${blob.digest} not accepted: ${start.statusCode}`)
+    }
+    const target = new URL(location, registryUrl)
+    target.searchParams.set('digest', blob.digest)
+    const put = await request(target, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/octet-stream', 'content-length': String(blob.size) },
+      body: createReadStream(blob.path),
+      signal: AbortSignal.timeout(120_000)
+    })
+    const text = await put.body.text()
+    if (put.statusCode !== 201) {
+      throw new Error(`upload of ${blob.digest} failed: ${put.statusCode} ${text}`)
+    }
+  }
+  const res = await request(`${registryUrl}/v2/${image.name}/manifests/${image.tag}`, {
+    method: 'PUT',
+    headers: { 'content-type': MANIFEST_V2 },
+    body: image.manifest,
+    signal: AbortSignal.timeout(30_000)
+  })
+  const text = await res.body.text()
+  if (res.statusCode !== 201) {
+    throw new Error(`manifest push failed: ${res.statusCode} ${text}`)
+  }
+}
+
+/**
+ * The origin Shoal ships for the demo when Debian's docker-registry is not installed:
+ * a read-only registry (GET/HEAD of /v2/, manifests and blobs) serving generated
+ * images from their files.
+ */
+export async function startDemoOrigin (): Promise<Registry> {
+  const blobs = new Map<string, Blob>()
+  const manifests = new Map<string, Buffer>()
+  const server: Server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://localhost')
+    const headers = { 'docker-distribution-api-version': 'registry/2.0' }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, headers).end()
+      return
+    }
+    if (url.pathname === '/v2/') {
+      res.writeHead(200, { ...headers, 'content-type': 'application/json' }).end('{}')
+      return
+    }
+    const m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/.exec(url.pathname)
+    const notFound = (): void => { res.writeHead(404, { ...headers, 'content-type': 'application/json' }).end(JSON.stringify({ errors: [{ code: m?.[2] === 'blobs' ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN', message: 'not found' }] })) }
+    if (m?.[2] === 'manifests') {
+      const body = manifests.get(`${m[1]}:${m[3]}`)
+      if (body == null) {
+        notFound()
+        return
+      }
+      res.writeHead(200, { ...headers, 'content-type': MANIFEST_V2, 'content-length': body.byteLength })
+      res.end(req.method === 'HEAD' ? undefined : body)
+      return
+    }
+    const blob = m?.[2] === 'blobs' ? blobs.get(m[3] ?? '') : undefined
+    if (blob == null) {
+      notFound()
+      return
+    }
+    res.writeHead(200, { ...headers, 'content-type': 'application/octet-stream', 'content-length': blob.size, 'docker-content-digest': blob.digest })
+    if (req.method === 'HEAD') {
+      res.end()
+      return
+    }
+    createReadStream(blob.path).pipe(res)
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${port}`,
+    kind: 'shoal-demo-origin',
+    async push (image) {
+      for (const blob of [image.config, ...image.layers]) {
+        blobs.set(blob.digest, blob)
+      }
+      manifests.set(`${image.name}:${image.tag}`, image.manifest)
+      manifests.set(`${image.name}:${image.manifestDigest}`, image.manifest)
+    },
+    async stop () {
+      server.closeAllConnections()
+      await new Promise(resolve => server.close(resolve))
+    }
+  }
+}
+
