@@ -70,6 +70,22 @@ describe('registry mirror', () => {
     expect(origin.gets.get(path)).toBe(1)
   })
 
+  it('serves an empty blob, and one whose source sends no length', async () => {
+    const empty = Buffer.alloc(0)
+    const emptyPath = `/v2/library/app/blobs/${sha256(empty)}`
+    origin.add(emptyPath, empty)
+    const res = await get(`${b.url}${emptyPath}`)
+    expect(res.status).toBe(200)
+    expect(res.body.byteLength).toBe(0)
+
+    const data = randomBytes(2 * PIECE + 9)
+    const path = `/v2/library/app/blobs/${sha256(data)}`
+    origin.add(path, data, { chunked: true })
+    const chunked = await get(`${b.url}${path}`)
+    expect(chunked.status).toBe(200)
+    expect(chunked.body.equals(data)).toBe(true)
+  })
+
   it('answers a repeated request from disk', async () => {
     const data = randomBytes(2 * PIECE)
     const path = `/v2/library/app/blobs/${sha256(data)}`

@@ -26,7 +26,7 @@ export class Download {
   /** Bytes [0, contiguous) are on disk in whole, recorded pieces. */
   contiguous = 0
   readonly have = new Map<number, number>()
-  /** Resolves once the length is known (or the download failed): then a response can start. */
+  /** Resolves once the piece geometry is known (or the download failed): then a response can start. */
   readonly ready: Promise<void>
   private markReady: () => void
   private nextPiece = 0
@@ -49,13 +49,14 @@ export class Download {
     return this.state === 'success'
   }
 
-  /** The piece geometry is known; `contentLength` may still be null for a source that did not say. */
+  /**
+   * The piece geometry is known. `contentLength` may still be null for a source that
+   * did not say; the response is then sent without a length (chunked).
+   */
   setGeometry (contentLength: number | null, pieceSize: number): void {
     this.contentLength = contentLength
     this.pieceSize = pieceSize
-    if (contentLength != null) {
-      this.markReady()
-    }
+    this.markReady()
     this.notify()
   }
 

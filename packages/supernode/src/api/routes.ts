@@ -61,7 +61,15 @@ export function apiRoutes (c: ApiComponents): Route[] {
       handler: async ({ req, res, signal }) => {
         const body = await readJson(req, registerTaskRequestSchema)
         c.peers.upsert(body.peer)
-        const task = await c.tasks.register(body, { signal })
+        let task: Task
+        try {
+          task = await c.tasks.register(body, { signal })
+        } catch (err) {
+          if (!signal.aborted && (err as Error).name === 'TimeoutError') {
+            throw new HttpError(504, 'SOURCE_TIMEOUT', `the source did not answer in time: ${body.url}`)
+          }
+          throw err
+        }
         const answer: RegisterTaskResponse = {
           taskId: task.id,
           state: task.state,
