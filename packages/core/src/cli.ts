@@ -73,6 +73,20 @@ export async function runMain (program: string, main: (signal: AbortSignal) => P
   }
 }
 
+export interface Service {
+  start(): Promise<void>
+  stop(): Promise<void>
+}
+
+/** Starts a long-running service and stops it when `signal` aborts (SIGINT, SIGTERM). */
+export async function serveUntilAborted (service: Service, signal: AbortSignal): Promise<void> {
+  await service.start()
+  if (!signal.aborted) {
+    await new Promise(resolve => signal.addEventListener('abort', resolve, { once: true }))
+  }
+  await service.stop()
+}
+
 /** The `version` field of the package.json next to the calling module's package. */
 export function packageVersion (moduleUrl: string, relative = '../../package.json'): string {
   try {

@@ -1,8 +1,7 @@
 import { hostname } from 'node:os'
-import { join } from 'node:path'
 import {
-  createHttpDispatcher, createMetricsRegistry, createP2PNode, createRouter, loadOrCreatePrivateKey, PieceServer, PieceStore,
-  startHttpServer, type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerInfo
+  commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, PeerNode, startHttpServer,
+  type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerInfo, type PieceStore
 } from '@shoal/core'
 import { daemonApiRoutes } from './api/routes.ts'
 import { DownloadManager } from './download/download-manager.ts'
@@ -12,7 +11,6 @@ import { PieceFetcher } from './download/piece-fetcher.ts'
 import { DfgetMetrics } from './metrics.ts'
 import { registryErrorBody, registryMirrorRoutes } from './mirror/registry-mirror.ts'
 import { SupernodeClient } from './supernode-client.ts'
-import type { Libp2p } from 'libp2p'
 import type { Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 
@@ -57,12 +55,11 @@ export class Daemon {
   private readonly logger: ComponentLogger
   private readonly log: Logger
   readonly registry: Registry
-  readonly store: PieceStore
+  private readonly node: PeerNode
   private readonly metrics: DfgetMetrics
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
-  private libp2p?: Libp2p
-  private pieceServer?: PieceServer
+  private started = false
   private downloads?: DownloadManager
   private client?: SupernodeClient
   private http?: HttpServer
@@ -76,18 +73,20 @@ export class Daemon {
     this.metrics = new DfgetMetrics(this.registry)
     this.ownsDispatcher = components.dispatcher == null
     this.dispatcher = components.dispatcher ?? createHttpDispatcher()
-    this.store = new PieceStore({ logger: this.logger }, { dataDir: init.dataDir })
+    this.node = new PeerNode({ logger: this.logger, metrics: this.registry }, {
+      dataDir: init.dataDir,
+      p2pListen: init.p2pListen,
+      ...(init.p2pAnnounce != null ? { p2pAnnounce: init.p2pAnnounce } : {}),
+      metricPrefix: 'shoal_dfget',
+      maxConcurrentUploads: init.maxConcurrentUploads ?? 16
+    })
   }
 
   async start (): Promise<void> {
     const { logger, store, metrics, dispatcher } = this
-    await store.start()
-    const privateKey = await loadOrCreatePrivateKey(join(this.init.dataDir, 'peer.key'))
-    const libp2p = await createP2PNode({ listen: this.init.p2pListen, privateKey, ...(this.init.p2pAnnounce != null ? { announce: this.init.p2pAnnounce } : {}) })
-    this.libp2p = libp2p
-    this.pieceServer = new PieceServer({ libp2p, store, logger, metrics: this.registry },
-      { metricPrefix: 'shoal_dfget', maxConcurrentUploads: this.init.maxConcurrentUploads ?? 16 })
-    await this.pieceServer.start()
+    await this.node.start()
+    this.started = true
+    const libp2p = this.node.libp2p
 
     if (this.init.supernode != null) {
       this.client = new SupernodeClient({ dispatcher }, { url: this.init.supernode })
@@ -108,24 +107,24 @@ export class Daemon {
 
     const shared = { downloads: this.downloads, store, metrics }
     this.http = await startHttpServer(this.init.listen, createRouter([
-      ...daemonApiRoutes({ ...shared, registry: this.registry, self: () => this.self(), version: this.init.version ?? '0.0.0' }),
+      ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),
+      ...daemonApiRoutes(shared),
       ...registryMirrorRoutes({ ...shared, dispatcher, logger }, { upstream: this.init.registry })
     ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }))
 
-    this.log.info({ url: this.http.url, registry: this.init.registry, supernode: this.init.supernode, peerId: libp2p.peerId.toString(), addrs: this.self().addrs }, 'daemon ready')
+    this.log.info({ url: this.http.url, registry: this.init.registry, supernode: this.init.supernode, ...this.self() }, 'daemon ready')
   }
 
   async stop (): Promise<void> {
+    this.log.info('stopping')
     this.controller.abort(new Error('daemon stopping'))
-    if (this.client != null && this.libp2p != null) {
-      await this.client.leave(this.libp2p.peerId.toString(), { signal: AbortSignal.timeout(2_000) })
+    if (this.client != null && this.started) {
+      await this.client.leave(this.self().peerId, { signal: AbortSignal.timeout(2_000) })
         .catch((err: unknown) => { this.log.debug({ err }, 'could not tell the supernode this peer is leaving') })
     }
     await this.http?.close()
     await this.downloads?.stop()
-    await this.pieceServer?.stop()
-    await this.libp2p?.stop()
-    await this.store.stop()
+    await this.node.stop()
     if (this.ownsDispatcher) {
       await this.dispatcher.close()
     }
@@ -139,14 +138,13 @@ export class Daemon {
     return this.http.url
   }
 
+  /** Where the daemon keeps its pieces. */
+  get store (): PieceStore {
+    return this.node.store
+  }
+
+  /** This daemon, as the supernode and other peers know it. */
   self (): PeerInfo {
-    if (this.libp2p == null) {
-      throw new Error('daemon is not started')
-    }
-    return {
-      peerId: this.libp2p.peerId.toString(),
-      addrs: this.libp2p.getMultiaddrs().map(ma => ma.toString()),
-      hostname: this.init.hostname ?? hostname()
-    }
+    return { ...this.node.address(), hostname: this.init.hostname ?? hostname() }
   }
 }

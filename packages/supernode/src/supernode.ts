@@ -1,7 +1,6 @@
-import { join } from 'node:path'
 import {
-  createHttpDispatcher, createMetricsRegistry, createP2PNode, createRouter, loadOrCreatePrivateKey, PieceServer, PieceStore,
-  startHttpServer, type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerAddress
+  commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, PeerNode, startHttpServer,
+  type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerAddress, type PieceStore
 } from '@shoal/core'
 import { apiRoutes } from './api/routes.ts'
 import { SourceFetcher } from './cdn/source-fetcher.ts'
@@ -9,7 +8,6 @@ import { SupernodeMetrics } from './metrics.ts'
 import { PeerRegistry } from './peers/peer-registry.ts'
 import { Scheduler } from './scheduler/scheduler.ts'
 import { TaskManager } from './tasks/task-manager.ts'
-import type { Libp2p } from 'libp2p'
 import type { Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 
@@ -48,14 +46,12 @@ export class Supernode {
   private readonly log: Logger
   private readonly logger: ComponentLogger
   readonly registry: Registry
-  readonly store: PieceStore
   readonly tasks: TaskManager
+  private readonly node: PeerNode
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
   private readonly metrics: SupernodeMetrics
   private readonly peers = new PeerRegistry()
-  private libp2p?: Libp2p
-  private pieceServer?: PieceServer
   private http?: HttpServer
   private expiry?: NodeJS.Timeout
   private readonly controller = new AbortController()
@@ -68,7 +64,13 @@ export class Supernode {
     this.metrics = new SupernodeMetrics(this.registry)
     this.ownsDispatcher = components.dispatcher == null
     this.dispatcher = components.dispatcher ?? createHttpDispatcher({ headersTimeout: init.sourceTimeout ?? 30_000 })
-    this.store = new PieceStore({ logger: this.logger }, { dataDir: init.dataDir })
+    this.node = new PeerNode({ logger: this.logger, metrics: this.registry }, {
+      dataDir: init.dataDir,
+      p2pListen: init.p2pListen,
+      ...(init.p2pAnnounce != null ? { p2pAnnounce: init.p2pAnnounce } : {}),
+      metricPrefix: 'shoal_supernode',
+      maxConcurrentUploads: init.maxConcurrentUploads ?? 32
+    })
     const fetcher = new SourceFetcher({ store: this.store, dispatcher: this.dispatcher, logger: this.logger, metrics: this.metrics },
       init.pieceSize != null ? { pieceSize: init.pieceSize } : {})
     this.tasks = new TaskManager({ store: this.store, fetcher, logger: this.logger, metrics: this.metrics },
@@ -76,25 +78,14 @@ export class Supernode {
   }
 
   async start (): Promise<void> {
-    await this.store.start()
+    await this.node.start()
     await this.tasks.start()
 
-    const privateKey = await loadOrCreatePrivateKey(join(this.init.dataDir, 'peer.key'))
-    this.libp2p = await createP2PNode({ listen: this.init.p2pListen, privateKey, ...(this.init.p2pAnnounce != null ? { announce: this.init.p2pAnnounce } : {}) })
-    this.pieceServer = new PieceServer({ libp2p: this.libp2p, store: this.store, logger: this.logger, metrics: this.registry },
-      { metricPrefix: 'shoal_supernode', maxConcurrentUploads: this.init.maxConcurrentUploads ?? 32 })
-    await this.pieceServer.start()
-
     const scheduler = new Scheduler({ peers: this.peers, self: () => this.self() })
-    this.http = await startHttpServer(this.init.listen, createRouter(apiRoutes({
-      tasks: this.tasks,
-      peers: this.peers,
-      scheduler,
-      metrics: this.metrics,
-      registry: this.registry,
-      self: () => this.self(),
-      version: this.init.version ?? '0.0.0'
-    }), { log: this.log, signal: this.controller.signal }))
+    this.http = await startHttpServer(this.init.listen, createRouter([
+      ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self(), peers: this.peers.size }) }),
+      ...apiRoutes({ tasks: this.tasks, peers: this.peers, scheduler, metrics: this.metrics, self: () => this.self() })
+    ], { log: this.log, signal: this.controller.signal }))
 
     this.metrics.observe({ tasks: () => this.tasks.all(), peerCount: () => this.peers.size })
     this.expiry = setInterval(() => {
@@ -104,17 +95,16 @@ export class Supernode {
     }, 15_000)
     this.expiry.unref()
 
-    this.log.info({ url: this.http.url, peerId: this.libp2p.peerId.toString(), addrs: this.self().addrs }, 'supernode ready')
+    this.log.info({ url: this.http.url, ...this.self() }, 'supernode ready')
   }
 
   async stop (): Promise<void> {
+    this.log.info('stopping')
     clearInterval(this.expiry)
     this.controller.abort(new Error('supernode stopping'))
     await this.http?.close()
-    await this.pieceServer?.stop()
     await this.tasks.stop()
-    await this.libp2p?.stop()
-    await this.store.stop()
+    await this.node.stop()
     if (this.ownsDispatcher) {
       await this.dispatcher.close()
     }
@@ -128,11 +118,13 @@ export class Supernode {
     return this.http.url
   }
 
+  /** Where the supernode keeps its pieces. */
+  get store (): PieceStore {
+    return this.node.store
+  }
+
   /** How daemons reach this supernode's piece server. */
   self (): PeerAddress {
-    if (this.libp2p == null) {
-      throw new Error('supernode is not started')
-    }
-    return { peerId: this.libp2p.peerId.toString(), addrs: this.libp2p.getMultiaddrs().map(ma => ma.toString()) }
+    return this.node.address()
   }
 }

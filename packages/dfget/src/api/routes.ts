@@ -1,13 +1,6 @@
-import { API_PREFIX, isDigest, readJson, sendJson, serveMetrics, type PeerInfo, type Route } from '@shoal/core'
+import { API_PREFIX, isDigest, readJson, type Route } from '@shoal/core'
 import { z } from 'zod'
 import { sendDownload, type SendDownloadComponents } from '../mirror/send-download.ts'
-import type { Registry } from 'prom-client'
-
-export interface DaemonApiComponents extends SendDownloadComponents {
-  registry: Registry
-  self: () => PeerInfo
-  version: string
-}
 
 /** `POST /api/v1/downloads`: what `dfget <url> -o <file>` asks the daemon for. */
 export const downloadRequestSchema = z.object({
@@ -17,26 +10,11 @@ export const downloadRequestSchema = z.object({
 })
 
 /**
- * The daemon's own API, beside the registry mirror: health, metrics, status, and
- * downloads of any URL through the swarm.
+ * The daemon's own API beside the registry mirror (and the common `/healthz`,
+ * `/metrics`, `/api/v1/status`): downloads of any URL through the swarm.
  */
-export function daemonApiRoutes (c: DaemonApiComponents): Route[] {
+export function daemonApiRoutes (c: SendDownloadComponents): Route[] {
   return [
-    {
-      methods: ['GET', 'HEAD'],
-      pattern: /^\/healthz$/,
-      handler: async ({ res }) => { sendJson(res, 200, { status: 'ok' }) }
-    },
-    {
-      methods: ['GET'],
-      pattern: /^\/metrics$/,
-      handler: async ({ req, res }) => { await serveMetrics(c.registry, req, res) }
-    },
-    {
-      methods: ['GET'],
-      pattern: new RegExp(`^${API_PREFIX}/status$`),
-      handler: async ({ res }) => { sendJson(res, 200, { version: c.version, ...c.self() }) }
-    },
     {
       methods: ['POST'],
       pattern: new RegExp(`^${API_PREFIX}/downloads$`),

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander'
-import { configSchemas, createLogger, InvalidConfigError, packageVersion, resolveOptions, runMain } from '@shoal/core'
+import { configSchemas, createLogger, InvalidConfigError, packageVersion, resolveOptions, runMain, serveUntilAborted } from '@shoal/core'
 import { z } from 'zod'
 import { downloadToFile, parseHeaders } from '../cli/download-command.ts'
 import { Daemon } from '../daemon.ts'
@@ -91,10 +91,7 @@ const daemon = program.command('daemon')
         ...(options.hostname != null ? { hostname: options.hostname } : {}),
         version
       })
-      await d.start()
-      await new Promise(resolve => signal.addEventListener('abort', resolve, { once: true }))
-      logger.forComponent('shoal:dfget:daemon').info('stopping')
-      await d.stop()
+      await serveUntilAborted(d, signal)
     })
   })
 

@@ -1,4 +1,4 @@
-import { pieceCount, type StoredPiece, type TaskState } from '@shoal/core'
+import { ChangeNotifier, pieceCount, type StoredPiece, type TaskState } from '@shoal/core'
 
 export interface DownloadInit {
   taskId: string
@@ -30,7 +30,7 @@ export class Download {
   readonly ready: Promise<void>
   private markReady: () => void
   private nextPiece = 0
-  private waiters = new Set<() => void>()
+  private readonly changes = new ChangeNotifier()
 
   constructor (init: DownloadInit) {
     this.taskId = init.taskId
@@ -93,23 +93,12 @@ export class Download {
 
   /** Resolves on the next change or when `signal` aborts. */
   async waitForChange (signal: AbortSignal): Promise<void> {
-    if (signal.aborted || this.state !== 'running') {
-      return
+    if (this.state === 'running') {
+      await this.changes.wait({ signal })
     }
-    await new Promise<void>(resolve => {
-      const done = (): void => {
-        signal.removeEventListener('abort', done)
-        this.waiters.delete(done)
-        resolve()
-      }
-      signal.addEventListener('abort', done, { once: true })
-      this.waiters.add(done)
-    })
   }
 
   private notify (): void {
-    for (const wake of [...this.waiters]) {
-      wake()
-    }
+    this.changes.notify()
   }
 }

@@ -1,5 +1,5 @@
 import {
-  API_PREFIX, HttpError, readJson, registerTaskRequestSchema, scheduleRequestSchema, sendJson, serveMetrics,
+  API_PREFIX, HttpError, readJson, registerTaskRequestSchema, scheduleRequestSchema, sendJson,
   TaskNotFoundError, type RegisterTaskResponse, type Route, type ScheduleResponse, type PeerAddress
 } from '@shoal/core'
 import type { SupernodeMetrics } from '../metrics.ts'
@@ -7,16 +7,13 @@ import type { PeerRegistry } from '../peers/peer-registry.ts'
 import type { Scheduler } from '../scheduler/scheduler.ts'
 import type { Task } from '../tasks/task.ts'
 import type { TaskManager } from '../tasks/task-manager.ts'
-import type { Registry } from 'prom-client'
 
 export interface ApiComponents {
   tasks: TaskManager
   peers: PeerRegistry
   scheduler: Scheduler
   metrics: SupernodeMetrics
-  registry: Registry
   self: () => PeerAddress
-  version: string
 }
 
 const TASK_ID = '(?<taskId>[a-f0-9]{64})'
@@ -38,23 +35,6 @@ function getTask (tasks: TaskManager, taskId: string | undefined): Task {
  */
 export function apiRoutes (c: ApiComponents): Route[] {
   return [
-    {
-      methods: ['GET', 'HEAD'],
-      pattern: /^\/healthz$/,
-      handler: async ({ res }) => { sendJson(res, 200, { status: 'ok' }) }
-    },
-    {
-      methods: ['GET'],
-      pattern: /^\/metrics$/,
-      handler: async ({ req, res }) => { await serveMetrics(c.registry, req, res) }
-    },
-    {
-      methods: ['GET'],
-      pattern: new RegExp(`^${API_PREFIX}/status$`),
-      handler: async ({ res }) => {
-        sendJson(res, 200, { version: c.version, ...c.self(), peers: c.peers.size })
-      }
-    },
     {
       methods: ['POST'],
       pattern: new RegExp(`^${API_PREFIX}/tasks$`),

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander'
-import { configSchemas, createLogger, MIN_PIECE_SIZE, MAX_PIECE_SIZE, packageVersion, resolveOptions, runMain } from '@shoal/core'
+import { configSchemas, createLogger, MIN_PIECE_SIZE, MAX_PIECE_SIZE, packageVersion, resolveOptions, runMain, serveUntilAborted } from '@shoal/core'
 import { z } from 'zod'
 import { Supernode } from '../supernode.ts'
 
@@ -46,10 +46,7 @@ program.action(async () => {
       maxConcurrentUploads: options.maxUploads,
       version
     })
-    await supernode.start()
-    await new Promise(resolve => signal.addEventListener('abort', resolve, { once: true }))
-    logger.forComponent('shoal:supernode').info('stopping')
-    await supernode.stop()
+    await serveUntilAborted(supernode, signal)
   })
 })
 

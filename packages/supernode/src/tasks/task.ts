@@ -1,4 +1,4 @@
-import { pieceCount, type StoredPiece, type TaskError, type TaskState } from '@shoal/core'
+import { ChangeNotifier, pieceCount, type StoredPiece, type TaskError, type TaskState } from '@shoal/core'
 
 export interface TaskInit {
   id: string
@@ -31,7 +31,7 @@ export class Task {
   /** Resolves once the source answered (length and piece size known) or failed. */
   ready: Promise<void>
   private markReady: () => void
-  private waiters = new Set<() => void>()
+  private readonly changes = new ChangeNotifier()
 
   constructor (init: TaskInit) {
     this.id = init.id
@@ -128,30 +128,15 @@ export class Task {
 
   /** Resolves on the next change, after `ms`, or when `signal` aborts, whichever is first. */
   async waitForChange (ms: number, signal?: AbortSignal): Promise<void> {
-    if (ms <= 0 || signal?.aborted === true) {
-      return
-    }
-    await new Promise<void>(resolve => {
-      const done = (): void => {
-        clearTimeout(timer)
-        signal?.removeEventListener('abort', done)
-        this.waiters.delete(done)
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      signal?.addEventListener('abort', done, { once: true })
-      this.waiters.add(done)
-    })
+    await this.changes.wait({ ms, ...(signal != null ? { signal } : {}) })
   }
 
   /** Wakes waiters: something they may be waiting on (a transfer slot, a holder) changed. */
   changed (): void {
-    this.notify()
+    this.changes.notify()
   }
 
   private notify (): void {
-    for (const wake of [...this.waiters]) {
-      wake()
-    }
+    this.changes.notify()
   }
 }
