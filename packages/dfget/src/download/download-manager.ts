@@ -41,6 +41,8 @@ export class DownloadManager {
   private readonly log: Logger
   private readonly downloadTimeout: number
   private readonly active = new Map<string, Download>()
+  /** Opens in progress, so two clients asking at once get the same download. */
+  private readonly opening = new Map<string, Promise<Download>>()
   private readonly running = new Set<Promise<void>>()
   private readonly controller = new AbortController()
 
@@ -63,7 +65,14 @@ export class DownloadManager {
     const taskId = taskIdFor(request)
     let download = this.active.get(taskId)
     if (download == null) {
-      download = await this.fromStore(taskId, request) ?? this.start(taskId, request)
+      let opening = this.opening.get(taskId)
+      if (opening == null) {
+        opening = this.fromStore(taskId, request)
+          .then(stored => stored ?? this.start(taskId, request))
+          .finally(() => { this.opening.delete(taskId) })
+        this.opening.set(taskId, opening)
+      }
+      download = await opening
     }
     await download.ready
     return download

@@ -7,6 +7,9 @@ import type { PieceFetcher } from './piece-fetcher.ts'
 import type { DfgetMetrics } from '../metrics.ts'
 import type { SupernodeClient } from '../supernode-client.ts'
 
+/** The supernode takes at most this many results per schedule call. */
+const MAX_RESULTS_PER_CALL = 1024
+
 export interface PeerTaskInit {
   /** Pieces fetched at once. @default 4 */
   concurrency?: number
@@ -118,7 +121,7 @@ export class PeerTask {
         const answer = await client.schedule(download.taskId, {
           peerId: self.peerId,
           running: [...inflight.keys()],
-          results: results.splice(0),
+          results: results.splice(0, MAX_RESULTS_PER_CALL),
           limit: free,
           waitMs: inflight.size === 0 ? this.pollWait : 0
         }, { signal })
@@ -168,8 +171,13 @@ export class PeerTask {
     }
 
     // tell the supernode about the last pieces, so others can fetch them from here
-    await client.schedule(download.taskId, { peerId: self.peerId, results, limit: 0 }, { signal })
-      .catch((err: unknown) => { this.log.warn({ err, taskId: download.taskId }, 'final piece report failed') })
+    try {
+      while (results.length > 0) {
+        await client.schedule(download.taskId, { peerId: self.peerId, results: results.splice(0, MAX_RESULTS_PER_CALL), limit: 0 }, { signal })
+      }
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, taskId: download.taskId }, 'final piece report failed; peers will not be sent here for those pieces')
+    }
   }
 
   /** Pieces already on disk from an earlier attempt count, if they were cut the same way. */

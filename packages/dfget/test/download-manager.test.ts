@@ -1,0 +1,79 @@
+import { mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { createMetricsRegistry, PieceStore, silentLogger, SupernodeUnavailableError, TaskFailedError } from '@shoal/core'
+import { DfgetMetrics, DownloadManager, type Download, type OriginFetch, type PeerTask } from '../src/index.ts'
+
+const URL_A = 'http://origin/a'
+
+/** Stands in for the swarm or the origin: fills the download with one piece, or fails. */
+function fakeFetch (calls: string[], name: string, outcome: Error | null = null): { run: (d: Download) => Promise<void> } {
+  return {
+    run: async (download: Download) => {
+      calls.push(name)
+      await new Promise(resolve => setTimeout(resolve, 20))
+      if (outcome != null) {
+        throw outcome
+      }
+      download.setGeometry(10, 10)
+      download.addPiece({ num: 0, offset: 0, length: 10, digest: `sha256:${'0'.repeat(64)}` })
+    }
+  }
+}
+
+describe('DownloadManager', () => {
+  let store: PieceStore
+
+  beforeEach(async () => {
+    store = new PieceStore({ logger: silentLogger() }, { dataDir: await mkdtemp(join(tmpdir(), 'shoal-dm-')) })
+    await store.start()
+  })
+
+  afterEach(async () => {
+    await store.stop()
+  })
+
+  const manager = (peerTask: { run: (d: Download) => Promise<void> } | undefined, origin: { run: (d: Download) => Promise<void> }): DownloadManager =>
+    new DownloadManager({
+      store,
+      ...(peerTask != null ? { peerTask: peerTask as unknown as PeerTask } : {}),
+      origin: origin as unknown as OriginFetch,
+      metrics: new DfgetMetrics(createMetricsRegistry({ processMetrics: false })),
+      logger: silentLogger()
+    })
+
+  it('starts one download however many clients ask in the same instant', async () => {
+    const calls: string[] = []
+    const m = manager(fakeFetch(calls, 'swarm'), fakeFetch(calls, 'origin'))
+    const downloads = await Promise.all(Array.from({ length: 5 }, async () => m.open({ url: URL_A })))
+    expect(new Set(downloads).size).toBe(1)
+    expect(calls).toEqual(['swarm'])
+    await m.stop()
+  })
+
+  it('falls back to the origin when the swarm is unavailable, not when the source said 404', async () => {
+    const calls: string[] = []
+    const m = manager(fakeFetch(calls, 'swarm', new SupernodeUnavailableError('down')), fakeFetch(calls, 'origin'))
+    const d = await m.open({ url: URL_A })
+    await d.waitForChange(AbortSignal.timeout(1_000))
+    await m.stop()
+    expect(calls).toEqual(['swarm', 'origin'])
+    expect(d.via).toBe('origin')
+
+    const calls404: string[] = []
+    const m404 = manager(fakeFetch(calls404, 'swarm', new TaskFailedError('gone', { sourceStatus: 404 })), fakeFetch(calls404, 'origin'))
+    const failed = await m404.open({ url: 'http://origin/b' })
+    expect(failed.state).toBe('failed')
+    expect(calls404).toEqual(['swarm'])
+    await m404.stop()
+  })
+
+  it('goes to the origin directly when there is no supernode', async () => {
+    const calls: string[] = []
+    const m = manager(undefined, fakeFetch(calls, 'origin'))
+    await m.open({ url: URL_A })
+    await m.stop()
+    expect(calls).toEqual(['origin'])
+  })
+})
