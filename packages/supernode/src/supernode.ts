@@ -81,7 +81,7 @@ export class Supernode {
     await this.node.start()
     await this.tasks.start()
 
-    const scheduler = new Scheduler({ peers: this.peers, self: () => this.self() })
+    const scheduler = new Scheduler({ peers: this.peers, self: () => this.self() }, { maxSeeding: this.init.maxConcurrentUploads ?? 32 })
     this.http = await startHttpServer(this.init.listen, createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self(), peers: this.peers.size }) }),
       ...apiRoutes({ tasks: this.tasks, peers: this.peers, scheduler, metrics: this.metrics, self: () => this.self() })

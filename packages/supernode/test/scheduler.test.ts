@@ -80,6 +80,21 @@ describe('Scheduler', () => {
     expect(c?.sources.map(s => s.peerId)).toEqual(['A', 'SuperNode'])
   })
 
+  it('never sends more peers to the supernode than it has upload slots', () => {
+    const peers = new PeerRegistry()
+    for (const id of ['A', 'B']) {
+      peers.upsert(peer(id))
+    }
+    const scheduler = new Scheduler({ peers, self: () => SELF }, { maxSeeding: 2 })
+    const task = taskWithPieces(4)
+    expect(scheduler.schedule(task, 'A', new Set(), 4).map(a => a.num)).toEqual([0, 1])
+    expect(scheduler.schedule(task, 'B', new Set(), 4)).toEqual([])
+    task.addHolder(0, 'A')
+    scheduler.settle(task.id, 'A', 0)
+    // one slot free again, and piece 0 now comes from A
+    expect(scheduler.schedule(task, 'B', new Set(), 4).map(a => [a.num, a.sources[0]?.peerId])).toEqual([[0, 'A'], [2, 'SuperNode']])
+  })
+
   it('hands a seeding slot on when its transfer fails or expires', () => {
     const { scheduler } = setup(['A', 'B'])
     const task = taskWithPieces(1)

@@ -142,7 +142,8 @@ export class PeerTask {
           const job = this.fetchPiece(download, piece, signal)
             .then(outcome => {
               results.push(...outcome)
-              if (!outcome.some(r => r.ok)) {
+              // a busy source is no failure: the piece is simply asked for again
+              if (!outcome.some(r => r.ok || r.code === 'ERR_PEER_BUSY')) {
                 const rounds = (failedRounds.get(piece.num) ?? 0) + 1
                 failedRounds.set(piece.num, rounds)
               }

@@ -17,6 +17,12 @@ export interface SchedulerInit {
    * @default 1
    */
   supernodeFanout?: number
+  /**
+   * Transfers the supernode serves at once as the first source (its upload slots).
+   * Beyond this, peers wait for other peers rather than be sent to a busy supernode.
+   * @default 32
+   */
+  maxSeeding?: number
   /** How long a handed-out piece counts against its first source's load. @default 30000 ms */
   assignmentTtl?: number
 }
@@ -55,6 +61,8 @@ export class Scheduler {
   private readonly maxPeerSources: number
   private readonly windowFactor: number
   private readonly supernodeFanout: number
+  private readonly maxSeeding: number
+  private seedingTotal = 0
   private readonly assignmentTtl: number
   /** (task, requester, piece) → what was handed out, to count load and pieces in flight */
   private readonly assignments = new Map<string, Assignment>()
@@ -69,6 +77,7 @@ export class Scheduler {
     this.maxPeerSources = init.maxPeerSources ?? 3
     this.windowFactor = init.windowFactor ?? 4
     this.supernodeFanout = init.supernodeFanout ?? 1
+    this.maxSeeding = init.maxSeeding ?? 32
     this.assignmentTtl = init.assignmentTtl ?? 30_000
   }
 
@@ -91,24 +100,27 @@ export class Scheduler {
       if (running.has(num) || task.holds(num, peerId)) {
         continue
       }
-      if ((this.seeding.get(`${task.id}/${num}`) ?? 0) >= this.supernodeFanout && !this.hasUsableHolder(task, num, peerId)) {
-        // being seeded to someone else already: fetch it from them once they have it
-        continue
-      }
       window.push({ num, rarity: (task.holders.get(num)?.size ?? 0) + (this.inflight.get(`${task.id}/${num}`) ?? 0) })
     }
+    window.sort((a, b) => a.rarity - b.rarity || a.num - b.num)
 
-    const chosen = window
-      .sort((a, b) => a.rarity - b.rarity || a.num - b.num)
-      .slice(0, limit)
-      .sort((a, b) => a.num - b.num)
-
-    return chosen.map(({ num }) => {
-      const piece = task.pieces.get(num)!
+    const out: PieceAssignment[] = []
+    for (const { num } of window) {
+      if (out.length >= limit) {
+        break
+      }
       const sources = this.sourcesFor(task, num, peerId)
-      this.assign(task.id, peerId, num, sources[0]?.peerId ?? '', sources[0]?.kind === 'supernode')
-      return { num, offset: piece.offset, length: piece.length, digest: piece.digest, sources }
-    })
+      const seeding = sources[0]?.kind === 'supernode'
+      if (seeding && ((this.seeding.get(`${task.id}/${num}`) ?? 0) >= this.supernodeFanout || this.seedingTotal >= this.maxSeeding)) {
+        // being seeded to someone else already (fetch it from them once they have
+        // it), or every supernode upload slot is taken
+        continue
+      }
+      const piece = task.pieces.get(num)!
+      this.assign(task.id, peerId, num, sources[0]?.peerId ?? '', seeding)
+      out.push({ num, offset: piece.offset, length: piece.length, digest: piece.digest, sources })
+    }
+    return out.sort((a, b) => a.num - b.num)
   }
 
   /** A result came back for a piece: its source is no longer busy with it. */
@@ -118,15 +130,6 @@ export class Scheduler {
     if (assignment != null) {
       this.release(key, assignment)
     }
-  }
-
-  private hasUsableHolder (task: Task, num: number, requester: string): boolean {
-    for (const id of task.holders.get(num) ?? []) {
-      if (id !== requester && this.components.peers.isUsable(id)) {
-        return true
-      }
-    }
-    return false
   }
 
   private sourcesFor (task: Task, num: number, requester: string): PieceSource[] {
@@ -161,6 +164,7 @@ export class Scheduler {
     bump(this.inflight, assignment.piece, 1)
     if (seeding) {
       bump(this.seeding, assignment.piece, 1)
+      this.seedingTotal++
     }
   }
 
@@ -170,6 +174,7 @@ export class Scheduler {
     bump(this.inflight, assignment.piece, -1)
     if (assignment.seeding) {
       bump(this.seeding, assignment.piece, -1)
+      this.seedingTotal--
     }
   }
 
