@@ -5,7 +5,7 @@
  * at once, as in a release roll-out. Prints, per host, the time taken and the bytes by
  * source, and how often the registry was asked for each blob.
  *
- *   node scripts/demo.ts [--hosts 3] [--layers-mib 24,12,6] [--keep]
+ *   node scripts/demo.ts [--hosts 3] [--layers-mib 24,12,6] [--origin auto|docker-registry|builtin] [--keep]
  */
 import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -25,26 +25,34 @@ const { values } = parseArgs({
   options: {
     hosts: { type: 'string', default: '3' },
     'layers-mib': { type: 'string', default: '24,12,6' },
+    origin: { type: 'string', default: 'auto' },
     keep: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false }
   }
 })
 if (values.help) {
-  process.stdout.write('usage: node scripts/demo.ts [--hosts 3] [--layers-mib 24,12,6] [--keep]\n  --keep  leave logs and data in .shoal/demo\n')
+  process.stdout.write([
+    'usage: node scripts/demo.ts [--hosts 3] [--layers-mib 24,12,6] [--origin auto|docker-registry|builtin] [--keep]',
+    '  --hosts       daemons in the swarm (1..16)',
+    '  --layers-mib  the generated image\'s layer sizes',
+    "  --origin      upstream registry: Debian's docker-registry, the demo's built-in origin, or auto (the first if installed)",
+    '  --keep        leave logs and data in .shoal/demo/<run>/ (kept anyway when the demo fails)',
+    ''
+  ].join('\n'))
   process.exit(0)
 }
 const hosts = Number(values.hosts)
 const layerSizes = values['layers-mib'].split(',').map(s => Number(s) * MiB)
-if (!Number.isInteger(hosts) || hosts < 1 || hosts > 16 || layerSizes.some(n => !(n > 0) || n > 1024 * MiB)) {
-  process.stderr.write('demo: --hosts must be 1..16 and --layers-mib a comma-separated list of sizes up to 1024\n')
+if (!Number.isInteger(hosts) || hosts < 1 || hosts > 16 || layerSizes.some(n => !(n > 0) || n > 1024 * MiB) || !['auto', 'docker-registry', 'builtin'].includes(values.origin)) {
+  process.stderr.write('demo: --hosts must be 1..16, --layers-mib a comma-separated list of sizes up to 1024, --origin auto, docker-registry or builtin\n')
   process.exit(2)
 }
+const useDockerRegistry = values.origin === 'docker-registry' || (values.origin === 'auto' && which('docker-registry') != null)
 
 const say = (line = ''): void => { process.stdout.write(`${line}\n`) }
 const mib = (n: number): string => `${(n / MiB).toFixed(1)} MiB`
-const dir = join(REPO_ROOT, '.shoal', 'demo')
-
-await rm(dir, { recursive: true, force: true })
+// one directory per run, so two demos (or a demo and the tests) never share one
+const dir = join(REPO_ROOT, '.shoal', 'demo', `${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}`)
 await mkdir(dir, { recursive: true })
 
 let registry: Registry | undefined
@@ -54,12 +62,13 @@ let stopProxy: (() => Promise<void>) | undefined
 let failed = false
 
 try {
-  registry = which('docker-registry') != null ? await startDockerRegistry(join(dir, 'registry')) : await startDemoOrigin()
+  registry = useDockerRegistry ? await startDockerRegistry(join(dir, 'registry')) : await startDemoOrigin()
   const proxy = await startCountingProxy(registry.url)
   stopProxy = proxy.stop
-  say(`upstream registry: ${registry.kind === 'docker-registry' ? "Debian's docker-registry" : "Shoal's demo origin (docker-registry is not installed)"} at ${registry.url}`)
+  say(`upstream registry: ${registry.kind === 'docker-registry' ? "Debian's docker-registry" : "the demo's built-in origin"} at ${registry.url}`)
 
-  const image = await generateImage(await mkdir(join(dir, 'image'), { recursive: true }).then(() => join(dir, 'image')), 'library/shoal-demo', 'latest', layerSizes)
+  await mkdir(join(dir, 'image'))
+  const image = await generateImage(join(dir, 'image'), 'library/shoal-demo', 'latest', layerSizes)
   await registry.push(image)
   say(`image: library/shoal-demo:latest, ${image.layers.length} layers, ${mib(image.layerBytes)}`)
 

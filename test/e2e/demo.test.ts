@@ -5,8 +5,8 @@ import { describe, expect, it } from 'vitest'
 import { REPO_ROOT, run } from '../harness/processes.ts'
 
 describe('demo (./dev demo)', () => {
-  it('distributes an image to three hosts and prints time and bytes by source per host', async () => {
-    const res = await run(process.execPath, [`${REPO_ROOT}scripts/demo.ts`, '--layers-mib', '6,3,1'], { timeoutMs: 240_000 })
+  it.each(['auto', 'builtin'])('with --origin %s, distributes an image to three hosts and prints time and bytes by source per host', async (origin) => {
+    const res = await run(process.execPath, [`${REPO_ROOT}scripts/demo.ts`, '--layers-mib', '6,3,1', '--origin', origin], { timeoutMs: 240_000 })
     expect(res.code, res.stderr + res.stdout).toBe(0)
     const rows = res.stdout.split('\n').filter(l => /^host-\d /.test(l))
     expect(rows).toHaveLength(3)
@@ -15,5 +15,14 @@ describe('demo (./dev demo)', () => {
     }
     // four blobs (config and three layers), each fetched from the registry once
     expect(res.stdout).toMatch(/registry blob GETs: 4 for 4 blobs/)
+    if (origin === 'builtin') {
+      expect(res.stdout).toContain("the demo's built-in origin")
+    }
+  })
+
+  it('refuses bad flags', async () => {
+    const res = await run(process.execPath, [`${REPO_ROOT}scripts/demo.ts`, '--hosts', '0'])
+    expect(res.code).toBe(2)
+    expect(res.stderr).toMatch(/--hosts must be 1\.\.16/)
   })
 })
