@@ -37,4 +37,5 @@ export { PieceFetcher, type PieceFetcherInit } from './download/piece-fetcher.ts
 export { OriginFetch } from './download/origin-fetch.ts'
 export { streamContent } from './download/content-stream.ts'
 export { registryMirrorRoutes, registryErrorBody, type RegistryMirrorInit } from './mirror/registry-mirror.ts'
-export { downloadToFile, parseHeaders, DownloadFailedError } from './cli/download-command.ts'
+export { downloadToFile, parseHeaders, type DownloadOptions, type DownloadSummary } from './cli/download-command.ts'
+export { DownloadFailedError } from './errors.ts'

@@ -5,6 +5,7 @@ import {
   API_PREFIX, createHttpDispatcher, DigestMismatchError, InvalidConfigError, parseDigest, ShoalError
 } from '@shoal/core'
 import { request, type Dispatcher } from 'undici'
+import { DownloadFailedError } from '../errors.ts'
 
 export interface DownloadOptions {
   url: string
@@ -14,12 +15,6 @@ export interface DownloadOptions {
   daemon: string
   timeout: number
   signal: AbortSignal
-}
-
-/** The daemon could not be reached, or refused the download. */
-export class DownloadFailedError extends ShoalError {
-  override name = 'DownloadFailedError'
-  override readonly code = 'ERR_DOWNLOAD_FAILED'
 }
 
 export interface DownloadSummary {

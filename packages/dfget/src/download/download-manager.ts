@@ -1,5 +1,5 @@
 import {
-  SupernodeRequestError, TaskFailedError, taskIdFor,
+  raceSignal, SupernodeRequestError, TaskFailedError, taskIdFor,
   type ComponentLogger, type Logger, type PieceStore
 } from '@shoal/core'
 import { Download } from './download.ts'
@@ -59,9 +59,10 @@ export class DownloadManager {
 
   /**
    * The download for this content: already complete, in progress, or just started.
-   * Resolves once its length is known, or it failed.
+   * Resolves once its length is known, or it failed. Aborting `signal` gives up
+   * waiting; the download itself goes on for whoever else wants it.
    */
-  async open (request: DownloadRequest): Promise<Download> {
+  async open (request: DownloadRequest, options: { signal?: AbortSignal } = {}): Promise<Download> {
     const taskId = taskIdFor(request)
     let download = this.active.get(taskId)
     if (download == null) {
@@ -74,7 +75,7 @@ export class DownloadManager {
       }
       download = await opening
     }
-    await download.ready
+    await raceSignal(download.ready, options.signal)
     return download
   }
 

@@ -32,7 +32,7 @@ export function downloadError (err: Error | undefined): HttpError {
  */
 export async function sendDownload (ctx: RouteContext, components: SendDownloadComponents, request: DownloadRequest, headers: Record<string, string> = {}): Promise<void> {
   const { res, signal } = ctx
-  const download = await components.downloads.open(request)
+  const download = await components.downloads.open(request, { signal })
   if (download.state === 'failed') {
     throw downloadError(download.error)
   }

@@ -1,4 +1,4 @@
-import { TaskNotFoundError, taskIdFor, type ComponentLogger, type Logger, type PieceStore, type RegisterTaskRequest } from '@shoal/core'
+import { raceSignal, TaskNotFoundError, taskIdFor, type ComponentLogger, type Logger, type PieceStore, type RegisterTaskRequest } from '@shoal/core'
 import { Task } from './task.ts'
 import type { SourceFetcher } from '../cdn/source-fetcher.ts'
 import type { SupernodeMetrics } from '../metrics.ts'
@@ -104,7 +104,7 @@ export class TaskManager {
     }
 
     const signals = [AbortSignal.timeout(this.sourceHeadersTimeout), ...(options.signal != null ? [options.signal] : [])]
-    await raceAbort(task.ready, AbortSignal.any(signals))
+    await raceSignal(task.ready, AbortSignal.any(signals))
     return task
   }
 
@@ -120,13 +120,4 @@ export class TaskManager {
       task.removePeer(peerId)
     }
   }
-}
-
-async function raceAbort (promise: Promise<void>, signal: AbortSignal): Promise<void> {
-  signal.throwIfAborted()
-  await new Promise<void>((resolve, reject) => {
-    const onAbort = (): void => { reject(signal.reason) }
-    signal.addEventListener('abort', onAbort, { once: true })
-    promise.then(resolve, reject).finally(() => { signal.removeEventListener('abort', onAbort) })
-  })
 }
