@@ -1,6 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { createReadStream, createWriteStream } from 'node:fs'
-import { stat } from 'node:fs/promises'
+import { createWriteStream } from 'node:fs'
 import { join } from 'node:path'
 import { Transform, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -118,13 +117,4 @@ export async function generateImage (dir: string, name: string, tag: string, lay
     imageId: configBlob.digest,
     layerBytes: layers.reduce((n, l) => n + l.size, 0)
   }
-}
-
-/** Reads a blob file, checking its size (a guard against a half-written file). */
-export async function openBlob (blob: Blob): Promise<NodeJS.ReadableStream> {
-  const { size } = await stat(blob.path)
-  if (size !== blob.size) {
-    throw new Error(`${blob.path} is ${size} bytes, expected ${blob.size}`)
-  }
-  return createReadStream(blob.path)
 }

@@ -18,11 +18,6 @@ export function which (name: string): string | undefined {
   return undefined
 }
 
-export interface Requirement {
-  /** Why the tests cannot run, or undefined when they can. */
-  missing?: string
-}
-
 /**
  * Checks what a suite needs. Returns the reason to skip; throws instead when
  * SHOAL_E2E_REQUIRED=1.

@@ -30,8 +30,4 @@ export class ChangeNotifier {
       wake()
     }
   }
-
-  get waiting (): number {
-    return this.waiters.size
-  }
 }

@@ -33,6 +33,8 @@ export interface DaemonInit {
   downloadTimeout?: number
   /** Pieces served at once to other peers. @default 16 */
   maxConcurrentUploads?: number
+  /** How often the daemon tells the supernode it is alive. @default 60000 ms */
+  announceInterval?: number
   /** The name this host gives the supernode. @default os.hostname() */
   hostname?: string
   version?: string
@@ -60,6 +62,7 @@ export class Daemon {
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
   private started = false
+  private heartbeat?: NodeJS.Timeout
   private downloads?: DownloadManager
   private client?: SupernodeClient
   private http?: HttpServer
@@ -112,11 +115,22 @@ export class Daemon {
       ...registryMirrorRoutes({ ...shared, dispatcher, logger }, { upstream: this.init.registry })
     ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }))
 
+    if (this.client != null) {
+      const announce = (): void => {
+        this.client?.announce(this.self(), { signal: AbortSignal.timeout(10_000) })
+          .catch((err: unknown) => { this.log.debug({ err: (err as Error).message }, 'announcing to the supernode failed') })
+      }
+      announce()
+      this.heartbeat = setInterval(announce, this.init.announceInterval ?? 60_000)
+      this.heartbeat.unref()
+    }
+
     this.log.info({ url: this.http.url, registry: this.init.registry, supernode: this.init.supernode, ...this.self() }, 'daemon ready')
   }
 
   async stop (): Promise<void> {
     this.log.info('stopping')
+    clearInterval(this.heartbeat)
     this.controller.abort(new Error('daemon stopping'))
     if (this.client != null && this.started) {
       await this.client.leave(this.self().peerId, { signal: AbortSignal.timeout(2_000) })

@@ -1,6 +1,6 @@
 import {
   API_PREFIX, apiErrorSchema, registerTaskResponseSchema, scheduleResponseSchema, SupernodeRequestError, SupernodeUnavailableError,
-  type RegisterTaskRequest, type RegisterTaskResponse, type ScheduleRequest, type ScheduleResponse
+  type PeerInfo, type RegisterTaskRequest, type RegisterTaskResponse, type ScheduleRequest, type ScheduleResponse
 } from '@shoal/core'
 import { request, type Dispatcher } from 'undici'
 import type { z } from 'zod'
@@ -41,6 +41,11 @@ export class SupernodeClient {
     return this.call('POST', `${API_PREFIX}/tasks/${taskId}/schedule`, body, scheduleResponseSchema, this.timeout + (body.waitMs ?? 0), options.signal)
   }
 
+  /** Tells the supernode this peer is alive and where to reach it. */
+  async announce (peer: PeerInfo, options: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.call('PUT', `${API_PREFIX}/peers/${peer.peerId}`, peer, null, this.timeout, options.signal)
+  }
+
   /** Tells the supernode this peer is going away, so nobody is sent to it. */
   async leave (peerId: string, options: { signal?: AbortSignal } = {}): Promise<void> {
     try {
@@ -52,7 +57,7 @@ export class SupernodeClient {
     }
   }
 
-  private async call<T> (method: 'POST' | 'DELETE', path: string, body: unknown, schema: z.ZodType<T> | null, timeout: number, signal?: AbortSignal): Promise<T> {
+  private async call<T> (method: 'POST' | 'PUT' | 'DELETE', path: string, body: unknown, schema: z.ZodType<T> | null, timeout: number, signal?: AbortSignal): Promise<T> {
     const signals = [AbortSignal.timeout(timeout), ...(signal != null ? [signal] : [])]
     let res: Dispatcher.ResponseData
     try {

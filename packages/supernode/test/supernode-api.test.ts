@@ -126,6 +126,21 @@ describe('supernode HTTP API', () => {
     expect(res.json.error.message).toMatch(message)
   })
 
+  it('keeps peers that announce themselves, and checks who they say they are', async () => {
+    const put = async (path: string, body: unknown): Promise<number> => {
+      const res = await request(`${supernode.url}${path}`, { method: 'PUT', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
+      await res.body.dump()
+      return res.statusCode
+    }
+    expect(await put('/api/v1/peers/PeerZ', peer('PeerZ'))).toBe(200)
+    expect(await put('/api/v1/peers/PeerZ', peer('PeerY'))).toBe(400)
+    const status = await request(`${supernode.url}/api/v1/status`)
+    expect((await status.body.json() as { peers: number }).peers).toBeGreaterThanOrEqual(1)
+    const del = await request(`${supernode.url}/api/v1/peers/PeerZ`, { method: 'DELETE' })
+    expect(del.statusCode).toBe(200)
+    await del.body.dump()
+  })
+
   it('answers 404 for an unknown task', async () => {
     const res = await post<{ error: { code: string } }>(`/api/v1/tasks/${'f'.repeat(64)}/schedule`, { peerId: 'PeerA' })
     expect(res).toEqual({ status: 404, json: { error: expect.objectContaining({ code: 'TASK_NOT_FOUND' }) } })

@@ -65,10 +65,6 @@ export class PieceServer {
     await this.components.libp2p.unhandle(PIECE_PROTOCOL)
   }
 
-  get activeUploads (): number {
-    return this.active
-  }
-
   private readonly handle = async (stream: Stream, connection: Connection): Promise<void> => {
     const signal = AbortSignal.timeout(this.pieceTimeout)
     const framed = new FramedStream(stream, { maxFrameLength: MAX_CONTROL_MESSAGE })

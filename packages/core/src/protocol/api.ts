@@ -20,7 +20,10 @@ export const peerAddressSchema = z.object({
 })
 export type PeerAddress = z.infer<typeof peerAddressSchema>
 
-/** A daemon introducing itself when it registers for a task. */
+/**
+ * A daemon introducing itself: when it registers for a task, and every minute on
+ * `PUT /api/v1/peers/:peerId` so the supernode keeps offering it as a source.
+ */
 export const peerInfoSchema = peerAddressSchema.extend({
   hostname: z.string().min(1).max(255)
 })

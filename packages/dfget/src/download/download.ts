@@ -45,10 +45,6 @@ export class Download {
     return this.contentLength == null || this.pieceSize === 0 ? null : pieceCount(this.contentLength, this.pieceSize)
   }
 
-  get complete (): boolean {
-    return this.state === 'success'
-  }
-
   /**
    * The piece geometry is known. `contentLength` may still be null for a source that
    * did not say; the response is then sent without a length (chunked).

@@ -1,5 +1,5 @@
 import {
-  API_PREFIX, HttpError, readJson, registerTaskRequestSchema, scheduleRequestSchema, sendJson,
+  API_PREFIX, HttpError, peerInfoSchema, readJson, registerTaskRequestSchema, scheduleRequestSchema, sendJson,
   TaskNotFoundError, type RegisterTaskResponse, type Route, type ScheduleResponse, type PeerAddress
 } from '@shoal/core'
 import type { SupernodeMetrics } from '../metrics.ts'
@@ -135,6 +135,18 @@ export function apiRoutes (c: ApiComponents): Route[] {
           await task.waitForChange(remaining, signal)
         }
         throw new HttpError(503, 'SCHEDULE_LOOP', 'schedule did not settle')
+      }
+    },
+    {
+      methods: ['PUT'],
+      pattern: new RegExp(`^${API_PREFIX}/peers/${PEER_ID}$`),
+      handler: async ({ req, res, params }) => {
+        const body = await readJson(req, peerInfoSchema)
+        if (body.peerId !== params.peerId) {
+          throw new HttpError(400, 'BAD_REQUEST', `peer id in the body (${body.peerId}) is not the one in the path`)
+        }
+        c.peers.upsert(body)
+        sendJson(res, 200, { peerId: body.peerId })
       }
     },
     {

@@ -5,7 +5,11 @@ export interface PeerRegistryInit {
   failureLimit?: number
   /** How long a failing peer is left out. @default 30000 ms */
   cooldown?: number
-  /** Peers not heard from for this long are forgotten. @default 600000 ms */
+  /**
+   * Peers not heard from for this long are forgotten. Daemons announce themselves every
+   * minute (`PUT /api/v1/peers/:peerId`), so only a daemon that is gone misses this.
+   * @default 300000 ms
+   */
   ttl?: number
 }
 
@@ -29,7 +33,7 @@ export class PeerRegistry {
   constructor (init: PeerRegistryInit = {}) {
     this.failureLimit = init.failureLimit ?? 5
     this.cooldown = init.cooldown ?? 30_000
-    this.ttl = init.ttl ?? 600_000
+    this.ttl = init.ttl ?? 300_000
   }
 
   upsert (info: PeerInfo): void {
