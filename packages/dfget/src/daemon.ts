@@ -61,7 +61,6 @@ export class Daemon {
   private readonly metrics: DfgetMetrics
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
-  private started = false
   private heartbeat?: NodeJS.Timeout
   private downloads?: DownloadManager
   private client?: SupernodeClient
@@ -79,7 +78,7 @@ export class Daemon {
     this.node = new PeerNode({ logger: this.logger, metrics: this.registry }, {
       dataDir: init.dataDir,
       p2pListen: init.p2pListen,
-      ...(init.p2pAnnounce != null ? { p2pAnnounce: init.p2pAnnounce } : {}),
+      p2pAnnounce: init.p2pAnnounce,
       metricPrefix: 'shoal_dfget',
       maxConcurrentUploads: init.maxConcurrentUploads ?? 16
     })
@@ -88,7 +87,6 @@ export class Daemon {
   async start (): Promise<void> {
     const { logger, store, metrics, dispatcher } = this
     await this.node.start()
-    this.started = true
     const libp2p = this.node.libp2p
 
     if (this.init.supernode != null) {
@@ -132,7 +130,8 @@ export class Daemon {
     this.log.info('stopping')
     clearInterval(this.heartbeat)
     this.controller.abort(new Error('daemon stopping'))
-    if (this.client != null && this.started) {
+    // the client exists only once the node started, so self() is safe here
+    if (this.client != null) {
       await this.client.leave(this.self().peerId, { signal: AbortSignal.timeout(2_000) })
         .catch((err: unknown) => { this.log.debug({ err }, 'could not tell the supernode this peer is leaving') })
     }

@@ -48,6 +48,8 @@ export class Supernode {
   readonly registry: Registry
   readonly tasks: TaskManager
   private readonly node: PeerNode
+  /** The piece server's upload slots, which the scheduler must not oversubscribe. */
+  private readonly uploadSlots: number
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
   private readonly metrics: SupernodeMetrics
@@ -64,12 +66,13 @@ export class Supernode {
     this.metrics = new SupernodeMetrics(this.registry)
     this.ownsDispatcher = components.dispatcher == null
     this.dispatcher = components.dispatcher ?? createHttpDispatcher({ headersTimeout: init.sourceTimeout ?? 30_000 })
+    this.uploadSlots = init.maxConcurrentUploads ?? 32
     this.node = new PeerNode({ logger: this.logger, metrics: this.registry }, {
       dataDir: init.dataDir,
       p2pListen: init.p2pListen,
-      ...(init.p2pAnnounce != null ? { p2pAnnounce: init.p2pAnnounce } : {}),
+      p2pAnnounce: init.p2pAnnounce,
       metricPrefix: 'shoal_supernode',
-      maxConcurrentUploads: init.maxConcurrentUploads ?? 32
+      maxConcurrentUploads: this.uploadSlots
     })
     const fetcher = new SourceFetcher({ store: this.store, dispatcher: this.dispatcher, logger: this.logger, metrics: this.metrics },
       init.pieceSize != null ? { pieceSize: init.pieceSize } : {})
@@ -81,7 +84,7 @@ export class Supernode {
     await this.node.start()
     await this.tasks.start()
 
-    const scheduler = new Scheduler({ peers: this.peers, self: () => this.self() }, { maxSeeding: this.init.maxConcurrentUploads ?? 32 })
+    const scheduler = new Scheduler({ peers: this.peers, self: () => this.self() }, { maxSeeding: this.uploadSlots })
     this.http = await startHttpServer(this.init.listen, createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self(), peers: this.peers.size }) }),
       ...apiRoutes({ tasks: this.tasks, peers: this.peers, scheduler, metrics: this.metrics, self: () => this.self() })

@@ -45,10 +45,10 @@ export class PeerNode {
   async start (): Promise<void> {
     await this.store.start()
     const privateKey = await loadOrCreatePrivateKey(join(this.init.dataDir, 'peer.key'))
-    this.node = await createP2PNode({ listen: this.init.p2pListen, privateKey, ...(this.init.p2pAnnounce != null ? { announce: this.init.p2pAnnounce } : {}) })
+    this.node = await createP2PNode({ listen: this.init.p2pListen, announce: this.init.p2pAnnounce, privateKey })
     this.server = new PieceServer({ libp2p: this.node, store: this.store, logger: this.components.logger, metrics: this.components.metrics }, {
       metricPrefix: this.init.metricPrefix,
-      ...(this.init.maxConcurrentUploads != null ? { maxConcurrentUploads: this.init.maxConcurrentUploads } : {})
+      maxConcurrentUploads: this.init.maxConcurrentUploads
     })
     await this.server.start()
   }

@@ -52,19 +52,19 @@ export class Task {
     this.contentLength = contentLength
     this.pieceSize = pieceSize
     this.markReady()
-    this.notify()
+    this.changed()
   }
 
   addPiece (piece: StoredPiece): void {
     this.pieces.set(piece.num, piece)
-    this.notify()
+    this.changed()
   }
 
   succeed (contentLength: number): void {
     this.contentLength = contentLength
     this.state = 'success'
     this.markReady()
-    this.notify()
+    this.changed()
   }
 
   fail (error: TaskError): void {
@@ -74,7 +74,7 @@ export class Task {
     this.pieces.clear()
     this.holders.clear()
     this.markReady()
-    this.notify()
+    this.changed()
   }
 
   /** Starts over after a failure: same content, fresh fetch. */
@@ -87,7 +87,7 @@ export class Task {
     const { promise, resolve } = Promise.withResolvers<void>()
     this.ready = promise
     this.markReady = resolve
-    this.notify()
+    this.changed()
   }
 
   addHolder (num: number, peerId: string): void {
@@ -101,7 +101,7 @@ export class Task {
     }
     if (!set.has(peerId)) {
       set.add(peerId)
-      this.notify()
+      this.changed()
     }
   }
 
@@ -133,10 +133,6 @@ export class Task {
 
   /** Wakes waiters: something they may be waiting on (a transfer slot, a holder) changed. */
   changed (): void {
-    this.changes.notify()
-  }
-
-  private notify (): void {
     this.changes.notify()
   }
 }
