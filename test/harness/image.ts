@@ -118,3 +118,17 @@ export async function generateImage (dir: string, name: string, tag: string, lay
     layerBytes: layers.reduce((n, l) => n + l.size, 0)
   }
 }
+
+/** Writes `bytes` of random (incompressible) content to `path`, streaming, and returns it as a blob. */
+export async function writeRandomBlob (path: string, bytes: number, mediaType = 'application/octet-stream'): Promise<Blob> {
+  const hash = createHash('sha256')
+  const chunk = 4 * 1024 * 1024
+  await pipeline(async function * () {
+    for (let done = 0; done < bytes; done += chunk) {
+      const data = randomBytes(Math.min(chunk, bytes - done))
+      hash.update(data)
+      yield data
+    }
+  }, createWriteStream(path))
+  return { digest: `sha256:${hash.digest('hex')}`, size: bytes, mediaType, path }
+}

@@ -9,6 +9,11 @@ export async function scrape (url: string): Promise<Samples> {
   if (res.statusCode !== 200) {
     throw new Error(`${url} answered ${res.statusCode}`)
   }
+  return parseSamples(text)
+}
+
+/** Parses Prometheus text format into `name{labels}` → value. */
+export function parseSamples (text: string): Samples {
   const samples: Samples = new Map()
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) {

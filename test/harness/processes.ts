@@ -94,16 +94,24 @@ export async function startProcess (options: StartOptions): Promise<{ proc: Mana
   return { proc, ready }
 }
 
-/** Runs a command to completion; rejects with its output on a non-zero exit. */
+/**
+ * Runs a command to completion and returns its output and exit code: -1 when it was
+ * killed (on timeout) or could not start at all (the reason is then in `stderr`).
+ */
 export async function run (command: string, args: string[], options: { env?: NodeJS.ProcessEnv, timeoutMs?: number, input?: string } = {}): Promise<{ stdout: string, stderr: string, code: number }> {
   const child = spawn(command, args, { env: { ...process.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  // a command that exits without reading its input must not crash us with EPIPE
+  child.stdin.on('error', () => {})
   child.stdin.end(options.input ?? '')
   const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000)
-  const code = await new Promise<number>(resolve => child.once('close', (c) => { resolve(c ?? -1) }))
+  const code = await new Promise<number>(resolve => {
+    child.once('error', (err) => { stderr += `${command}: ${err.message}\n`; resolve(-1) })
+    child.once('close', (c) => { resolve(c ?? -1) })
+  })
   clearTimeout(timer)
   return { stdout, stderr, code }
 }

@@ -13,6 +13,8 @@ export interface Registry {
   /** Base URL, such as http://127.0.0.1:5000 */
   url: string
   kind: 'docker-registry' | 'shoal-demo-origin'
+  /** The registry's process, when it runs as one (for CPU accounting) */
+  pid?: number | undefined
   push(image: GeneratedImage): Promise<void>
   stop(): Promise<void>
 }
@@ -41,14 +43,26 @@ async function waitForHttp (url: string, timeoutMs = 20_000): Promise<void> {
   throw new Error(`${url} did not answer within ${timeoutMs} ms`)
 }
 
-/** Debian's docker-registry (the Distribution registry), on loopback, storing in `dir`. */
-export async function startDockerRegistry (dir: string): Promise<Registry> {
+export interface DockerRegistryOptions {
+  /** host:port to listen on. @default 127.0.0.1 on a free port */
+  listen?: string
+  /** Run as a pull-through cache of this registry (`proxy.remoteurl`). */
+  proxyRemoteUrl?: string
+  /** Wraps the command line, such as `ip netns exec <ns>` to run it on a test host. */
+  exec?: (command: string, args: string[]) => { command: string, args: string[] }
+}
+
+/**
+ * Debian's docker-registry (the Distribution registry), storing in `dir`: on loopback by
+ * default, or wherever `options` put it; a plain registry or a pull-through cache.
+ */
+export async function startDockerRegistry (dir: string, options: DockerRegistryOptions = {}): Promise<Registry & { logFile: string }> {
   const binary = which('docker-registry')
   if (binary == null) {
     throw new Error('docker-registry is not installed')
   }
   await mkdir(join(dir, 'storage'), { recursive: true })
-  const port = await freePort()
+  const listen = options.listen ?? `127.0.0.1:${await freePort()}`
   const config = join(dir, 'config.yml')
   await writeFile(config, [
     'version: 0.1',
@@ -60,41 +74,49 @@ export async function startDockerRegistry (dir: string): Promise<Registry> {
     '  filesystem:',
     `    rootdirectory: ${join(dir, 'storage')}`,
     'http:',
-    `  addr: 127.0.0.1:${port}`,
+    `  addr: ${listen}`,
+    ...(options.proxyRemoteUrl != null ? ['proxy:', `  remoteurl: ${options.proxyRemoteUrl}`] : []),
     ''
   ].join('\n'))
-  const { proc } = await startProcess({ command: binary, args: ['serve', config], logFile: join(dir, 'registry.log') })
-  const url = `http://127.0.0.1:${port}`
+  const logFile = join(dir, 'registry.log')
+  const exec = options.exec ?? ((command, args) => ({ command, args }))
+  const { proc } = await startProcess({ ...exec(binary, ['serve', config]), logFile })
+  const url = `http://${listen}`
   try {
     await waitForHttp(`${url}/v2/`)
   } catch (err) {
     await proc.stop()
     throw err
   }
-  return { url, kind: 'docker-registry', push: async (image) => { await pushImage(url, image) }, stop: async () => { await proc.stop() } }
+  return { url, kind: 'docker-registry', pid: proc.child.pid, logFile, push: async (image) => { await pushImage(url, image) }, stop: async () => { await proc.stop() } }
+}
+
+/** Uploads one blob into a repository with a monolithic upload (POST, then PUT). */
+export async function pushBlob (registryUrl: string, name: string, blob: Pick<Blob, 'digest' | 'size' | 'path'>): Promise<void> {
+  const start = await request(`${registryUrl}/v2/${name}/blobs/uploads/`, { method: 'POST', signal: AbortSignal.timeout(30_000) })
+  await start.body.dump()
+  const location = start.headers.location
+  if (start.statusCode !== 202 || typeof location !== 'string') {
+    throw new Error(`upload of ${blob.digest} not accepted: ${start.statusCode}`)
+  }
+  const target = new URL(location, registryUrl)
+  target.searchParams.set('digest', blob.digest)
+  const put = await request(target, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/octet-stream', 'content-length': String(blob.size) },
+    body: createReadStream(blob.path),
+    signal: AbortSignal.timeout(600_000)
+  })
+  const text = await put.body.text()
+  if (put.statusCode !== 201) {
+    throw new Error(`upload of ${blob.digest} failed: ${put.statusCode} ${text}`)
+  }
 }
 
 /** Pushes an image with the registry HTTP API: monolithic blob uploads, then the manifest. */
 export async function pushImage (registryUrl: string, image: GeneratedImage): Promise<void> {
   for (const blob of [image.config, ...image.layers]) {
-    const start = await request(`${registryUrl}/v2/${image.name}/blobs/uploads/`, { method: 'POST', signal: AbortSignal.timeout(30_000) })
-    await start.body.dump()
-    const location = start.headers.location
-    if (start.statusCode !== 202 || typeof location !== 'string') {
-      throw new Error(`upload of ${blob.digest} not accepted: ${start.statusCode}`)
-    }
-    const target = new URL(location, registryUrl)
-    target.searchParams.set('digest', blob.digest)
-    const put = await request(target, {
-      method: 'PUT',
-      headers: { 'content-type': 'application/octet-stream', 'content-length': String(blob.size) },
-      body: createReadStream(blob.path),
-      signal: AbortSignal.timeout(120_000)
-    })
-    const text = await put.body.text()
-    if (put.statusCode !== 201) {
-      throw new Error(`upload of ${blob.digest} failed: ${put.statusCode} ${text}`)
-    }
+    await pushBlob(registryUrl, image.name, blob)
   }
   const res = await request(`${registryUrl}/v2/${image.name}/manifests/${image.tag}`, {
     method: 'PUT',

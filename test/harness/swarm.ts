@@ -22,26 +22,37 @@ function readyLine (msg: string) {
   }
 }
 
+/** Wraps a command line, such as `ip netns exec <ns>` to run it on a test host. */
+export type ExecWrapper = (command: string, args: string[]) => { command: string, args: string[] }
+
+const direct: ExecWrapper = (command, args) => ({ command, args })
+
 export interface SupernodeOptions {
   dir: string
   pieceSize?: number
   extraArgs?: string[]
+  env?: NodeJS.ProcessEnv
+  /** HTTP API address. @default 127.0.0.1:0 */
+  listen?: string
+  /** libp2p address. @default /ip4/127.0.0.1/tcp/0 */
+  p2pListen?: string
+  exec?: ExecWrapper
 }
 
-/** Starts the built `supernode` binary on loopback, on ports the OS picks. */
+/** Starts the built `supernode` binary, by default on loopback, on ports the OS picks. */
 export async function startSupernode (options: SupernodeOptions): Promise<SupernodeHandle> {
   await mkdir(options.dir, { recursive: true })
   const { proc, ready } = await startProcess({
-    command: process.execPath,
-    args: [
+    ...(options.exec ?? direct)(process.execPath, [
       BINARIES.supernode,
-      '--listen', '127.0.0.1:0',
-      '--p2p-listen', '/ip4/127.0.0.1/tcp/0',
+      '--listen', options.listen ?? '127.0.0.1:0',
+      '--p2p-listen', options.p2pListen ?? '/ip4/127.0.0.1/tcp/0',
       '--data-dir', join(options.dir, 'data'),
       ...(options.pieceSize != null ? ['--piece-size', String(options.pieceSize)] : []),
       ...(options.extraArgs ?? [])
-    ],
+    ]),
     logFile: join(options.dir, 'supernode.log'),
+    ...(options.env != null ? { env: options.env } : {}),
     ready: readyLine('supernode ready')
   })
   const { url, peerId } = ready as { url: string, peerId: string }
@@ -54,25 +65,31 @@ export interface DaemonOptions {
   registry: string
   supernode: string | null
   extraArgs?: string[]
+  env?: NodeJS.ProcessEnv
+  /** Registry mirror address. @default 127.0.0.1:0 */
+  listen?: string
+  /** libp2p address. @default /ip4/127.0.0.1/tcp/0 */
+  p2pListen?: string
+  exec?: ExecWrapper
 }
 
-/** Starts the built `dfget daemon` on loopback, on ports the OS picks. */
+/** Starts the built `dfget daemon`, by default on loopback, on ports the OS picks. */
 export async function startDaemon (options: DaemonOptions): Promise<DaemonHandle> {
   const dir = join(options.dir, options.name)
   await mkdir(dir, { recursive: true })
   const { proc, ready } = await startProcess({
-    command: process.execPath,
-    args: [
+    ...(options.exec ?? direct)(process.execPath, [
       BINARIES.dfget, 'daemon',
-      '--listen', '127.0.0.1:0',
-      '--p2p-listen', '/ip4/127.0.0.1/tcp/0',
+      '--listen', options.listen ?? '127.0.0.1:0',
+      '--p2p-listen', options.p2pListen ?? '/ip4/127.0.0.1/tcp/0',
       '--registry', options.registry,
       '--supernode', options.supernode ?? 'none',
       '--data-dir', join(dir, 'data'),
       '--hostname', options.name,
       ...(options.extraArgs ?? [])
-    ],
+    ]),
     logFile: join(dir, 'daemon.log'),
+    ...(options.env != null ? { env: options.env } : {}),
     ready: readyLine('daemon ready')
   })
   const { url, peerId } = ready as { url: string, peerId: string }

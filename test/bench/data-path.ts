@@ -1,0 +1,160 @@
+/**
+ * The data-path benchmark: one large layer on unshaped loopback, four ways, in one run.
+ *
+ *   direct  curl ← docker-registry
+ *   cold    curl ← daemon A ← supernode ← docker-registry (nothing cached anywhere)
+ *   peer    curl ← daemon B ← daemon A (the supernode holds it too, and is not asked)
+ *   warm    curl ← daemon A, from its own store
+ *
+ * The client is curl piped through OpenSSL's sha256, as a runtime verifies a layer. For
+ * each mode: MB/s as the client saw it, CPU seconds per GiB for every process (from
+ * /proc/<pid>/stat) and summed over the Shoal processes, and at the end the daemons'
+ * peak RSS.
+ *
+ *   ./dev bench data-path [--size-mib 1024] [--json FILE] [--keep]
+ */
+import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { writeRandomBlob } from '../harness/image.ts'
+import { daemonBytes } from '../harness/metrics.ts'
+import { REPO_ROOT } from '../harness/processes.ts'
+import { pushBlob, startDockerRegistry, type Registry } from '../harness/registry.ts'
+import { startDaemon, startSupernode, type DaemonHandle, type SupernodeHandle } from '../harness/swarm.ts'
+import { fetchAndHash } from './lib/curl.ts'
+import { CpuMeter, peakRss } from './lib/proc-stats.ts'
+import { machineSummary } from './lib/machine.ts'
+
+const MiB = 1024 * 1024
+const GiB = 1024 * MiB
+
+const { values } = parseArgs({
+  options: {
+    'size-mib': { type: 'string', default: '1024' },
+    json: { type: 'string' },
+    keep: { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false }
+  }
+})
+if (values.help) {
+  process.stdout.write([
+    'usage: ./dev bench data-path [--size-mib 1024] [--json FILE] [--keep]',
+    '  --size-mib  size of the one layer (16..4096)',
+    '  --json      also write the results here',
+    '  --keep      leave logs and data in .shoal/bench/<run>/',
+    '  --profile   write V8 CPU profiles of the Shoal processes to <run>/profiles (implies --keep)',
+    ''
+  ].join('\n'))
+  process.exit(0)
+}
+const size = Number(values['size-mib']) * MiB
+if (!Number.isInteger(size / MiB) || size < 16 * MiB || size > 4096 * MiB) {
+  process.stderr.write('data-path: --size-mib must be a whole number from 16 to 4096\n')
+  process.exit(2)
+}
+
+const say = (line = ''): void => { process.stdout.write(`${line}\n`) }
+const dir = join(REPO_ROOT, '.shoal', 'bench', `data-path-${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}`)
+await mkdir(dir, { recursive: true })
+
+interface ModeResult {
+  mode: string
+  mbPerSecond: number
+  seconds: number
+  /** CPU seconds per GiB moved, by process */
+  cpuPerGiB: Record<string, number>
+  /** Summed over supernode and daemons */
+  shoalCpuPerGiB: number
+}
+
+let registry: Registry | undefined
+let supernode: SupernodeHandle | undefined
+const daemons: DaemonHandle[] = []
+let failed = false
+
+const stopAll = async (): Promise<void> => {
+  await Promise.allSettled(daemons.map(async d => { await d.proc.stop() }))
+  await supernode?.proc.stop()
+  await registry?.stop()
+}
+process.once('SIGINT', () => { void stopAll().finally(() => process.exit(130)) })
+
+try {
+  registry = await startDockerRegistry(join(dir, 'registry'))
+  const blob = await writeRandomBlob(join(dir, 'layer.bin'), size)
+  const name = 'bench/data-path'
+  await pushBlob(registry.url, name, blob)
+  await rm(blob.path)
+  const path = `/v2/${name}/blobs/${blob.digest}`
+  say(`layer: ${size / MiB} MiB of random bytes in Debian's docker-registry; client: curl | openssl dgst -sha256 (verified, not stored)`)
+
+  const env = values.profile ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${join(dir, 'profiles')}` } : undefined
+  supernode = await startSupernode({ dir: join(dir, 'supernode'), env })
+  const a = await startDaemon({ dir, name: 'host-a', registry: registry.url, supernode: supernode.url, env })
+  daemons.push(a)
+  const b = await startDaemon({ dir, name: 'host-b', registry: registry.url, supernode: supernode.url, env })
+  daemons.push(b)
+  const pids = { registry: registry.pid, supernode: supernode.proc.child.pid, 'daemon A': a.proc.child.pid, 'daemon B': b.proc.child.pid }
+
+  const modes: Array<{ mode: string, url: string, shoal: string[] }> = [
+    { mode: 'direct (docker-registry)', url: `${registry.url}${path}`, shoal: [] },
+    { mode: 'cold through Shoal', url: `${a.url}${path}`, shoal: ['supernode', 'daemon A', 'daemon B'] },
+    { mode: 'peer to peer', url: `${b.url}${path}`, shoal: ['supernode', 'daemon A', 'daemon B'] },
+    { mode: 'warm (own store)', url: `${a.url}${path}`, shoal: ['supernode', 'daemon A', 'daemon B'] }
+  ]
+  const results: ModeResult[] = []
+  for (const m of modes) {
+    const meter = new CpuMeter(pids).start()
+    const res = await fetchAndHash(m.url)
+    const cpu = meter.stop()
+    if (res.status !== 200 || res.bytes !== size || res.digest !== blob.digest) {
+      throw new Error(`${m.mode}: got ${res.status} with ${res.bytes} bytes hashing to ${res.digest}, expected 200 with ${size} hashing to ${blob.digest}`)
+    }
+    const gib = size / GiB
+    const cpuPerGiB = Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, v / gib]))
+    results.push({
+      mode: m.mode,
+      mbPerSecond: size / 1e6 / res.seconds,
+      seconds: res.seconds,
+      cpuPerGiB,
+      shoalCpuPerGiB: m.shoal.reduce((sum, p) => sum + (cpuPerGiB[p] ?? 0), 0)
+    })
+  }
+  const peerBytes = await daemonBytes(b.url)
+  const rss = { 'daemon A': peakRss(a.proc.child.pid), 'daemon B': peakRss(b.proc.child.pid), supernode: peakRss(supernode.proc.child.pid) }
+
+  const direct = results[0]!.mbPerSecond
+  const rows = [['mode', 'MB/s', '× direct', 'Shoal CPU-s/GiB', 'registry', 'supernode', 'daemon A', 'daemon B']]
+  for (const r of results) {
+    rows.push([
+      r.mode, r.mbPerSecond.toFixed(0), (r.mbPerSecond / direct).toFixed(2), r.shoalCpuPerGiB.toFixed(2),
+      ...['registry', 'supernode', 'daemon A', 'daemon B'].map(p => (r.cpuPerGiB[p] ?? 0).toFixed(2))
+    ])
+  }
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map(r => r[c]!.length)))
+  say()
+  for (const row of rows) {
+    say(row.map((cell, c) => c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)).join('  '))
+  }
+  say()
+  say(`peak RSS: daemon A ${(rss['daemon A'] / 1e6).toFixed(0)} MB, daemon B ${(rss['daemon B'] / 1e6).toFixed(0)} MB, supernode ${(rss.supernode / 1e6).toFixed(0)} MB`)
+  say(`daemon B's bytes by source: peer ${(peerBytes.peer / MiB).toFixed(0)} MiB, supernode ${(peerBytes.supernode / MiB).toFixed(0)} MiB, origin ${(peerBytes.origin / MiB).toFixed(0)} MiB`)
+
+  const report = { benchmark: 'data-path', date: new Date().toISOString(), machine: await machineSummary(), sizeBytes: size, results, peakRss: rss, peerBytesBySource: peerBytes }
+  const jsonPath = values.json ?? join(REPO_ROOT, '.shoal', 'bench', 'results', `data-path-${size / MiB}MiB-${Date.now()}.json`)
+  await mkdir(join(jsonPath, '..'), { recursive: true })
+  await writeFile(jsonPath, `${JSON.stringify(report, null, 2)}\n`)
+  say(`results: ${jsonPath}`)
+} catch (err) {
+  failed = true
+  process.stderr.write(`data-path benchmark failed: ${(err as Error).stack ?? String(err)}\nlogs: ${dir}\n`)
+} finally {
+  await stopAll()
+  if (!values.keep && !values.profile && !failed) {
+    await rm(dir, { recursive: true, force: true })
+  } else {
+    say(`logs and data: ${dir}`)
+  }
+}
+process.exitCode = failed ? 1 : 0

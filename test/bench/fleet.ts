@@ -1,0 +1,267 @@
+/**
+ * The fleet benchmark: N test hosts, each in its own network namespace on a shaped link,
+ * pull one image at once, as in a release, three ways in one run: straight from the
+ * origin (Debian's docker-registry), through a Distribution pull-through cache, and
+ * through Shoal. Every host runs the same client (skopeo: the manifest, then every blob,
+ * verified). Then a sweep over fleet sizes for Shoal and the direct pull.
+ *
+ *   ./dev bench fleet [--hosts 16] [--layers-mib 64,64] [--host-link 10] [--origin-link 20]
+ *                     [--supernode-link 20] [--modes direct,cache,shoal] [--sweep 4,8,16,24]
+ *                     [--sweep-modes shoal,direct] [--json FILE] [--svg-dir DIR] [--keep]
+ *
+ * Needs root, iproute2 (ip, tc), skopeo, curl and docker-registry.
+ */
+import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { generateImage, type GeneratedImage } from '../harness/image.ts'
+import { REPO_ROOT } from '../harness/processes.ts'
+import { which } from '../harness/require-binary.ts'
+import { Fleet, MODE_LABELS, MODES, type Mode, type ModeRun } from './lib/fleet.ts'
+import { machineSummary } from './lib/machine.ts'
+import { removeStaleNetworks } from './lib/netns.ts'
+import { distribution, textTable, type Distribution } from './lib/stats.ts'
+import { cdfChart, lineChart } from './lib/svg.ts'
+import { Teardown } from './lib/teardown.ts'
+
+const MiB = 1024 * 1024
+const MB = 1e6
+
+const { values } = parseArgs({
+  options: {
+    hosts: { type: 'string', default: '16' },
+    'layers-mib': { type: 'string', default: '64,64' },
+    'host-link': { type: 'string', default: '10' },
+    'origin-link': { type: 'string', default: '20' },
+    'supernode-link': { type: 'string', default: '20' },
+    modes: { type: 'string', default: 'direct,cache,shoal' },
+    sweep: { type: 'string', default: '4,8,16,24' },
+    'sweep-modes': { type: 'string', default: 'shoal,direct' },
+    'daemon-args': { type: 'string', default: '' },
+    'supernode-args': { type: 'string', default: '' },
+    json: { type: 'string' },
+    'svg-dir': { type: 'string' },
+    keep: { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false }
+  }
+})
+
+const USAGE = `usage: ./dev bench fleet [options]
+  --hosts N             hosts in the headline run (1..64, default 16)
+  --layers-mib A,B      the image's layer sizes in MiB (default 64,64)
+  --host-link R         each host's link, MB/s (10^6 bytes/s) each way (default 10)
+  --origin-link R       the origin registry's link, MB/s (default 20)
+  --supernode-link R    the supernode's link, and the pull-through cache's, MB/s (default 20)
+  --modes LIST          headline modes: direct, cache, shoal (default all three)
+  --sweep LIST          fleet sizes for the sweep; '' for none (default 4,8,16,24)
+  --sweep-modes LIST    modes in the sweep (default shoal,direct)
+  --daemon-args ARGS    extra flags for every dfget daemon (space-separated)
+  --supernode-args ARGS extra flags for the supernode
+  --json FILE           write the results here (default .shoal/bench/results/fleet-<time>.json)
+  --svg-dir DIR         write fleet-headline.svg and fleet-sweep.svg here
+  --keep                keep logs and data in .shoal/bench/<run>/
+  --profile             V8 CPU profiles of the Shoal processes into the run directory (implies --keep)
+`
+if (values.help) {
+  process.stdout.write(USAGE)
+  process.exit(0)
+}
+
+function fail (message: string): never {
+  process.stderr.write(`fleet: ${message}\n${USAGE}`)
+  process.exit(2)
+}
+const list = (s: string): string[] => s.split(',').map(x => x.trim()).filter(x => x !== '')
+const positive = (name: string, s: string, max: number): number => {
+  const n = Number(s)
+  if (!(n > 0 && n <= max)) {
+    fail(`--${name} must be a number above 0 and at most ${max}`)
+  }
+  return n
+}
+const modesOf = (name: string, s: string): Mode[] => {
+  const modes = list(s)
+  const bad = modes.filter(m => !(MODES as readonly string[]).includes(m))
+  if (bad.length > 0) {
+    fail(`--${name}: unknown mode(s) ${bad.join(', ')}; expected ${MODES.join(', ')}`)
+  }
+  return modes as Mode[]
+}
+
+const hosts = positive('hosts', values.hosts, 64)
+const layerSizes = list(values['layers-mib']).map(s => positive('layers-mib', s, 2048) * MiB)
+const hostRate = positive('host-link', values['host-link'], 10_000) * MB
+const originRate = positive('origin-link', values['origin-link'], 10_000) * MB
+const supernodeRate = positive('supernode-link', values['supernode-link'], 10_000) * MB
+const modes = modesOf('modes', values.modes)
+const sweep = list(values.sweep).map(s => positive('sweep', s, 64))
+const sweepModes = modesOf('sweep-modes', values['sweep-modes'])
+if (!Number.isInteger(hosts) || sweep.some(n => !Number.isInteger(n)) || layerSizes.length === 0) {
+  fail('--hosts and --sweep take whole numbers, --layers-mib at least one size')
+}
+const missing = ['ip', 'tc', 'skopeo', 'curl', 'docker-registry'].filter(b => which(b) == null)
+if (missing.length > 0 || process.getuid?.() !== 0) {
+  process.stderr.write(`fleet: needs root and ${['ip', 'tc', 'skopeo', 'curl', 'docker-registry'].join(', ')}; ${missing.length > 0 ? `missing: ${missing.join(', ')} (apt-get install iproute2 skopeo curl docker-registry)` : 'not running as root'}\n`)
+  process.exit(2)
+}
+
+const say = (line = ''): void => { process.stdout.write(`${line}\n`) }
+const runId = `fleet-${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}`
+const dir = join(REPO_ROOT, '.shoal', 'bench', runId)
+const keep = values.keep || values.profile
+const teardown = new Teardown()
+teardown.installExitHandlers()
+
+interface Summary {
+  mode: Mode
+  hosts: number
+  failed: number
+  seconds: Distribution | null
+  ratio: Distribution | null
+  originEgressBytes: number
+  originEgressRatio: number
+  originBlobGets: number
+}
+
+function summarize (run: ModeRun, ideal: number, imageBytes: number): Summary {
+  const done = run.seconds.filter((s): s is number => s != null)
+  const seconds = done.length > 0 ? distribution(done) : null
+  const ratio = seconds == null ? null : { p50: seconds.p50 / ideal, p95: seconds.p95 / ideal, p99: seconds.p99 / ideal, max: seconds.max / ideal }
+  return { mode: run.mode, hosts: run.hosts, failed: run.failures.length, seconds, ratio, originEgressBytes: run.originEgressBytes, originEgressRatio: run.originEgressBytes / imageBytes, originBlobGets: run.originBlobGets }
+}
+
+function modeRows (summaries: Summary[], ideal: number): string[][] {
+  const rows = [['mode', 'hosts', 'p50 s', 'p95 s', 'p99 s', 'max s', 'p99 ÷ ideal', 'origin egress ÷ image', 'origin blob GETs', 'failed']]
+  for (const s of summaries) {
+    rows.push([
+      MODE_LABELS[s.mode], String(s.hosts),
+      ...(s.seconds == null ? ['-', '-', '-', '-', '-'] : [s.seconds.p50, s.seconds.p95, s.seconds.p99, s.seconds.max].map(v => v.toFixed(1)).concat((s.seconds.p99 / ideal).toFixed(2))),
+      s.originEgressRatio.toFixed(2), String(s.originBlobGets), String(s.failed)
+    ])
+  }
+  return rows
+}
+
+let failed = false
+try {
+  const stale = await removeStaleNetworks()
+  if (stale.length > 0) {
+    say(`removed ${stale.length} namespaces an earlier, killed benchmark left behind`)
+  }
+  await mkdir(dir, { recursive: true })
+  teardown.add('run directory', async () => { if (!keep && !failed) { await rm(dir, { recursive: true, force: true }) } })
+
+  const fleet = new Fleet({
+    dir,
+    hosts: Math.max(hosts, ...sweep),
+    hostRate,
+    originRate,
+    supernodeRate,
+    daemonArgs: list(values['daemon-args'].replaceAll(' ', ',')),
+    supernodeArgs: list(values['supernode-args'].replaceAll(' ', ',')),
+    ...(values.profile ? { nodeOptions: `--cpu-prof --cpu-prof-dir=${join(dir, 'profiles')}` } : {}),
+    keep
+  }, teardown)
+  await fleet.setup()
+  await mkdir(join(dir, 'image'), { recursive: true })
+  const image: GeneratedImage = await generateImage(join(dir, 'image'), 'bench/app', 'latest', layerSizes)
+  await fleet.push(image)
+  const imageBytes = image.layerBytes + image.config.size
+  const ideal = imageBytes / hostRate
+  say(`image: ${image.layers.length} layers, ${(imageBytes / MiB).toFixed(1)} MiB; links: hosts ${hostRate / MB} MB/s, origin ${originRate / MB} MB/s, supernode and cache ${supernodeRate / MB} MB/s`)
+  say(`ideal per host (image ÷ host link): ${ideal.toFixed(1)} s`)
+
+  const runs = new Map<string, ModeRun>()
+  const runOnce = async (mode: Mode, n: number): Promise<ModeRun> => {
+    const key = `${mode}/${n}`
+    const done = runs.get(key)
+    if (done != null) {
+      return done
+    }
+    say(`running ${MODE_LABELS[mode]} with ${n} hosts...`)
+    const result = await fleet.runMode(mode, n, image)
+    for (const f of result.failures) {
+      say(`  ${f}`)
+    }
+    runs.set(key, result)
+    return result
+  }
+
+  const headline: ModeRun[] = []
+  for (const mode of modes) {
+    headline.push(await runOnce(mode, hosts))
+  }
+  const headlineSummaries = headline.map(r => summarize(r, ideal, imageBytes))
+  say()
+  say(`headline: ${hosts} hosts`)
+  say(textTable(modeRows(headlineSummaries, ideal)))
+  const shoal = headline.find(r => r.mode === 'shoal')?.shoal
+  if (shoal != null) {
+    const into = shoal.bytesBySource.origin + shoal.bytesBySource.supernode + shoal.bytesBySource.peer
+    const delivered = hosts * imageBytes / 2 ** 30
+    say()
+    say(`Shoal: supernode uploaded ${(shoal.supernodeUploadBytes / imageBytes).toFixed(2)}× the image; host bytes from peers ${(100 * shoal.bytesBySource.peer / Math.max(1, into)).toFixed(1)}%, supernode ${(100 * shoal.bytesBySource.supernode / Math.max(1, into)).toFixed(1)}%, origin ${(100 * shoal.bytesBySource.origin / Math.max(1, into)).toFixed(1)}%`)
+    say(`Shoal: back to source ${JSON.stringify(shoal.backToSource)}; failed pieces ${JSON.stringify(shoal.pieceErrors)}`)
+    say(`Shoal: ${shoal.cpuSeconds.toFixed(1)} CPU-s over supernode and daemons, ${(shoal.cpuSeconds / delivered).toFixed(2)} CPU-s per GiB delivered`)
+  }
+
+  const sweepRuns: ModeRun[] = []
+  for (const n of sweep) {
+    for (const mode of sweepModes) {
+      sweepRuns.push(await runOnce(mode, n))
+    }
+  }
+  const sweepSummaries = sweepRuns.map(r => summarize(r, ideal, imageBytes))
+  if (sweepRuns.length > 0) {
+    say()
+    say('sweep')
+    say(textTable(modeRows(sweepSummaries, ideal)))
+  }
+
+  const report = {
+    benchmark: 'fleet',
+    date: new Date().toISOString(),
+    command: `./dev bench fleet ${process.argv.slice(2).join(' ')}`.trim(),
+    machine: await machineSummary(),
+    config: { hosts, layerSizes, hostRate, originRate, supernodeRate, modes, sweep, sweepModes, daemonArgs: values['daemon-args'], supernodeArgs: values['supernode-args'] },
+    imageBytes,
+    idealSeconds: ideal,
+    headline: headline.map((r, i) => ({ ...r, summary: headlineSummaries[i] })),
+    sweep: sweepRuns.map((r, i) => ({ ...r, summary: sweepSummaries[i] }))
+  }
+  const jsonPath = values.json ?? join(REPO_ROOT, '.shoal', 'bench', 'results', `${runId}.json`)
+  await mkdir(join(jsonPath, '..'), { recursive: true })
+  await writeFile(jsonPath, `${JSON.stringify(report, null, 2)}\n`)
+  say()
+  say(`results: ${jsonPath}`)
+
+  if (values['svg-dir'] != null) {
+    const colors: Record<Mode, string> = { direct: '#d62728', cache: '#ff7f0e', shoal: '#1f77b4' }
+    await mkdir(values['svg-dir'], { recursive: true })
+    await writeFile(join(values['svg-dir'], 'fleet-headline.svg'), cdfChart(
+      `${hosts} hosts pull a ${(imageBytes / MiB).toFixed(0)} MiB image at once (${hostRate / MB} MB/s host links)`,
+      'seconds since all hosts started',
+      headline.map(r => ({ label: MODE_LABELS[r.mode], color: colors[r.mode], values: r.seconds.filter((s): s is number => s != null) })),
+      [{ x: ideal, label: 'ideal' }, { x: 1.5 * ideal, label: '1.5× ideal' }]
+    ))
+    if (sweepRuns.length > 0) {
+      await writeFile(join(values['svg-dir'], 'fleet-sweep.svg'), lineChart(
+        'p99 completion ÷ ideal, by fleet size',
+        'hosts', 'p99 ÷ ideal', sweep,
+        sweepModes.map(mode => ({ label: MODE_LABELS[mode], color: colors[mode], values: sweep.map(n => summarize(runs.get(`${mode}/${n}`)!, ideal, imageBytes).ratio?.p99 ?? 0) })),
+        [{ x: 1.5, label: '1.5× target' }]
+      ))
+    }
+    say(`charts: ${values['svg-dir']}`)
+  }
+} catch (err) {
+  failed = true
+  process.stderr.write(`fleet benchmark failed: ${(err as Error).stack ?? String(err)}\nlogs: ${dir}\n`)
+} finally {
+  await teardown.run()
+  if (keep || failed) {
+    say(`logs and data: ${dir}`)
+  }
+}
+process.exitCode = failed ? 1 : 0

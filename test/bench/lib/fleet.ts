@@ -1,0 +1,261 @@
+import { mkdir, readFile, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { type GeneratedImage } from '../../harness/image.ts'
+import { parseSamples, sample, scrape, type Samples } from '../../harness/metrics.ts'
+import { run, type ManagedProcess } from '../../harness/processes.ts'
+import { pushImage, startDockerRegistry } from '../../harness/registry.ts'
+import { startDaemon, startSupernode } from '../../harness/swarm.ts'
+import { TestNetwork, type NetNode } from './netns.ts'
+import { cpuSeconds } from './proc-stats.ts'
+import type { Teardown } from './teardown.ts'
+
+export const MODES = ['direct', 'cache', 'shoal'] as const
+export type Mode = typeof MODES[number]
+
+export const MODE_LABELS: Record<Mode, string> = {
+  direct: 'straight from the origin',
+  cache: 'pull-through cache',
+  shoal: 'Shoal'
+}
+
+export interface FleetInit {
+  dir: string
+  /** Host namespaces to make: the largest fleet any mode runs with */
+  hosts: number
+  /** Link rates, bytes per second each way */
+  hostRate: number
+  originRate: number
+  /** The supernode's link, and the pull-through cache's */
+  supernodeRate: number
+  /** Extra flags for every daemon */
+  daemonArgs?: string[]
+  /** Extra flags for the supernode */
+  supernodeArgs?: string[]
+  /** NODE_OPTIONS for the Shoal processes, such as --cpu-prof */
+  nodeOptions?: string
+  keep: boolean
+}
+
+export interface ShoalRunStats {
+  /** Piece bytes the supernode sent */
+  supernodeUploadBytes: number
+  /** Bytes into the hosts, by source, summed over hosts */
+  bytesBySource: { origin: number, supernode: number, peer: number }
+  /** shoal_dfget_back_to_source_total by reason, summed over hosts */
+  backToSource: Record<string, number>
+  /** Failed piece transfers by error code, summed over hosts */
+  pieceErrors: Record<string, number>
+  /** CPU seconds of the supernode and every daemon during the pulls */
+  cpuSeconds: number
+}
+
+export interface ModeRun {
+  mode: Mode
+  hosts: number
+  /** Completion time per host, seconds, in host order; null for a host whose pull failed */
+  seconds: Array<number | null>
+  failures: string[]
+  /** Bytes the origin sent on its link during the run (headers included) */
+  originEgressBytes: number
+  /** Blob GETs the origin answered during the run */
+  originBlobGets: number
+  shoal?: ShoalRunStats
+}
+
+function totalCpuSeconds (pids: Array<number | undefined>): number {
+  let sum = 0
+  for (const pid of pids) {
+    sum += cpuSeconds(pid)
+  }
+  return sum
+}
+
+const ORIGIN_PORT = 5000
+const SUPERNODE_PORT = 8002
+const MIRROR = '127.0.0.1:65001'
+
+/**
+ * A fleet of test hosts pulling one image at once, in one of three ways: straight from
+ * the origin, through a Distribution pull-through cache, or through Shoal. The origin
+ * (Debian's docker-registry), the supernode and the cache each sit on their own shaped
+ * link; every host runs skopeo, and for Shoal its own daemon.
+ */
+export class Fleet {
+  private readonly init: FleetInit
+  private readonly teardown: Teardown
+  private readonly net: TestNetwork
+  private origin?: NetNode
+  private supernodeHost?: NetNode
+  private cacheHost?: NetNode
+  private readonly hostNodes: NetNode[] = []
+  private originLog = ''
+
+  constructor (init: FleetInit, teardown: Teardown) {
+    this.init = init
+    this.teardown = teardown
+    this.net = new TestNetwork(teardown)
+  }
+
+  get originUrl (): string {
+    return `http://${this.origin?.address ?? ''}:${ORIGIN_PORT}`
+  }
+
+  async setup (): Promise<void> {
+    const { init } = this
+    await this.net.create()
+    this.origin = await this.net.addNode('origin', '198.18.0.2', init.originRate)
+    this.supernodeHost = await this.net.addNode('sn', '198.18.0.3', init.supernodeRate)
+    this.cacheHost = await this.net.addNode('cache', '198.18.0.4', init.supernodeRate)
+    for (let i = 1; i <= init.hosts; i++) {
+      this.hostNodes.push(await this.net.addNode(`h${i}`, `198.18.1.${i}`, init.hostRate))
+    }
+    const registry = await startDockerRegistry(join(init.dir, 'origin'), { listen: `${this.origin.address}:${ORIGIN_PORT}`, exec: this.wrap(this.origin) })
+    this.teardown.add('origin registry', registry.stop)
+    this.originLog = registry.logFile
+  }
+
+  /** Pushes the image to the origin, over the control link. */
+  async push (image: GeneratedImage): Promise<void> {
+    await pushImage(this.originUrl, image)
+  }
+
+  private wrap (node: NetNode): (command: string, args: string[]) => { command: string, args: string[] } {
+    return (command, args) => this.net.command(node, command, args)
+  }
+
+  /** Runs one mode with the first `n` hosts, all starting at once; tears down what the mode started. */
+  async runMode (mode: Mode, n: number, image: GeneratedImage): Promise<ModeRun> {
+    const dir = join(this.init.dir, `${mode}-${n}`)
+    await mkdir(dir, { recursive: true })
+    const hosts = this.hostNodes.slice(0, n)
+    const stops: Array<() => Promise<void>> = []
+    try {
+      let registry: string
+      let shoalPids: Array<number | undefined> = []
+      let supernodeUrl = ''
+      if (mode === 'direct') {
+        registry = `${this.origin!.address}:${ORIGIN_PORT}`
+      } else if (mode === 'cache') {
+        const cache = await startDockerRegistry(join(dir, 'cache'), { listen: `${this.cacheHost!.address}:${ORIGIN_PORT}`, proxyRemoteUrl: this.originUrl, exec: this.wrap(this.cacheHost!) })
+        stops.push(cache.stop)
+        registry = `${this.cacheHost!.address}:${ORIGIN_PORT}`
+      } else {
+        const env = this.init.nodeOptions != null ? { NODE_OPTIONS: this.init.nodeOptions } : undefined
+        const supernode = await startSupernode({
+          dir: join(dir, 'supernode'),
+          listen: `${this.supernodeHost!.address}:${SUPERNODE_PORT}`,
+          p2pListen: `/ip4/${this.supernodeHost!.address}/tcp/8003`,
+          exec: this.wrap(this.supernodeHost!),
+          extraArgs: this.init.supernodeArgs ?? [],
+          env
+        })
+        stops.push(async () => { await supernode.proc.stop(15_000) })
+        supernodeUrl = supernode.url
+        const daemons: ManagedProcess[] = []
+        // started a few at a time: two cores, and each start compiles the same code
+        for (let i = 0; i < hosts.length; i += 4) {
+          const batch = await Promise.all(hosts.slice(i, i + 4).map(async host => startDaemon({
+            dir,
+            name: host.name,
+            registry: this.originUrl,
+            supernode: supernode.url,
+            listen: MIRROR,
+            p2pListen: `/ip4/${host.address}/tcp/65002`,
+            exec: this.wrap(host),
+            extraArgs: this.init.daemonArgs ?? [],
+            env
+          })))
+          daemons.push(...batch.map(d => d.proc))
+        }
+        stops.push(async () => { await Promise.allSettled(daemons.map(async d => { await d.stop(15_000) })) })
+        shoalPids = [supernode.proc.child.pid, ...daemons.map(d => d.child.pid)]
+        registry = MIRROR
+      }
+
+      const egressBefore = await this.net.txBytes(this.origin!)
+      const logBefore = (await stat(this.originLog)).size
+      const cpuBefore = totalCpuSeconds(shoalPids)
+      // every host starts at once, as in a release; each pull is bounded by its timeout
+      const timeoutMs = Math.max(120_000, Math.ceil(image.layerBytes / this.init.hostRate * 1000) * n)
+      const started = performance.now()
+      const results = await Promise.all(hosts.map(async (host) => {
+        const out = join(dir, 'pulled', host.name)
+        await mkdir(out, { recursive: true })
+        const { command, args } = this.net.command(host, 'skopeo', [
+          'copy', '--quiet', '--src-tls-verify=false', `docker://${registry}/${image.name}:${image.tag}`, `dir:${out}`
+        ])
+        const res = await run(command, args, { timeoutMs })
+        const seconds = (performance.now() - started) / 1000
+        return res.code === 0 ? { seconds, error: undefined } : { seconds: null, error: `${host.name}: skopeo exited ${res.code}: ${res.stderr.trim().split('\n').at(-1) ?? ''}` }
+      }))
+      const cpuAfter = totalCpuSeconds(shoalPids)
+      const egress = await this.net.txBytes(this.origin!) - egressBefore
+      const blobGets = await this.countBlobGets(logBefore)
+
+      const runResult: ModeRun = {
+        mode,
+        hosts: n,
+        seconds: results.map(r => r.seconds),
+        failures: results.flatMap(r => r.error != null ? [r.error] : []),
+        originEgressBytes: egress,
+        originBlobGets: blobGets
+      }
+      if (mode === 'shoal') {
+        runResult.shoal = await this.shoalStats(hosts, supernodeUrl, cpuAfter - cpuBefore)
+      }
+      return runResult
+    } finally {
+      for (const stop of stops.reverse()) {
+        await stop().catch(() => {})
+      }
+      if (!this.init.keep) {
+        await rm(dir, { recursive: true, force: true })
+      }
+    }
+  }
+
+  /** Blob GETs in the origin's access log since byte `from`. */
+  private async countBlobGets (from: number): Promise<number> {
+    const text = (await readFile(this.originLog)).subarray(from).toString('utf8')
+    return [...text.matchAll(/"GET \/v2\/\S+\/blobs\/sha256:[a-f0-9]{64} HTTP\/[\d.]+" (\d{3})/g)].filter(m => m[1] === '200' || m[1] === '206').length
+  }
+
+  private async shoalStats (hosts: NetNode[], supernodeUrl: string, cpu: number): Promise<ShoalRunStats> {
+    const supernode = await scrape(`${supernodeUrl}/metrics`)
+    const stats: ShoalRunStats = {
+      supernodeUploadBytes: sample(supernode, 'shoal_supernode_upload_bytes_total'),
+      bytesBySource: { origin: 0, supernode: 0, peer: 0 },
+      backToSource: {},
+      pieceErrors: {},
+      cpuSeconds: cpu
+    }
+    for (const host of hosts) {
+      const samples = await this.scrapeDaemon(host)
+      for (const source of ['origin', 'supernode', 'peer'] as const) {
+        stats.bytesBySource[source] += sample(samples, 'shoal_dfget_download_bytes_total', { source })
+      }
+      for (const [key, value] of samples) {
+        const reason = /^shoal_dfget_back_to_source_total\{reason="([^"]*)"\}$/.exec(key)?.[1]
+        if (reason != null) {
+          stats.backToSource[reason] = (stats.backToSource[reason] ?? 0) + value
+        }
+        const piece = /^shoal_dfget_pieces_total\{source="([^"]*)",result="([^"]*)"\}$/.exec(key)
+        if (piece != null && piece[2] !== 'ok') {
+          const k = `${piece[1]}:${piece[2]}`
+          stats.pieceErrors[k] = (stats.pieceErrors[k] ?? 0) + value
+        }
+      }
+    }
+    return stats
+  }
+
+  /** A daemon's metrics, read from inside its host (the mirror listens on loopback only). */
+  private async scrapeDaemon (host: NetNode): Promise<Samples> {
+    const { command, args } = this.net.command(host, 'curl', ['-sS', '--max-time', '10', `http://${MIRROR}/metrics`])
+    const res = await run(command, args, { timeoutMs: 15_000 })
+    if (res.code !== 0) {
+      throw new Error(`metrics of ${host.name}: ${res.stderr.trim()}`)
+    }
+    return parseSamples(res.stdout)
+  }
+}
