@@ -19,11 +19,13 @@ import { parseArgs } from 'node:util'
 import { writeRandomBlob } from '../harness/image.ts'
 import { daemonBytes } from '../harness/metrics.ts'
 import { REPO_ROOT } from '../harness/processes.ts'
-import { pushBlob, startDockerRegistry, type Registry } from '../harness/registry.ts'
-import { startDaemon, startSupernode, type DaemonHandle, type SupernodeHandle } from '../harness/swarm.ts'
+import { pushBlob, startDockerRegistry } from '../harness/registry.ts'
+import { startDaemon, startSupernode, type DaemonHandle } from '../harness/swarm.ts'
 import { fetchAndHash } from './lib/curl.ts'
 import { CpuMeter, peakRss } from './lib/proc-stats.ts'
 import { machineSummary } from './lib/machine.ts'
+import { textTable } from './lib/stats.ts'
+import { Teardown } from './lib/teardown.ts'
 
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
@@ -34,16 +36,18 @@ const { values } = parseArgs({
     json: { type: 'string' },
     keep: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
+    'node-args': { type: 'string', default: '' },
     help: { type: 'boolean', short: 'h', default: false }
   }
 })
 if (values.help) {
   process.stdout.write([
-    'usage: ./dev bench data-path [--size-mib 1024] [--json FILE] [--keep]',
-    '  --size-mib  size of the one layer (16..4096)',
-    '  --json      also write the results here',
-    '  --keep      leave logs and data in .shoal/bench/<run>/',
-    '  --profile   write V8 CPU profiles of the Shoal processes to <run>/profiles (implies --keep)',
+    'usage: ./dev bench data-path [--size-mib 1024] [--json FILE] [--keep] [--profile] [--node-args ARGS]',
+    '  --size-mib   size of the one layer (16..4096)',
+    '  --json       also write the results here',
+    '  --keep       leave logs and data in .shoal/bench/<run>/',
+    '  --profile    V8 CPU profiles of the Shoal processes into <run>/profiles (implies --keep)',
+    '  --node-args  flags for node in the Shoal processes, space-separated, such as --trace-gc (implies --keep)',
     ''
   ].join('\n'))
   process.exit(0)
@@ -56,7 +60,10 @@ if (!Number.isInteger(size / MiB) || size < 16 * MiB || size > 4096 * MiB) {
 
 const say = (line = ''): void => { process.stdout.write(`${line}\n`) }
 const dir = join(REPO_ROOT, '.shoal', 'bench', `data-path-${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}`)
-await mkdir(dir, { recursive: true })
+const nodeArgs = [...values.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'profiles')}`] : [], ...values['node-args'].split(' ').filter(a => a !== '')]
+const keep = values.keep || nodeArgs.length > 0
+const teardown = new Teardown()
+teardown.installExitHandlers()
 
 interface ModeResult {
   mode: string
@@ -68,20 +75,12 @@ interface ModeResult {
   shoalCpuPerGiB: number
 }
 
-let registry: Registry | undefined
-let supernode: SupernodeHandle | undefined
-const daemons: DaemonHandle[] = []
 let failed = false
-
-const stopAll = async (): Promise<void> => {
-  await Promise.allSettled(daemons.map(async d => { await d.proc.stop() }))
-  await supernode?.proc.stop()
-  await registry?.stop()
-}
-process.once('SIGINT', () => { void stopAll().finally(() => process.exit(130)) })
-
 try {
-  registry = await startDockerRegistry(join(dir, 'registry'))
+  await mkdir(dir, { recursive: true })
+  teardown.add('run directory', async () => { if (!keep && !failed) { await rm(dir, { recursive: true, force: true }) } })
+  const registry = await startDockerRegistry(join(dir, 'registry'))
+  teardown.add('registry', registry.stop)
   const blob = await writeRandomBlob(join(dir, 'layer.bin'), size)
   const name = 'bench/data-path'
   await pushBlob(registry.url, name, blob)
@@ -89,19 +88,23 @@ try {
   const path = `/v2/${name}/blobs/${blob.digest}`
   say(`layer: ${size / MiB} MiB of random bytes in Debian's docker-registry; client: curl | openssl dgst -sha256 (verified, not stored)`)
 
-  const env = values.profile ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${join(dir, 'profiles')}` } : undefined
-  supernode = await startSupernode({ dir: join(dir, 'supernode'), env })
-  const a = await startDaemon({ dir, name: 'host-a', registry: registry.url, supernode: supernode.url, env })
-  daemons.push(a)
-  const b = await startDaemon({ dir, name: 'host-b', registry: registry.url, supernode: supernode.url, env })
-  daemons.push(b)
+  const supernode = await startSupernode({ dir: join(dir, 'supernode'), nodeArgs })
+  teardown.add('supernode', async () => { await supernode.proc.stop() })
+  const daemons: DaemonHandle[] = []
+  for (const host of ['host-a', 'host-b']) {
+    const d = await startDaemon({ dir, name: host, registry: registry.url, supernode: supernode.url, nodeArgs })
+    teardown.add(host, async () => { await d.proc.stop() })
+    daemons.push(d)
+  }
+  const [a, b] = daemons as [DaemonHandle, DaemonHandle]
   const pids = { registry: registry.pid, supernode: supernode.proc.child.pid, 'daemon A': a.proc.child.pid, 'daemon B': b.proc.child.pid }
+  const shoal = ['supernode', 'daemon A', 'daemon B']
 
   const modes: Array<{ mode: string, url: string, shoal: string[] }> = [
     { mode: 'direct (docker-registry)', url: `${registry.url}${path}`, shoal: [] },
-    { mode: 'cold through Shoal', url: `${a.url}${path}`, shoal: ['supernode', 'daemon A', 'daemon B'] },
-    { mode: 'peer to peer', url: `${b.url}${path}`, shoal: ['supernode', 'daemon A', 'daemon B'] },
-    { mode: 'warm (own store)', url: `${a.url}${path}`, shoal: ['supernode', 'daemon A', 'daemon B'] }
+    { mode: 'cold through Shoal', url: `${a.url}${path}`, shoal },
+    { mode: 'peer to peer', url: `${b.url}${path}`, shoal },
+    { mode: 'warm (own store)', url: `${a.url}${path}`, shoal }
   ]
   const results: ModeResult[] = []
   for (const m of modes) {
@@ -132,28 +135,33 @@ try {
       ...['registry', 'supernode', 'daemon A', 'daemon B'].map(p => (r.cpuPerGiB[p] ?? 0).toFixed(2))
     ])
   }
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map(r => r[c]!.length)))
   say()
-  for (const row of rows) {
-    say(row.map((cell, c) => c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)).join('  '))
-  }
+  say(textTable(rows))
   say()
   say(`peak RSS: daemon A ${(rss['daemon A'] / 1e6).toFixed(0)} MB, daemon B ${(rss['daemon B'] / 1e6).toFixed(0)} MB, supernode ${(rss.supernode / 1e6).toFixed(0)} MB`)
   say(`daemon B's bytes by source: peer ${(peerBytes.peer / MiB).toFixed(0)} MiB, supernode ${(peerBytes.supernode / MiB).toFixed(0)} MiB, origin ${(peerBytes.origin / MiB).toFixed(0)} MiB`)
 
-  const report = { benchmark: 'data-path', date: new Date().toISOString(), machine: await machineSummary(), sizeBytes: size, results, peakRss: rss, peerBytesBySource: peerBytes }
+  const report = {
+    benchmark: 'data-path',
+    date: new Date().toISOString(),
+    command: `./dev bench data-path ${process.argv.slice(2).join(' ')}`.trim(),
+    machine: await machineSummary(),
+    sizeBytes: size,
+    client: 'curl | openssl dgst -sha256',
+    results,
+    peakRss: rss,
+    peerBytesBySource: peerBytes
+  }
   const jsonPath = values.json ?? join(REPO_ROOT, '.shoal', 'bench', 'results', `data-path-${size / MiB}MiB-${Date.now()}.json`)
   await mkdir(join(jsonPath, '..'), { recursive: true })
   await writeFile(jsonPath, `${JSON.stringify(report, null, 2)}\n`)
   say(`results: ${jsonPath}`)
 } catch (err) {
   failed = true
-  process.stderr.write(`data-path benchmark failed: ${(err as Error).stack ?? String(err)}\nlogs: ${dir}\n`)
+  process.stderr.write(`data-path benchmark failed: ${(err as Error).stack ?? String(err)}\n`)
 } finally {
-  await stopAll()
-  if (!values.keep && !values.profile && !failed) {
-    await rm(dir, { recursive: true, force: true })
-  } else {
+  await teardown.run()
+  if (keep || failed) {
     say(`logs and data: ${dir}`)
   }
 }

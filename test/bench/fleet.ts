@@ -160,7 +160,7 @@ try {
     supernodeRate,
     daemonArgs: list(values['daemon-args'].replaceAll(' ', ',')),
     supernodeArgs: list(values['supernode-args'].replaceAll(' ', ',')),
-    ...(values.profile ? { nodeOptions: `--cpu-prof --cpu-prof-dir=${join(dir, 'profiles')}` } : {}),
+    ...(values.profile ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'profiles')}`] } : {}),
     keep
   }, teardown)
   await fleet.setup()

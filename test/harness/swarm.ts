@@ -31,12 +31,13 @@ export interface SupernodeOptions {
   dir: string
   pieceSize?: number
   extraArgs?: string[]
-  env?: NodeJS.ProcessEnv
   /** HTTP API address. @default 127.0.0.1:0 */
   listen?: string
   /** libp2p address. @default /ip4/127.0.0.1/tcp/0 */
   p2pListen?: string
   exec?: ExecWrapper
+  /** Flags for node itself, such as --cpu-prof */
+  nodeArgs?: string[]
 }
 
 /** Starts the built `supernode` binary, by default on loopback, on ports the OS picks. */
@@ -44,6 +45,7 @@ export async function startSupernode (options: SupernodeOptions): Promise<Supern
   await mkdir(options.dir, { recursive: true })
   const { proc, ready } = await startProcess({
     ...(options.exec ?? direct)(process.execPath, [
+      ...(options.nodeArgs ?? []),
       BINARIES.supernode,
       '--listen', options.listen ?? '127.0.0.1:0',
       '--p2p-listen', options.p2pListen ?? '/ip4/127.0.0.1/tcp/0',
@@ -52,7 +54,6 @@ export async function startSupernode (options: SupernodeOptions): Promise<Supern
       ...(options.extraArgs ?? [])
     ]),
     logFile: join(options.dir, 'supernode.log'),
-    ...(options.env != null ? { env: options.env } : {}),
     ready: readyLine('supernode ready')
   })
   const { url, peerId } = ready as { url: string, peerId: string }
@@ -65,12 +66,13 @@ export interface DaemonOptions {
   registry: string
   supernode: string | null
   extraArgs?: string[]
-  env?: NodeJS.ProcessEnv
   /** Registry mirror address. @default 127.0.0.1:0 */
   listen?: string
   /** libp2p address. @default /ip4/127.0.0.1/tcp/0 */
   p2pListen?: string
   exec?: ExecWrapper
+  /** Flags for node itself, such as --cpu-prof */
+  nodeArgs?: string[]
 }
 
 /** Starts the built `dfget daemon`, by default on loopback, on ports the OS picks. */
@@ -79,6 +81,7 @@ export async function startDaemon (options: DaemonOptions): Promise<DaemonHandle
   await mkdir(dir, { recursive: true })
   const { proc, ready } = await startProcess({
     ...(options.exec ?? direct)(process.execPath, [
+      ...(options.nodeArgs ?? []),
       BINARIES.dfget, 'daemon',
       '--listen', options.listen ?? '127.0.0.1:0',
       '--p2p-listen', options.p2pListen ?? '/ip4/127.0.0.1/tcp/0',
@@ -89,7 +92,6 @@ export async function startDaemon (options: DaemonOptions): Promise<DaemonHandle
       ...(options.extraArgs ?? [])
     ]),
     logFile: join(dir, 'daemon.log'),
-    ...(options.env != null ? { env: options.env } : {}),
     ready: readyLine('daemon ready')
   })
   const { url, peerId } = ready as { url: string, peerId: string }

@@ -132,6 +132,29 @@ export class SupernodeRequestError extends ShoalError {
   }
 }
 
+/** A piece transfer stalled: no bytes for its idle timeout, or not done within its time limit. */
+export class PieceTimeoutError extends ShoalError {
+  override name = 'PieceTimeoutError'
+  override readonly code = 'ERR_PIECE_TIMEOUT'
+}
+
+/**
+ * A short, stable string naming any error, for metric labels and piece reports: the
+ * `code` of a Shoal error or a Node.js system error (ECONNRESET), else the name of a
+ * DOMException (TimeoutError, AbortError: their numeric `code` means nothing here),
+ * else ERR_UNKNOWN. At most 64 characters, as piece reports allow.
+ */
+export function errorCode (err: unknown): string {
+  const e = err as { code?: unknown, name?: unknown } | null | undefined
+  if (typeof e?.code === 'string' && e.code !== '') {
+    return e.code.slice(0, 64)
+  }
+  if (typeof e?.name === 'string' && e.name !== '' && e.name !== 'Error') {
+    return e.name.slice(0, 64)
+  }
+  return 'ERR_UNKNOWN'
+}
+
 /** No source (peer or supernode) delivered a piece after every one was tried. */
 export class PieceSourcesExhaustedError extends ShoalError {
   override name = 'PieceSourcesExhaustedError'

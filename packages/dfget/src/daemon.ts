@@ -116,7 +116,7 @@ export class Daemon {
     if (this.client != null) {
       const announce = (): void => {
         this.client?.announce(this.self(), { signal: AbortSignal.timeout(10_000) })
-          .catch((err: unknown) => { this.log.debug({ err: (err as Error).message }, 'announcing to the supernode failed') })
+          .catch((err: unknown) => { this.log.debug({ err }, 'announcing to the supernode failed') })
       }
       announce()
       this.heartbeat = setInterval(announce, this.init.announceInterval ?? 60_000)

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createMetricsRegistry, PieceStore, silentLogger, SupernodeUnavailableError, TaskFailedError } from '@shoal/core'
-import { DfgetMetrics, DownloadManager, type Download, type OriginFetch, type PeerTask } from '../src/index.ts'
+import { DfgetMetrics, DownloadManager, type Download } from '../src/index.ts'
 
 const URL_A = 'http://origin/a'
 
@@ -37,8 +37,8 @@ describe('DownloadManager', () => {
   const manager = (peerTask: { run: (d: Download) => Promise<void> } | undefined, origin: { run: (d: Download) => Promise<void> }): DownloadManager =>
     new DownloadManager({
       store,
-      ...(peerTask != null ? { peerTask: peerTask as unknown as PeerTask } : {}),
-      origin: origin as unknown as OriginFetch,
+      ...(peerTask != null ? { peerTask } : {}),
+      origin,
       metrics: new DfgetMetrics(createMetricsRegistry({ processMetrics: false })),
       logger: silentLogger()
     })

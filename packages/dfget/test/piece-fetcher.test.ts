@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
-  createMetricsRegistry, createP2PNode, loadOrCreatePrivateKey, PieceDigestMismatchError, PieceNotFoundError, PieceServer, PieceStore, silentLogger,
-  type PieceAssignment, type PieceSource
+  createMetricsRegistry, createP2PNode, FramedStream, loadOrCreatePrivateKey, MAX_CONTROL_MESSAGE, PIECE_PROTOCOL, PieceDigestMismatchError, PieceNotFoundError,
+  PieceServer, PieceStore, PieceTimeoutError, silentLogger, type PieceAssignment, type PieceSource
 } from '@shoal/core'
 import { PieceFetcher } from '../src/index.ts'
 import type { Libp2p } from 'libp2p'
@@ -75,5 +75,29 @@ describe('piece transfer over /shoal/piece/1.0.0', () => {
     const started = Date.now()
     await expect(quick.fetch(TASK, assignment(), dead)).rejects.toThrow()
     expect(Date.now() - started).toBeLessThan(5_000)
+  })
+
+  it('drops a source that starts a piece and then stalls, once it has been silent for the idle timeout', async () => {
+    // a peer that answers "ok", sends one frame and then nothing, keeping the stream open
+    const staller = await node()
+    await staller.handle(PIECE_PROTOCOL, async (stream) => {
+      const framed = new FramedStream(stream, { maxFrameLength: MAX_CONTROL_MESSAGE })
+      await framed.readFrame()
+      await framed.writeJson({ status: 'ok', length: data.byteLength, digest: sha(data) })
+      await framed.writeFrame(data.subarray(0, 1024))
+    })
+    const stalling: PieceSource = { peerId: staller.peerId.toString(), addrs: staller.getMultiaddrs().map(String), kind: 'peer' }
+    const progress: number[] = []
+    const quick = new PieceFetcher({ libp2p: fetcherNode, store: fetcherStore }, { idleTimeout: 500 })
+    const started = Date.now()
+    try {
+      const err = await quick.fetch(TASK, assignment({ num: 0 }), stalling, { onBytes: (n) => progress.push(n) }).catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(PieceTimeoutError)
+      expect((err as PieceTimeoutError).code).toBe('ERR_PIECE_TIMEOUT')
+      expect(progress).toEqual([1024])
+      expect(Date.now() - started).toBeLessThan(3_000)
+    } finally {
+      await staller.stop()
+    }
   })
 })

@@ -31,8 +31,8 @@ export interface FleetInit {
   daemonArgs?: string[]
   /** Extra flags for the supernode */
   supernodeArgs?: string[]
-  /** NODE_OPTIONS for the Shoal processes, such as --cpu-prof */
-  nodeOptions?: string
+  /** Flags for node in the Shoal processes, such as --cpu-prof */
+  nodeArgs?: string[]
   keep: boolean
 }
 
@@ -140,14 +140,14 @@ export class Fleet {
         stops.push(cache.stop)
         registry = `${this.cacheHost!.address}:${ORIGIN_PORT}`
       } else {
-        const env = this.init.nodeOptions != null ? { NODE_OPTIONS: this.init.nodeOptions } : undefined
+        const nodeArgs = this.init.nodeArgs ?? []
         const supernode = await startSupernode({
           dir: join(dir, 'supernode'),
           listen: `${this.supernodeHost!.address}:${SUPERNODE_PORT}`,
           p2pListen: `/ip4/${this.supernodeHost!.address}/tcp/8003`,
           exec: this.wrap(this.supernodeHost!),
           extraArgs: this.init.supernodeArgs ?? [],
-          env
+          nodeArgs
         })
         stops.push(async () => { await supernode.proc.stop(15_000) })
         supernodeUrl = supernode.url
@@ -163,7 +163,7 @@ export class Fleet {
             p2pListen: `/ip4/${host.address}/tcp/65002`,
             exec: this.wrap(host),
             extraArgs: this.init.daemonArgs ?? [],
-            env
+            nodeArgs
           })))
           daemons.push(...batch.map(d => d.proc))
         }

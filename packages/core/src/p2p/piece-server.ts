@@ -1,6 +1,6 @@
 import { Counter } from 'prom-client'
 import { MAX_CONTROL_MESSAGE, MAX_DATA_FRAME, PIECE_PROTOCOL, pieceRequestSchema, type PieceResponseHeader } from '../protocol/piece-protocol.ts'
-import { ProtocolError } from '../errors.ts'
+import { errorCode, ProtocolError } from '../errors.ts'
 import { FramedStream } from './framed-stream.ts'
 import type { ComponentLogger, Logger } from '../logger.ts'
 import type { PieceStore } from '../store/piece-store.ts'
@@ -114,8 +114,7 @@ export class PieceServer {
       result = 'ok'
       this.log.debug({ taskId: request.taskId, num: request.num, peer: remote }, 'served piece')
     } catch (err) {
-      const e = err as Error & { code?: string }
-      this.log.warn({ err: e.message, code: e.code ?? e.name, peer: remote }, 'serving a piece failed')
+      this.log.warn({ err, code: errorCode(err), peer: remote }, 'serving a piece failed')
       stream.abort(err as Error)
     } finally {
       if (counted) {

@@ -1,5 +1,5 @@
 import {
-  raceSignal, SupernodeRequestError, TaskFailedError, taskIdFor,
+  errorCode, raceSignal, SupernodeRequestError, TaskFailedError, taskIdFor,
   type ComponentLogger, type Logger, type PieceStore
 } from '@shoal/core'
 import { Download } from './download.ts'
@@ -13,10 +13,10 @@ export interface DownloadManagerInit {
 }
 
 export interface DownloadManagerComponents {
-  store: PieceStore
+  store: Pick<PieceStore, 'getTask' | 'putTask' | 'listPieces' | 'clearPieces' | 'deleteTask'>
   /** The swarm; without one (no supernode configured) every download goes to the origin. */
-  peerTask?: PeerTask
-  origin: OriginFetch
+  peerTask?: Pick<PeerTask, 'run'>
+  origin: Pick<OriginFetch, 'run'>
   metrics: DfgetMetrics
   logger: ComponentLogger
 }
@@ -132,8 +132,8 @@ export class DownloadManager {
           if (signal.aborted || !this.worthFallingBack(err)) {
             throw err
           }
-          const reason = (err as { code?: string }).code ?? 'ERR_UNKNOWN'
-          this.log.warn({ taskId: download.taskId, url: download.url, reason, err: (err as Error).message }, 'swarm cannot deliver; going back to the origin')
+          const reason = errorCode(err)
+          this.log.warn({ taskId: download.taskId, url: download.url, reason, err }, 'swarm cannot deliver; going back to the origin')
           metrics.backToSource.inc({ reason })
           download.via = 'origin'
           await origin.run(download, request.headers, signal)
@@ -156,7 +156,7 @@ export class DownloadManager {
       const error = signal.aborted && !(err instanceof TaskFailedError) ? new Error(`download of ${download.url} aborted: ${String(signal.reason)}`, { cause: err }) : err as Error
       download.fail(error)
       metrics.downloads.inc({ result: 'failed', via: download.via })
-      this.log.warn({ taskId: download.taskId, url: download.url, err: error.message }, 'download failed')
+      this.log.warn({ taskId: download.taskId, url: download.url, err: error }, 'download failed')
     } finally {
       metrics.activeDownloads.dec()
     }

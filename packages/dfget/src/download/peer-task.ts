@@ -1,6 +1,6 @@
 import {
-  PieceSourcesExhaustedError, TaskFailedError,
-  type ComponentLogger, type Logger, type PeerInfo, type PieceAssignment, type PieceResult, type PieceStore, type ScheduleResponse
+  errorCode, PieceSourcesExhaustedError, TaskFailedError,
+  type ComponentLogger, type Logger, type PeerInfo, type PieceAssignment, type PieceResult, type PieceStore
 } from '@shoal/core'
 import type { Download } from './download.ts'
 import type { PieceFetcher } from './piece-fetcher.ts'
@@ -9,6 +9,22 @@ import type { SupernodeClient } from '../supernode-client.ts'
 
 /** The supernode takes at most this many results per schedule call. */
 const MAX_RESULTS_PER_CALL = 1024
+/** An empty schedule answer faster than this did not long-poll... */
+const QUICK_ANSWER_MS = 100
+/** ...and the next one is asked for after this pause. */
+const EMPTY_ANSWER_PAUSE_MS = 250
+
+async function sleep (ms: number, signal: AbortSignal): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms)
+    signal.addEventListener('abort', done, { once: true })
+    function done (): void {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+  })
+}
 
 export interface PeerTaskInit {
   /** Pieces fetched at once. @default 4 */
@@ -18,16 +34,18 @@ export interface PeerTaskInit {
   /** Rounds in which one piece may fail on every source before giving up on the swarm. @default 5 */
   maxPieceRounds?: number
   /**
-   * Long polls in a row that bring nothing while the supernode holds the whole task,
-   * before giving up on the swarm. @default 6
+   * Longest the download may go without a byte of piece data arriving from anywhere
+   * before giving up on the swarm (and going back to the origin). Slow is fine; stuck is
+   * not. Longer than the piece fetcher's idle timeout, so one stalled source is dropped
+   * and another tried first. @default 30000 ms
    */
-  maxIdlePolls?: number
+  noProgressTimeout?: number
 }
 
 export interface PeerTaskComponents {
-  client: SupernodeClient
-  fetcher: PieceFetcher
-  store: PieceStore
+  client: Pick<SupernodeClient, 'register' | 'schedule'>
+  fetcher: Pick<PieceFetcher, 'fetch'>
+  store: Pick<PieceStore, 'getTask' | 'putTask' | 'listPieces' | 'clearPieces'>
   metrics: DfgetMetrics
   logger: ComponentLogger
   /** This daemon, as the supernode should know it. */
@@ -50,7 +68,7 @@ export class PeerTask {
   private readonly concurrency: number
   private readonly pollWait: number
   private readonly maxPieceRounds: number
-  private readonly maxIdlePolls: number
+  private readonly noProgressTimeout: number
 
   constructor (components: PeerTaskComponents, init: PeerTaskInit = {}) {
     this.components = components
@@ -58,7 +76,7 @@ export class PeerTask {
     this.concurrency = init.concurrency ?? 4
     this.pollWait = init.pollWait ?? 10_000
     this.maxPieceRounds = init.maxPieceRounds ?? 5
-    this.maxIdlePolls = init.maxIdlePolls ?? 6
+    this.noProgressTimeout = init.noProgressTimeout ?? 30_000
   }
 
   /**
@@ -102,22 +120,25 @@ export class PeerTask {
     })
 
     const failedRounds = new Map<number, number>()
-    let state: ScheduleResponse['state'] = registration.state
     let pieceCount = download.pieceCount
-    let idlePolls = 0
+    const progress = { at: performance.now() }
 
     // Bounded: every pass fetches, waits on a fetch or long-polls; a piece failing on
-    // every source ends it after maxPieceRounds, and the caller's signal carries the
-    // download timeout.
+    // every source ends it after maxPieceRounds, no byte arriving for noProgressTimeout
+    // ends it, and the caller's signal carries the download timeout.
     while (true) {
       signal.throwIfAborted()
       if (pieceCount != null && download.have.size >= pieceCount && inflight.size === 0) {
         break
       }
+      const stalledFor = performance.now() - progress.at
+      if (stalledFor > this.noProgressTimeout) {
+        throw new PieceSourcesExhaustedError(`no piece data arrived for ${Math.round(stalledFor / 1000)} s with ${(pieceCount ?? 0) - download.have.size} pieces missing`)
+      }
 
       const free = this.concurrency - inflight.size
-      let assigned = 0
       if (free > 0) {
+        const asked = performance.now()
         const answer = await client.schedule(download.taskId, {
           peerId: self.peerId,
           running: [...inflight.keys()],
@@ -125,21 +146,24 @@ export class PeerTask {
           limit: free,
           waitMs: inflight.size === 0 ? this.pollWait : 0
         }, { signal })
-        state = answer.state
-        if (state === 'failed') {
+        if (answer.state === 'failed') {
           throw new TaskFailedError(answer.error?.message ?? 'source failed', { sourceStatus: answer.error?.sourceStatus, reason: answer.error?.code })
         }
         if (answer.contentLength != null && download.contentLength == null) {
           download.setGeometry(answer.contentLength, answer.pieceSize)
         }
         pieceCount = answer.pieceCount
+        if (answer.assignments.length === 0 && inflight.size === 0 && performance.now() - asked < QUICK_ANSWER_MS) {
+          // an empty answer that did not wait (the supernode thinks there is nothing
+          // left for us): pause before asking again rather than spin
+          await sleep(EMPTY_ANSWER_PAUSE_MS, signal)
+        }
 
         for (const piece of answer.assignments) {
           if (download.have.has(piece.num) || inflight.has(piece.num)) {
             continue
           }
-          assigned++
-          const job = this.fetchPiece(download, piece, signal)
+          const job = this.fetchPiece(download, piece, signal, () => { progress.at = performance.now() })
             .then(outcome => {
               results.push(...outcome)
               // a busy source is no failure: the piece is simply asked for again
@@ -159,16 +183,10 @@ export class PeerTask {
         throw new PieceSourcesExhaustedError(`piece ${exhausted[0]} failed on every source ${exhausted[1]} times`)
       }
       if (inflight.size > 0) {
-        idlePolls = 0
         await Promise.race(inflight.values())
-      } else if (assigned === 0 && state === 'success') {
-        // the long poll came back empty: pieces are being seeded to others, or (after
-        // many rounds) the swarm has lost them
-        idlePolls++
-        if (idlePolls >= this.maxIdlePolls) {
-          throw new PieceSourcesExhaustedError(`no source offered for ${(pieceCount ?? 0) - download.have.size} missing pieces in ${idlePolls} polls`)
-        }
       }
+      // else the long poll came back empty: the pieces this host lacks are on their way
+      // to others, or the source is still arriving at the supernode; ask again
     }
 
     // tell the supernode about the last pieces, so others can fetch them from here
@@ -177,7 +195,7 @@ export class PeerTask {
         await client.schedule(download.taskId, { peerId: self.peerId, results: results.splice(0, MAX_RESULTS_PER_CALL), limit: 0 }, { signal })
       }
     } catch (err) {
-      this.log.warn({ err: (err as Error).message, taskId: download.taskId }, 'final piece report failed; peers will not be sent here for those pieces')
+      this.log.warn({ err, taskId: download.taskId }, 'final piece report failed; peers will not be sent here for those pieces')
     }
   }
 
@@ -199,15 +217,19 @@ export class PeerTask {
     }
   }
 
-  /** Tries the piece's sources in the supernode's order; returns one result per attempt. */
-  private async fetchPiece (download: Download, piece: PieceAssignment, signal: AbortSignal): Promise<PieceResult[]> {
+  /**
+   * Tries the piece's sources in the supernode's order; returns one result per attempt.
+   * A failed attempt, whatever it throws, is a result: only the download's own end
+   * (its signal) stops this, so one bad piece never ends a swarm download.
+   */
+  private async fetchPiece (download: Download, piece: PieceAssignment, signal: AbortSignal, onProgress: () => void): Promise<PieceResult[]> {
     const { fetcher, metrics } = this.components
     const outcome: PieceResult[] = []
 
     for (const source of piece.sources) {
       const started = performance.now()
       try {
-        const stored = await fetcher.fetch(download.taskId, piece, source, { signal })
+        const stored = await fetcher.fetch(download.taskId, piece, source, { signal, onBytes: onProgress })
         const ms = performance.now() - started
         metrics.downloadBytes.inc({ source: source.kind }, stored.length)
         metrics.pieces.inc({ source: source.kind, result: 'ok' })
@@ -216,10 +238,10 @@ export class PeerTask {
         return outcome
       } catch (err) {
         signal.throwIfAborted()
-        const code = (err as { code?: string }).code ?? 'ERR_UNKNOWN'
+        const code = errorCode(err)
         metrics.pieces.inc({ source: source.kind, result: code })
-        this.log.debug({ taskId: download.taskId, num: piece.num, source: source.peerId, code, err: (err as Error).message }, 'piece fetch failed')
-        outcome.push({ num: piece.num, ok: false, source: source.peerId, code: code.slice(0, 64) })
+        this.log.debug({ taskId: download.taskId, num: piece.num, source: source.peerId, code, err }, 'piece fetch failed')
+        outcome.push({ num: piece.num, ok: false, source: source.peerId, code })
       }
     }
     return outcome

@@ -1,6 +1,6 @@
 import {
   FramedStream, MAX_DATA_FRAME, PeerBusyError, PIECE_PROTOCOL, PieceDigestMismatchError, PieceLengthMismatchError, PieceNotFoundError,
-  pieceResponseHeaderSchema, ProtocolError, type PieceAssignment, type PieceSource, type PieceStore, type StoredPiece
+  pieceResponseHeaderSchema, PieceTimeoutError, ProtocolError, type PieceAssignment, type PieceSource, type PieceStore, type StoredPiece
 } from '@shoal/core'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Libp2p } from 'libp2p'
@@ -11,8 +11,21 @@ export interface PieceFetcherComponents {
 }
 
 export interface PieceFetcherInit {
-  /** Longest one piece may take, dial included. @default 60000 ms */
+  /**
+   * Longest a source may go without sending a byte (the dial and its answer included)
+   * before the transfer is dropped as stalled. A slow source that keeps sending is left
+   * alone: on a shared, shaped link a piece may take long and still be the best there is.
+   * @default 20000 ms
+   */
+  idleTimeout?: number
+  /** Longest one piece may take in all, however steadily it trickles. @default 600000 ms */
   timeout?: number
+}
+
+export interface FetchOptions {
+  signal?: AbortSignal
+  /** Called with the byte count of each chunk as it arrives. */
+  onBytes?: (bytes: number) => void
 }
 
 /**
@@ -22,18 +35,48 @@ export interface PieceFetcherInit {
  */
 export class PieceFetcher {
   private readonly components: PieceFetcherComponents
+  private readonly idleTimeout: number
   private readonly timeout: number
 
   constructor (components: PieceFetcherComponents, init: PieceFetcherInit = {}) {
     this.components = components
-    this.timeout = init.timeout ?? 60_000
+    this.idleTimeout = init.idleTimeout ?? 20_000
+    this.timeout = init.timeout ?? 600_000
   }
 
   /**
-   * @throws {PieceNotFoundError | PeerBusyError | ProtocolError | PieceDigestMismatchError | PieceLengthMismatchError}
+   * @throws {PieceNotFoundError | PeerBusyError | ProtocolError | PieceDigestMismatchError | PieceLengthMismatchError | PieceTimeoutError}
    */
-  async fetch (taskId: string, piece: PieceAssignment, source: PieceSource, options: { signal?: AbortSignal } = {}): Promise<StoredPiece> {
-    const signal = AbortSignal.any([AbortSignal.timeout(this.timeout), ...(options.signal != null ? [options.signal] : [])])
+  async fetch (taskId: string, piece: PieceAssignment, source: PieceSource, options: FetchOptions = {}): Promise<StoredPiece> {
+    const stall = new AbortController()
+    let idle: NodeJS.Timeout | undefined
+    const armIdle = (): void => {
+      clearTimeout(idle)
+      idle = setTimeout(() => { stall.abort(new PieceTimeoutError(`${source.kind} ${source.peerId} sent nothing for ${this.idleTimeout} ms of piece ${piece.num}`)) }, this.idleTimeout)
+    }
+    const limit = setTimeout(() => { stall.abort(new PieceTimeoutError(`${source.kind} ${source.peerId} did not deliver piece ${piece.num} within ${this.timeout} ms`)) }, this.timeout)
+    const signal = AbortSignal.any([stall.signal, ...(options.signal != null ? [options.signal] : [])])
+    armIdle()
+
+    try {
+      return await this.transfer(taskId, piece, source, signal, (bytes) => {
+        armIdle()
+        options.onBytes?.(bytes)
+      })
+    } catch (err) {
+      // our own timers abort with a PieceTimeoutError; libp2p may wrap or replace the
+      // abort reason on the way out, so report the timeout itself
+      if (stall.signal.aborted && options.signal?.aborted !== true) {
+        throw stall.signal.reason
+      }
+      throw err
+    } finally {
+      clearTimeout(idle)
+      clearTimeout(limit)
+    }
+  }
+
+  private async transfer (taskId: string, piece: PieceAssignment, source: PieceSource, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<StoredPiece> {
     const stream = await this.components.libp2p.dialProtocol(addressesOf(source), PIECE_PROTOCOL, { signal })
     const framed = new FramedStream(stream, { maxFrameLength: MAX_DATA_FRAME })
 
@@ -53,8 +96,9 @@ export class PieceFetcher {
 
       const writer = await this.components.store.openPieceWriter(taskId, { num: piece.num, offset: piece.offset, length: piece.length }, { expectedDigest: piece.digest })
       try {
-        // bounded by the timeout, and the writer refuses more bytes than the piece has
+        // bounded by the timeouts, and the writer refuses more bytes than the piece has
         for (let frame = await framed.readFrame({ signal }); frame != null; frame = await framed.readFrame({ signal })) {
+          onBytes(frame.byteLength)
           for (const buf of frame) {
             await writer.write(buf)
           }

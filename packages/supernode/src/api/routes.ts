@@ -50,6 +50,9 @@ export function apiRoutes (c: ApiComponents): Route[] {
           }
           throw err
         }
+        // a peer registering starts this content over: whatever it held before (it may
+        // have dropped a copy that failed verification) it reports again as results
+        task.removePeer(body.peer.peerId)
         const answer: RegisterTaskResponse = {
           taskId: task.id,
           state: task.state,

@@ -98,7 +98,7 @@ export class SourceFetcher {
     } catch (err) {
       outcome = err instanceof SourceHttpError ? 'http_error' : err instanceof DigestMismatchError ? 'digest_mismatch' : 'network_error'
       const e = err as Error & { code?: string, statusCode?: number }
-      this.log.warn({ taskId: task.id, url: task.url, err: e.message, code: e.code }, 'source fetch failed')
+      this.log.warn({ taskId: task.id, url: task.url, err, code: e.code }, 'source fetch failed')
       task.fail({
         code: e.code ?? 'ERR_SOURCE_UNAVAILABLE',
         message: e.message,
