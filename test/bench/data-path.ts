@@ -33,6 +33,7 @@ const GiB = 1024 * MiB
 const { values } = parseArgs({
   options: {
     'size-mib': { type: 'string', default: '1024' },
+    runs: { type: 'string', default: '3' },
     json: { type: 'string' },
     keep: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
@@ -42,8 +43,9 @@ const { values } = parseArgs({
 })
 if (values.help) {
   process.stdout.write([
-    'usage: ./dev bench data-path [--size-mib 1024] [--json FILE] [--keep] [--profile] [--node-args ARGS]',
+    'usage: ./dev bench data-path [--size-mib 1024] [--runs 3] [--json FILE] [--keep] [--profile] [--node-args ARGS]',
     '  --size-mib   size of the one layer (16..4096)',
+    '  --runs       repeat the four modes this often, each time with a new supernode and daemons; medians are reported (1..9)',
     '  --json       also write the results here',
     '  --keep       leave logs and data in .shoal/bench/<run>/',
     '  --profile    V8 CPU profiles of the Shoal processes into <run>/profiles (implies --keep)',
@@ -53,8 +55,9 @@ if (values.help) {
   process.exit(0)
 }
 const size = Number(values['size-mib']) * MiB
-if (!Number.isInteger(size / MiB) || size < 16 * MiB || size > 4096 * MiB) {
-  process.stderr.write('data-path: --size-mib must be a whole number from 16 to 4096\n')
+const runs = Number(values.runs)
+if (!Number.isInteger(size / MiB) || size < 16 * MiB || size > 4096 * MiB || !Number.isInteger(runs) || runs < 1 || runs > 9) {
+  process.stderr.write('data-path: --size-mib must be a whole number from 16 to 4096, --runs from 1 to 9\n')
   process.exit(2)
 }
 
@@ -88,44 +91,60 @@ try {
   const path = `/v2/${name}/blobs/${blob.digest}`
   say(`layer: ${size / MiB} MiB of random bytes in Debian's docker-registry; client: curl | openssl dgst -sha256 (verified, not stored)`)
 
-  const supernode = await startSupernode({ dir: join(dir, 'supernode'), nodeArgs })
-  teardown.add('supernode', async () => { await supernode.proc.stop() })
-  const daemons: DaemonHandle[] = []
-  for (const host of ['host-a', 'host-b']) {
-    const d = await startDaemon({ dir, name: host, registry: registry.url, supernode: supernode.url, nodeArgs })
-    teardown.add(host, async () => { await d.proc.stop() })
-    daemons.push(d)
-  }
-  const [a, b] = daemons as [DaemonHandle, DaemonHandle]
-  const pids = { registry: registry.pid, supernode: supernode.proc.child.pid, 'daemon A': a.proc.child.pid, 'daemon B': b.proc.child.pid }
-  const shoal = ['supernode', 'daemon A', 'daemon B']
-
-  const modes: Array<{ mode: string, url: string, shoal: string[] }> = [
-    { mode: 'direct (docker-registry)', url: `${registry.url}${path}`, shoal: [] },
-    { mode: 'cold through Shoal', url: `${a.url}${path}`, shoal },
-    { mode: 'peer to peer', url: `${b.url}${path}`, shoal },
-    { mode: 'warm (own store)', url: `${a.url}${path}`, shoal }
-  ]
-  const results: ModeResult[] = []
-  for (const m of modes) {
-    const meter = new CpuMeter(pids).start()
-    const res = await fetchAndHash(m.url)
-    const cpu = meter.stop()
-    if (res.status !== 200 || res.bytes !== size || res.digest !== blob.digest) {
-      throw new Error(`${m.mode}: got ${res.status} with ${res.bytes} bytes hashing to ${res.digest}, expected 200 with ${size} hashing to ${blob.digest}`)
+  const modes = ['direct (docker-registry)', 'cold through Shoal', 'peer to peer', 'warm (own store)'] as const
+  const samples = new Map<string, ModeResult[]>(modes.map(m => [m, []]))
+  const rss = { 'daemon A': 0, 'daemon B': 0, supernode: 0 }
+  let peerBytes = { origin: 0, supernode: 0, peer: 0 }
+  for (let run = 1; run <= runs; run++) {
+    // a new supernode and daemons each run: every cold run is cold
+    const runDir = join(dir, `run-${run}`)
+    const supernode = await startSupernode({ dir: join(runDir, 'supernode'), nodeArgs })
+    const stopSupernode = async (): Promise<void> => { await supernode.proc.stop() }
+    teardown.add(`supernode of run ${run}`, stopSupernode)
+    const daemons: DaemonHandle[] = []
+    for (const host of ['host-a', 'host-b']) {
+      const d = await startDaemon({ dir: runDir, name: host, registry: registry.url, supernode: supernode.url, nodeArgs })
+      teardown.add(`${host} of run ${run}`, async () => { await d.proc.stop() })
+      daemons.push(d)
     }
-    const gib = size / GiB
-    const cpuPerGiB = Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, v / gib]))
-    results.push({
-      mode: m.mode,
-      mbPerSecond: size / 1e6 / res.seconds,
-      seconds: res.seconds,
-      cpuPerGiB,
-      shoalCpuPerGiB: m.shoal.reduce((sum, p) => sum + (cpuPerGiB[p] ?? 0), 0)
-    })
+    const [a, b] = daemons as [DaemonHandle, DaemonHandle]
+    const pids = { registry: registry.pid, supernode: supernode.proc.child.pid, 'daemon A': a.proc.child.pid, 'daemon B': b.proc.child.pid }
+    const shoal = ['supernode', 'daemon A', 'daemon B']
+    const urls = [`${registry.url}${path}`, `${a.url}${path}`, `${b.url}${path}`, `${a.url}${path}`]
+    for (const [i, mode] of modes.entries()) {
+      const meter = new CpuMeter(pids).start()
+      const res = await fetchAndHash(urls[i]!)
+      const cpu = meter.stop()
+      if (res.status !== 200 || res.bytes !== size || res.digest !== blob.digest) {
+        throw new Error(`${mode}: got ${res.status} with ${res.bytes} bytes hashing to ${res.digest}, expected 200 with ${size} hashing to ${blob.digest}`)
+      }
+      const gib = size / GiB
+      const cpuPerGiB = Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, v / gib]))
+      samples.get(mode)!.push({
+        mode,
+        mbPerSecond: size / 1e6 / res.seconds,
+        seconds: res.seconds,
+        cpuPerGiB,
+        shoalCpuPerGiB: i === 0 ? 0 : shoal.reduce((sum, p) => sum + (cpuPerGiB[p] ?? 0), 0)
+      })
+    }
+    peerBytes = await daemonBytes(b.url)
+    rss['daemon A'] = Math.max(rss['daemon A'], peakRss(a.proc.child.pid))
+    rss['daemon B'] = Math.max(rss['daemon B'], peakRss(b.proc.child.pid))
+    rss.supernode = Math.max(rss.supernode, peakRss(supernode.proc.child.pid))
+    for (const d of daemons) {
+      await d.proc.stop()
+    }
+    await stopSupernode()
+    if (!keep) {
+      await rm(runDir, { recursive: true, force: true })
+    }
   }
-  const peerBytes = await daemonBytes(b.url)
-  const rss = { 'daemon A': peakRss(a.proc.child.pid), 'daemon B': peakRss(b.proc.child.pid), supernode: peakRss(supernode.proc.child.pid) }
+  // the run with the median Shoal CPU (throughput for direct), so each row is one real run
+  const results: ModeResult[] = modes.map(mode => {
+    const all = [...samples.get(mode)!].sort((x, y) => mode === modes[0] ? x.mbPerSecond - y.mbPerSecond : x.shoalCpuPerGiB - y.shoalCpuPerGiB)
+    return all[Math.floor(all.length / 2)]!
+  })
 
   const direct = results[0]!.mbPerSecond
   const rows = [['mode', 'MB/s', '× direct', 'Shoal CPU-s/GiB', 'registry', 'supernode', 'daemon A', 'daemon B']]
@@ -136,6 +155,7 @@ try {
     ])
   }
   say()
+  say(`median of ${runs} run${runs > 1 ? 's' : ''} (the run with the median Shoal CPU; for direct, the median throughput)`)
   say(textTable(rows))
   say()
   say(`peak RSS: daemon A ${(rss['daemon A'] / 1e6).toFixed(0)} MB, daemon B ${(rss['daemon B'] / 1e6).toFixed(0)} MB, supernode ${(rss.supernode / 1e6).toFixed(0)} MB`)
@@ -147,8 +167,10 @@ try {
     command: `./dev bench data-path ${process.argv.slice(2).join(' ')}`.trim(),
     machine: await machineSummary(),
     sizeBytes: size,
+    runs,
     client: 'curl | openssl dgst -sha256',
     results,
+    allRuns: Object.fromEntries(samples),
     peakRss: rss,
     peerBytesBySource: peerBytes
   }

@@ -39,6 +39,7 @@ const { values } = parseArgs({
     'sweep-modes': { type: 'string', default: 'shoal,direct' },
     'daemon-args': { type: 'string', default: '' },
     'supernode-args': { type: 'string', default: '' },
+    'node-args': { type: 'string', default: '' },
     json: { type: 'string' },
     'svg-dir': { type: 'string' },
     keep: { type: 'boolean', default: false },
@@ -58,6 +59,7 @@ const USAGE = `usage: ./dev bench fleet [options]
   --sweep-modes LIST    modes in the sweep (default shoal,direct)
   --daemon-args ARGS    extra flags for every dfget daemon (space-separated)
   --supernode-args ARGS extra flags for the supernode
+  --node-args ARGS      flags for node in the Shoal processes (space-separated)
   --json FILE           write the results here (default .shoal/bench/results/fleet-<time>.json)
   --svg-dir DIR         write fleet-headline.svg and fleet-sweep.svg here
   --keep                keep logs and data in .shoal/bench/<run>/
@@ -160,7 +162,7 @@ try {
     supernodeRate,
     daemonArgs: list(values['daemon-args'].replaceAll(' ', ',')),
     supernodeArgs: list(values['supernode-args'].replaceAll(' ', ',')),
-    ...(values.profile ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'profiles')}`] } : {}),
+    nodeArgs: [...values.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'profiles')}`] : [], ...list(values['node-args'].replaceAll(' ', ','))],
     keep
   }, teardown)
   await fleet.setup()
@@ -202,8 +204,9 @@ try {
     const delivered = hosts * imageBytes / 2 ** 30
     say()
     say(`Shoal: supernode uploaded ${(shoal.supernodeUploadBytes / imageBytes).toFixed(2)}× the image; host bytes from peers ${(100 * shoal.bytesBySource.peer / Math.max(1, into)).toFixed(1)}%, supernode ${(100 * shoal.bytesBySource.supernode / Math.max(1, into)).toFixed(1)}%, origin ${(100 * shoal.bytesBySource.origin / Math.max(1, into)).toFixed(1)}%`)
+    say(`Shoal: daemons served their clients ${(shoal.servedBytes / (hosts * imageBytes)).toFixed(2)}× the image per host`)
     say(`Shoal: back to source ${JSON.stringify(shoal.backToSource)}; failed pieces ${JSON.stringify(shoal.pieceErrors)}`)
-    say(`Shoal: ${shoal.cpuSeconds.toFixed(1)} CPU-s over supernode and daemons, ${(shoal.cpuSeconds / delivered).toFixed(2)} CPU-s per GiB delivered`)
+    say(`Shoal: ${shoal.cpuSeconds.toFixed(1)} CPU-s over supernode and daemons (supernode ${shoal.supernodeCpuSeconds.toFixed(1)}), ${(shoal.cpuSeconds / delivered).toFixed(2)} CPU-s per GiB delivered`)
   }
 
   const sweepRuns: ModeRun[] = []
@@ -224,7 +227,7 @@ try {
     date: new Date().toISOString(),
     command: `./dev bench fleet ${process.argv.slice(2).join(' ')}`.trim(),
     machine: await machineSummary(),
-    config: { hosts, layerSizes, hostRate, originRate, supernodeRate, modes, sweep, sweepModes, daemonArgs: values['daemon-args'], supernodeArgs: values['supernode-args'] },
+    config: { hosts, layerSizes, hostRate, originRate, supernodeRate, modes, sweep, sweepModes, daemonArgs: values['daemon-args'], supernodeArgs: values['supernode-args'], nodeArgs: values['node-args'] },
     imageBytes,
     idealSeconds: ideal,
     headline: headline.map((r, i) => ({ ...r, summary: headlineSummaries[i] })),

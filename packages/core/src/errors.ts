@@ -132,6 +132,12 @@ export class SupernodeRequestError extends ShoalError {
   }
 }
 
+/** A task's data on disk is missing or shorter than its index says. */
+export class StoreReadError extends ShoalError {
+  override name = 'StoreReadError'
+  override readonly code = 'ERR_STORE_READ'
+}
+
 /** A piece transfer stalled: no bytes for its idle timeout, or not done within its time limit. */
 export class PieceTimeoutError extends ShoalError {
   override name = 'PieceTimeoutError'

@@ -1,13 +1,15 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtemp, readFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, truncate } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
-  cutIntoPieces, PieceDigestMismatchError, PieceLengthMismatchError, PieceStore, silentLogger, SourceUnavailableError, type StoredPiece
+  cutIntoPieces, PieceDigestMismatchError, PieceLengthMismatchError, PieceStore, silentLogger, SourceUnavailableError, StoreReadError,
+  WRITE_BATCH_BYTES, type StoredPiece
 } from '../src/index.ts'
 
 const TASK = 'a'.repeat(64)
+const OTHER = 'b'.repeat(64)
 const sha = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
 async function * chunks (data: Buffer, size: number): AsyncGenerator<Buffer> {
@@ -55,6 +57,47 @@ describe('PieceStore', () => {
     await expect(store.writePiece(TASK, { num: 0, offset: 0, length: 10 }, chunks(randomBytes(11), 11))).rejects.toThrow(PieceLengthMismatchError)
     await expect(store.writePiece(TASK, { num: 0, offset: 0, length: 10 }, chunks(randomBytes(9), 9))).rejects.toThrow(PieceLengthMismatchError)
     expect(await store.listPieces(TASK)).toEqual([])
+  })
+
+  it('writes a piece that arrives in many small chunks, across write batches, byte for byte', async () => {
+    const data = randomBytes(WRITE_BATCH_BYTES * 2 + 12345)
+    const piece = await store.writePiece(TASK, { num: 3, offset: 5000, length: data.byteLength }, chunks(data, 1000), { expectedDigest: sha(data) })
+    expect(piece.length).toBe(data.byteLength)
+    const file = await readFile(store.dataPath(TASK))
+    expect(file.subarray(5000, 5000 + data.byteLength).equals(data)).toBe(true)
+  })
+
+  it('records pieces that finish together, each durable once its commit resolves', async () => {
+    const pieces = Array.from({ length: 20 }, () => randomBytes(4096))
+    const stored = await Promise.all(pieces.map(async (data, num) =>
+      store.writePiece(num % 2 === 0 ? TASK : OTHER, { num, offset: num * 4096, length: 4096 }, chunks(data, 1024), { expectedDigest: sha(data) })))
+    expect(stored.map(p => p.num)).toEqual(pieces.map((_, num) => num))
+
+    // what a commit resolved is there after a restart
+    await store.stop()
+    store = new PieceStore({ logger: silentLogger() }, { dataDir: dir })
+    await store.start()
+    expect((await store.listPieces(TASK)).map(p => p.num)).toEqual([0, 2, 4, 6, 8, 10, 12, 14, 16, 18])
+    expect((await store.listPieces(OTHER)).map(p => p.num)).toEqual([1, 3, 5, 7, 9, 11, 13, 15, 17, 19])
+    const file = await readFile(store.dataPath(OTHER))
+    expect(file.subarray(3 * 4096, 4 * 4096).equals(pieces[3]!)).toBe(true)
+  })
+
+  it('reads back exactly what was written, and says so when the data file is shorter than its index', async () => {
+    const data = randomBytes(10_000)
+    await store.writePiece(TASK, { num: 0, offset: 0, length: data.byteLength }, chunks(data, 4096))
+    const reader = await store.openReader(TASK)
+    try {
+      const buf = Buffer.alloc(3000)
+      await reader.readFully(buf, 5000)
+      expect(buf.equals(data.subarray(5000, 8000))).toBe(true)
+      await truncate(store.dataPath(TASK), 6000)
+      await expect(reader.readFully(buf, 5000)).rejects.toThrow(StoreReadError)
+    } finally {
+      await reader.close()
+    }
+    await rm(store.dataPath(TASK))
+    await expect(store.openReader(TASK)).rejects.toThrow(StoreReadError)
   })
 
   it('lists pieces in order and forgets a deleted task', async () => {

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtemp } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -65,6 +65,14 @@ describe('piece transfer over /shoal/piece/1.0.0', () => {
   it('answers NOT_FOUND for a piece it lacks, or one it cut differently', async () => {
     await expect(fetcher.fetch(TASK, assignment({ num: 1, offset: data.byteLength }), source)).rejects.toThrow(PieceNotFoundError)
     await expect(fetcher.fetch(TASK, assignment({ length: 1024 }), source)).rejects.toThrow(PieceNotFoundError)
+  })
+
+  it('answers NOT_FOUND for a recorded piece whose data file is gone', async () => {
+    const lost = 'f'.repeat(64)
+    const bytes = randomBytes(1000)
+    await holderStore.writePiece(lost, { num: 0, offset: 0, length: 1000 }, (async function * () { yield bytes })())
+    await rm(holderStore.dataPath(lost))
+    await expect(fetcher.fetch(lost, { num: 0, offset: 0, length: 1000, digest: sha(bytes), sources: [source] }, source)).rejects.toThrow(PieceNotFoundError)
   })
 
   it('gives up on an unreachable source within its timeout', async () => {

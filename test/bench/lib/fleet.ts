@@ -41,12 +41,16 @@ export interface ShoalRunStats {
   supernodeUploadBytes: number
   /** Bytes into the hosts, by source, summed over hosts */
   bytesBySource: { origin: number, supernode: number, peer: number }
+  /** Verified bytes the daemons streamed to their clients (skopeo), summed over hosts */
+  servedBytes: number
   /** shoal_dfget_back_to_source_total by reason, summed over hosts */
   backToSource: Record<string, number>
   /** Failed piece transfers by error code, summed over hosts */
   pieceErrors: Record<string, number>
   /** CPU seconds of the supernode and every daemon during the pulls */
   cpuSeconds: number
+  /** The supernode's share of cpuSeconds */
+  supernodeCpuSeconds: number
 }
 
 export interface ModeRun {
@@ -175,6 +179,7 @@ export class Fleet {
       const egressBefore = await this.net.txBytes(this.origin!)
       const logBefore = (await stat(this.originLog)).size
       const cpuBefore = totalCpuSeconds(shoalPids)
+      const supernodeCpuBefore = cpuSeconds(shoalPids[0])
       // every host starts at once, as in a release; each pull is bounded by its timeout
       const timeoutMs = Math.max(120_000, Math.ceil(image.layerBytes / this.init.hostRate * 1000) * n)
       const started = performance.now()
@@ -189,6 +194,7 @@ export class Fleet {
         return res.code === 0 ? { seconds, error: undefined } : { seconds: null, error: `${host.name}: skopeo exited ${res.code}: ${res.stderr.trim().split('\n').at(-1) ?? ''}` }
       }))
       const cpuAfter = totalCpuSeconds(shoalPids)
+      const supernodeCpu = cpuSeconds(shoalPids[0]) - supernodeCpuBefore
       const egress = await this.net.txBytes(this.origin!) - egressBefore
       const blobGets = await this.countBlobGets(logBefore)
 
@@ -201,7 +207,7 @@ export class Fleet {
         originBlobGets: blobGets
       }
       if (mode === 'shoal') {
-        runResult.shoal = await this.shoalStats(hosts, supernodeUrl, cpuAfter - cpuBefore)
+        runResult.shoal = await this.shoalStats(hosts, supernodeUrl, cpuAfter - cpuBefore, supernodeCpu)
       }
       return runResult
     } finally {
@@ -220,17 +226,20 @@ export class Fleet {
     return [...text.matchAll(/"GET \/v2\/\S+\/blobs\/sha256:[a-f0-9]{64} HTTP\/[\d.]+" (\d{3})/g)].filter(m => m[1] === '200' || m[1] === '206').length
   }
 
-  private async shoalStats (hosts: NetNode[], supernodeUrl: string, cpu: number): Promise<ShoalRunStats> {
+  private async shoalStats (hosts: NetNode[], supernodeUrl: string, cpu: number, supernodeCpu: number): Promise<ShoalRunStats> {
     const supernode = await scrape(`${supernodeUrl}/metrics`)
     const stats: ShoalRunStats = {
       supernodeUploadBytes: sample(supernode, 'shoal_supernode_upload_bytes_total'),
       bytesBySource: { origin: 0, supernode: 0, peer: 0 },
+      servedBytes: 0,
       backToSource: {},
       pieceErrors: {},
-      cpuSeconds: cpu
+      cpuSeconds: cpu,
+      supernodeCpuSeconds: supernodeCpu
     }
     for (const host of hosts) {
       const samples = await this.scrapeDaemon(host)
+      stats.servedBytes += sample(samples, 'shoal_dfget_served_bytes_total')
       for (const source of ['origin', 'supernode', 'peer'] as const) {
         stats.bytesBySource[source] += sample(samples, 'shoal_dfget_download_bytes_total', { source })
       }

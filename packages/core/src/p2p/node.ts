@@ -6,6 +6,7 @@ import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { InvalidConfigError } from '../errors.ts'
+import { noiseCrypto } from './noise-crypto.ts'
 import type { PrivateKey } from '@libp2p/interface'
 
 export interface P2PNodeInit {
@@ -30,7 +31,7 @@ export async function createP2PNode (init: P2PNodeInit): Promise<Libp2p> {
       ...(init.announce != null && init.announce.length > 0 ? { announce: init.announce } : {})
     },
     transports: [tcp({ outboundSocketInactivityTimeout: 120_000, inboundSocketInactivityTimeout: 120_000 })],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux()],
     connectionManager: {
       maxConnections: 1024,

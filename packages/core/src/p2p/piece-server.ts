@@ -1,9 +1,9 @@
 import { Counter } from 'prom-client'
 import { MAX_CONTROL_MESSAGE, MAX_DATA_FRAME, PIECE_PROTOCOL, pieceRequestSchema, type PieceResponseHeader } from '../protocol/piece-protocol.ts'
-import { errorCode, ProtocolError } from '../errors.ts'
+import { errorCode, ProtocolError, StoreReadError } from '../errors.ts'
 import { FramedStream } from './framed-stream.ts'
 import type { ComponentLogger, Logger } from '../logger.ts'
-import type { PieceStore } from '../store/piece-store.ts'
+import type { PieceStore, TaskReader } from '../store/piece-store.ts'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Libp2p } from 'libp2p'
 import type { Registry } from 'prom-client'
@@ -19,7 +19,7 @@ export interface PieceServerInit {
 
 export interface PieceServerComponents {
   libp2p: Pick<Libp2p, 'handle' | 'unhandle'>
-  store: PieceStore
+  store: Pick<PieceStore, 'getPiece' | 'openReader'>
   logger: ComponentLogger
   metrics: Registry
 }
@@ -100,15 +100,31 @@ export class PieceServer {
         return
       }
 
-      await framed.writeJson({ status: 'ok', length: piece.length, digest: piece.digest } satisfies PieceResponseHeader, { signal })
-      const data = this.components.store.createReadStream(request.taskId, piece.offset, piece.offset + piece.length, { highWaterMark: MAX_DATA_FRAME })
+      let reader: TaskReader
       try {
-        for await (const chunk of data as AsyncIterable<Buffer>) {
-          await framed.writeFrame(chunk, { signal })
-          this.uploadBytes.inc(chunk.byteLength)
+        reader = await this.components.store.openReader(request.taskId)
+      } catch (err) {
+        if (!(err instanceof StoreReadError)) {
+          throw err
+        }
+        this.log.warn({ err, taskId: request.taskId }, 'a recorded piece has no data file')
+        result = 'not_found'
+        await this.answer(framed, { status: 'error', code: 'NOT_FOUND', message: `no data for piece ${request.num} of task ${request.taskId}` }, signal)
+        return
+      }
+      try {
+        await framed.writeJson({ status: 'ok', length: piece.length, digest: piece.digest } satisfies PieceResponseHeader, { signal })
+        // bounded by the piece length; each frame is a fresh buffer because the muxer may
+        // hold on to it until the connection drains
+        for (let sent = 0; sent < piece.length;) {
+          const frame = Buffer.allocUnsafe(Math.min(MAX_DATA_FRAME, piece.length - sent))
+          await reader.readFully(frame, piece.offset + sent)
+          await framed.writeFrame(frame, { signal })
+          sent += frame.byteLength
+          this.uploadBytes.inc(frame.byteLength)
         }
       } finally {
-        data.destroy()
+        await reader.close()
       }
       await stream.close({ signal })
       result = 'ok'

@@ -1,4 +1,4 @@
-import { DigestVerifier, type PieceStore } from '@shoal/core'
+import { DigestVerifier, type PieceStore, type TaskReader } from '@shoal/core'
 import type { Download } from './download.ts'
 import type { Writable } from 'node:stream'
 
@@ -8,6 +8,64 @@ export interface StreamContentOptions {
   onBytes?: (bytes: number) => void
 }
 
+/** Bytes read from disk at once, and sent to the client in one write. */
+const READ_SIZE = 1024 * 1024
+
+/**
+ * Read buffers per client. Each goes back to the pool once the client's socket took
+ * its bytes, so a stream holds at most this many MiB however slow the client, and
+ * allocates nothing after its first reads (fresh memory is what keeps the garbage
+ * collector busy at hundreds of MB/s).
+ */
+const BUFFERS = 4
+
+/** Buffers that come back when the socket has written them. */
+class BufferPool {
+  private readonly free: Buffer[] = []
+  private readonly waiters: Array<(buf: Buffer) => void> = []
+  private readonly size: number
+  private readonly max: number
+  private created = 0
+
+  constructor (size: number, max: number) {
+    this.size = size
+    this.max = max
+  }
+
+  async take (signal: AbortSignal): Promise<Buffer> {
+    const buf = this.free.pop()
+    if (buf != null) {
+      return buf
+    }
+    if (this.created < this.max) {
+      this.created++
+      return Buffer.allocUnsafeSlow(this.size)
+    }
+    signal.throwIfAborted()
+    return new Promise<Buffer>((resolve, reject) => {
+      const onAbort = (): void => {
+        this.waiters.splice(this.waiters.indexOf(deliver), 1)
+        reject(signal.reason)
+      }
+      const deliver = (b: Buffer): void => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(b)
+      }
+      this.waiters.push(deliver)
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  give (buf: Buffer): void {
+    const waiter = this.waiters.shift()
+    if (waiter != null) {
+      waiter(buf)
+    } else {
+      this.free.push(buf)
+    }
+  }
+}
+
 /**
  * Streams a download's content to `out` in order, as its verified prefix grows.
  *
@@ -15,65 +73,73 @@ export interface StreamContentOptions {
  * hashed to it: a client never receives a complete body that was not verified. On a
  * mismatch this throws `DigestMismatchError` and the caller cuts the connection,
  * leaving the client with a short body that it will reject.
+ *
+ * @throws {StoreReadError} when the data on disk is shorter than the download says
  */
-export async function streamContent (download: Download, store: PieceStore, out: Writable, options: StreamContentOptions): Promise<void> {
+export async function streamContent (download: Download, store: Pick<PieceStore, 'openReader'>, out: Writable, options: StreamContentOptions): Promise<void> {
   const { signal } = options
   const verifier = download.digest != null ? new DigestVerifier(download.digest) : undefined
+  const pool = new BufferPool(READ_SIZE, BUFFERS)
+  let reader: TaskReader | undefined
   let sent = 0
-  let held: Buffer | undefined
+  let held: { buf: Buffer, length: number } | undefined
+  let writeError: Error | undefined
 
-  const send = async (chunk: Buffer): Promise<void> => {
-    if (!out.write(chunk)) {
-      await new Promise<void>((resolve, reject) => {
-        const cleanup = (): void => {
-          out.off('drain', onDrain)
-          out.off('close', onClose)
-          signal.removeEventListener('abort', onAbort)
-        }
-        const onDrain = (): void => { cleanup(); resolve() }
-        const onClose = (): void => { cleanup(); reject(new Error('client went away')) }
-        const onAbort = (): void => { cleanup(); reject(signal.reason) }
-        out.once('drain', onDrain)
-        out.once('close', onClose)
-        signal.addEventListener('abort', onAbort, { once: true })
-      })
+  const send = (chunk: { buf: Buffer, length: number }): void => {
+    if (writeError != null) {
+      throw writeError
     }
-    options.onBytes?.(chunk.byteLength)
-  }
-
-  // Bounded: each pass sends new bytes or waits for the download to change, and the
-  // download itself ends (success, failure or timeout).
-  while (true) {
-    signal.throwIfAborted()
-    const available = download.contiguous
-    if (sent < available) {
-      const data = store.createReadStream(download.taskId, sent, available)
-      try {
-        for await (const chunk of data as AsyncIterable<Buffer>) {
-          verifier?.update(chunk)
-          if (held != null) {
-            await send(held)
-          }
-          held = chunk
-          sent += chunk.byteLength
-        }
-      } finally {
-        data.destroy()
+    // the socket may keep the buffer until its bytes are out; it comes back to the pool then
+    out.write(chunk.buf.subarray(0, chunk.length), (err) => {
+      if (err != null) {
+        writeError ??= err
       }
-      continue
-    }
-    if (download.state === 'failed') {
-      throw download.error ?? new Error('download failed')
-    }
-    if (download.state === 'success' && sent >= download.contiguous) {
-      break
-    }
-    await download.waitForChange(signal)
+      pool.give(chunk.buf)
+    })
+    options.onBytes?.(chunk.length)
   }
 
-  verifier?.verify()
-  if (held != null) {
-    await send(held)
+  try {
+    // Bounded: each pass sends new bytes or waits for the download to change, and the
+    // download itself ends (success, failure or timeout).
+    while (true) {
+      signal.throwIfAborted()
+      const available = download.contiguous
+      if (sent < available) {
+        reader ??= await store.openReader(download.taskId)
+        const buf = await pool.take(signal)
+        const length = Math.min(READ_SIZE, available - sent)
+        try {
+          await reader.readFully(buf, sent, length)
+        } catch (err) {
+          pool.give(buf)
+          throw err
+        }
+        verifier?.update(buf.subarray(0, length))
+        if (held != null) {
+          send(held)
+        }
+        held = { buf, length }
+        sent += length
+        continue
+      }
+      if (download.state === 'failed') {
+        throw download.error ?? new Error('download failed')
+      }
+      if (download.state === 'success' && sent >= download.contiguous) {
+        break
+      }
+      await download.waitForChange(signal)
+    }
+
+    verifier?.verify()
+    if (held != null) {
+      send(held)
+    }
+    if (writeError != null) {
+      throw writeError
+    }
+  } finally {
+    await reader?.close()
   }
 }
-
