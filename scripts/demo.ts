@@ -97,9 +97,12 @@ try {
     say(row.map((cell, c) => c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)).join('   '))
   }
   say()
-  const blobGets = [image.config, ...image.layers].map(b => proxy.blobGets.get(b.digest) ?? 0)
+  const blobGets = [image.config, ...image.layers].map(b => ({ digest: b.digest, gets: proxy.blobGets.get(b.digest) ?? 0 }))
   say(`all ${hosts} hosts done in ${(wall / 1000).toFixed(2)} s; bytes by source, all hosts: origin ${mib(totals.origin)}, supernode ${mib(totals.supernode)}, peers ${mib(totals.peer)}`)
-  say(`registry blob GETs: ${blobGets.reduce((a, b) => a + b, 0)} for ${blobGets.length} blobs (${hosts} hosts); the supernode fetched each once`)
+  const repeated = blobGets.filter(b => b.gets !== 1)
+  say(`registry blob GETs: ${blobGets.reduce((n, b) => n + b.gets, 0)} for ${blobGets.length} blobs (${hosts} hosts); ${repeated.length === 0
+    ? 'the registry served each blob once'
+    : `not once each: ${repeated.map(b => `${b.digest.slice(7, 19)} ${b.gets}×`).join(', ')}`}`)
 } catch (err) {
   failed = true
   process.stderr.write(`demo failed: ${(err as Error).message}\nlogs: ${dir}\n`)
