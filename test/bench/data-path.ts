@@ -22,7 +22,7 @@ import { REPO_ROOT } from '../harness/processes.ts'
 import { pushBlob, startDockerRegistry } from '../harness/registry.ts'
 import { startDaemon, startSupernode, type DaemonHandle } from '../harness/swarm.ts'
 import { fetchAndHash } from './lib/curl.ts'
-import { CpuMeter, peakRss } from './lib/proc-stats.ts'
+import { CpuMeter, peakRss, threadCpuSeconds } from './lib/proc-stats.ts'
 import { machineSummary } from './lib/machine.ts'
 import { textTable } from './lib/stats.ts'
 import { Teardown } from './lib/teardown.ts'
@@ -76,6 +76,8 @@ interface ModeResult {
   cpuPerGiB: Record<string, number>
   /** Summed over supernode and daemons */
   shoalCpuPerGiB: number
+  /** The busiest Shoal process's CPU seconds per GiB, by kind of thread */
+  busiestByThread?: { process: string, threads: Record<string, number> }
 }
 
 let failed = false
@@ -112,9 +114,12 @@ try {
     const shoal = ['supernode', 'daemon A', 'daemon B']
     const urls = [`${registry.url}${path}`, `${a.url}${path}`, `${b.url}${path}`, `${a.url}${path}`]
     for (const [i, mode] of modes.entries()) {
+      const threadsBefore = Object.fromEntries(shoal.map(p => [p, threadCpuSeconds(pids[p as keyof typeof pids])]))
       const meter = new CpuMeter(pids).start()
       const res = await fetchAndHash(urls[i]!)
       const cpu = meter.stop()
+      const busiest = shoal.reduce((x, y) => (cpu[y] ?? 0) > (cpu[x] ?? 0) ? y : x)
+      const threadsAfter = threadCpuSeconds(pids[busiest as keyof typeof pids])
       if (res.status !== 200 || res.bytes !== size || res.digest !== blob.digest) {
         throw new Error(`${mode}: got ${res.status} with ${res.bytes} bytes hashing to ${res.digest}, expected 200 with ${size} hashing to ${blob.digest}`)
       }
@@ -125,7 +130,15 @@ try {
         mbPerSecond: size / 1e6 / res.seconds,
         seconds: res.seconds,
         cpuPerGiB,
-        shoalCpuPerGiB: i === 0 ? 0 : shoal.reduce((sum, p) => sum + (cpuPerGiB[p] ?? 0), 0)
+        shoalCpuPerGiB: i === 0 ? 0 : shoal.reduce((sum, p) => sum + (cpuPerGiB[p] ?? 0), 0),
+        ...(i === 0
+          ? {}
+          : {
+              busiestByThread: {
+                process: busiest,
+                threads: Object.fromEntries(Object.entries(threadsAfter).map(([t, v]) => [t, (v - (threadsBefore[busiest]?.[t] ?? 0)) / gib]).filter(([, v]) => (v as number) >= 0.01))
+              }
+            })
       })
     }
     peerBytes = await daemonBytes(b.url)
@@ -158,6 +171,11 @@ try {
   say(`median of ${runs} run${runs > 1 ? 's' : ''} (the run with the median Shoal CPU; for direct, the median throughput)`)
   say(textTable(rows))
   say()
+  for (const r of results.slice(1)) {
+    if (r.busiestByThread != null) {
+      say(`${r.mode}: ${r.busiestByThread.process} by thread, CPU-s/GiB: ${Object.entries(r.busiestByThread.threads).sort((x, y) => y[1] - x[1]).map(([t, v]) => `${t} ${v.toFixed(2)}`).join(', ')}`)
+    }
+  }
   say(`peak RSS: daemon A ${(rss['daemon A'] / 1e6).toFixed(0)} MB, daemon B ${(rss['daemon B'] / 1e6).toFixed(0)} MB, supernode ${(rss.supernode / 1e6).toFixed(0)} MB`)
   say(`daemon B's bytes by source: peer ${(peerBytes.peer / MiB).toFixed(0)} MiB, supernode ${(peerBytes.supernode / MiB).toFixed(0)} MiB, origin ${(peerBytes.origin / MiB).toFixed(0)} MiB`)
 

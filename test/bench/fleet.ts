@@ -43,6 +43,7 @@ const { values } = parseArgs({
     json: { type: 'string' },
     'svg-dir': { type: 'string' },
     keep: { type: 'boolean', default: false },
+    'no-warmup': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false }
   }
@@ -63,6 +64,9 @@ const USAGE = `usage: ./dev bench fleet [options]
   --json FILE           write the results here (default .shoal/bench/results/fleet-<time>.json)
   --svg-dir DIR         write fleet-headline.svg and fleet-sweep.svg here
   --keep                keep logs and data in .shoal/bench/<run>/
+  --no-warmup           measure Shoal's daemons straight after start-up (by default every
+                        host first pulls a small, different image through its daemon, as
+                        a running fleet's daemons have long since done)
   --profile             V8 CPU profiles of the Shoal processes into the run directory (implies --keep)
 `
 if (values.help) {
@@ -169,6 +173,10 @@ try {
   await mkdir(join(dir, 'image'), { recursive: true })
   const image: GeneratedImage = await generateImage(join(dir, 'image'), 'bench/app', 'latest', layerSizes)
   await fleet.push(image)
+  // what the daemons pulled before the release: another, small image (not measured)
+  await mkdir(join(dir, 'warmup'), { recursive: true })
+  const warmup: GeneratedImage = await generateImage(join(dir, 'warmup'), 'bench/warmup', 'latest', [8 * MiB, 8 * MiB])
+  await fleet.push(warmup)
   const imageBytes = image.layerBytes + image.config.size
   const ideal = imageBytes / hostRate
   say(`image: ${image.layers.length} layers, ${(imageBytes / MiB).toFixed(1)} MiB; links: hosts ${hostRate / MB} MB/s, origin ${originRate / MB} MB/s, supernode and cache ${supernodeRate / MB} MB/s`)
@@ -182,7 +190,7 @@ try {
       return done
     }
     say(`running ${MODE_LABELS[mode]} with ${n} hosts...`)
-    const result = await fleet.runMode(mode, n, image)
+    const result = await fleet.runMode(mode, n, image, values['no-warmup'] ? undefined : warmup)
     for (const f of result.failures) {
       say(`  ${f}`)
     }
@@ -207,6 +215,8 @@ try {
     say(`Shoal: daemons served their clients ${(shoal.servedBytes / (hosts * imageBytes)).toFixed(2)}× the image per host`)
     say(`Shoal: back to source ${JSON.stringify(shoal.backToSource)}; failed pieces ${JSON.stringify(shoal.pieceErrors)}`)
     say(`Shoal: ${shoal.cpuSeconds.toFixed(1)} CPU-s over supernode and daemons (supernode ${shoal.supernodeCpuSeconds.toFixed(1)}), ${(shoal.cpuSeconds / delivered).toFixed(2)} CPU-s per GiB delivered`)
+    say(`Shoal: the daemons' CPU by thread: ${Object.entries(shoal.daemonCpuByThread).filter(([, v]) => v >= 0.05).sort((x, y) => y[1] - x[1]).map(([t, v]) => `${t} ${v.toFixed(1)} s`).join(', ')}`)
+    say(`Shoal: peak RSS ${(shoal.daemonPeakRss / 1e6).toFixed(0)} MB for the largest daemon, ${(shoal.supernodePeakRss / 1e6).toFixed(0)} MB for the supernode`)
   }
 
   const sweepRuns: ModeRun[] = []
@@ -227,7 +237,7 @@ try {
     date: new Date().toISOString(),
     command: `./dev bench fleet ${process.argv.slice(2).join(' ')}`.trim(),
     machine: await machineSummary(),
-    config: { hosts, layerSizes, hostRate, originRate, supernodeRate, modes, sweep, sweepModes, daemonArgs: values['daemon-args'], supernodeArgs: values['supernode-args'], nodeArgs: values['node-args'] },
+    config: { hosts, layerSizes, hostRate, originRate, supernodeRate, modes, sweep, sweepModes, warmup: !values['no-warmup'], daemonArgs: values['daemon-args'], supernodeArgs: values['supernode-args'], nodeArgs: values['node-args'] },
     imageBytes,
     idealSeconds: ideal,
     headline: headline.map((r, i) => ({ ...r, summary: headlineSummaries[i] })),

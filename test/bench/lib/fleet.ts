@@ -6,7 +6,7 @@ import { run, type ManagedProcess } from '../../harness/processes.ts'
 import { pushImage, startDockerRegistry } from '../../harness/registry.ts'
 import { startDaemon, startSupernode } from '../../harness/swarm.ts'
 import { TestNetwork, type NetNode } from './netns.ts'
-import { cpuSeconds } from './proc-stats.ts'
+import { cpuSeconds, peakRss, threadCpuSeconds } from './proc-stats.ts'
 import type { Teardown } from './teardown.ts'
 
 export const MODES = ['direct', 'cache', 'shoal'] as const
@@ -51,6 +51,11 @@ export interface ShoalRunStats {
   cpuSeconds: number
   /** The supernode's share of cpuSeconds */
   supernodeCpuSeconds: number
+  /** The daemons' CPU seconds by kind of thread (MainThread, V8Worker, libuv-worker, ...) */
+  daemonCpuByThread: Record<string, number>
+  /** Highest peak RSS (VmHWM) of any daemon, and the supernode's, bytes */
+  daemonPeakRss: number
+  supernodePeakRss: number
 }
 
 export interface ModeRun {
@@ -127,8 +132,30 @@ export class Fleet {
     return (command, args) => this.net.command(node, command, args)
   }
 
-  /** Runs one mode with the first `n` hosts, all starting at once; tears down what the mode started. */
-  async runMode (mode: Mode, n: number, image: GeneratedImage): Promise<ModeRun> {
+  /** Every host pulls `image` from `registry` with skopeo, all starting at once. */
+  private async pullAll (hosts: NetNode[], registry: string, image: GeneratedImage, dir: string): Promise<Array<{ seconds: number | null, error: string | undefined }>> {
+    // each pull is bounded by its timeout
+    const timeoutMs = Math.max(120_000, Math.ceil(image.layerBytes / this.init.hostRate * 1000) * hosts.length)
+    const started = performance.now()
+    return Promise.all(hosts.map(async (host) => {
+      const out = join(dir, host.name)
+      await mkdir(out, { recursive: true })
+      const { command, args } = this.net.command(host, 'skopeo', [
+        'copy', '--quiet', '--src-tls-verify=false', `docker://${registry}/${image.name}:${image.tag}`, `dir:${out}`
+      ])
+      const res = await run(command, args, { timeoutMs })
+      const seconds = (performance.now() - started) / 1000
+      return res.code === 0 ? { seconds, error: undefined } : { seconds: null, error: `${host.name}: skopeo exited ${res.code}: ${res.stderr.trim().split('\n').at(-1) ?? ''}` }
+    }))
+  }
+
+  /**
+   * Runs one mode with the first `n` hosts, all starting at once; tears down what the
+   * mode started. With `warmup`, Shoal's hosts first pull that image through their
+   * daemons (not measured): a release reaches daemons that have been running for days,
+   * not processes that have yet to compile their hot code.
+   */
+  async runMode (mode: Mode, n: number, image: GeneratedImage, warmup?: GeneratedImage): Promise<ModeRun> {
     const dir = join(this.init.dir, `${mode}-${n}`)
     await mkdir(dir, { recursive: true })
     const hosts = this.hostNodes.slice(0, n)
@@ -174,27 +201,32 @@ export class Fleet {
         stops.push(async () => { await Promise.allSettled(daemons.map(async d => { await d.stop(15_000) })) })
         shoalPids = [supernode.proc.child.pid, ...daemons.map(d => d.child.pid)]
         registry = MIRROR
+        if (warmup != null) {
+          const warm = await this.pullAll(hosts, MIRROR, warmup, join(dir, 'warmup'))
+          const failed = warm.find(r => r.error != null)
+          if (failed != null) {
+            throw new Error(`warm-up pull failed: ${failed.error ?? ''}`)
+          }
+        }
       }
 
+      const metricsBefore = mode === 'shoal' ? await this.scrapeShoal(hosts, supernodeUrl) : undefined
       const egressBefore = await this.net.txBytes(this.origin!)
       const logBefore = (await stat(this.originLog)).size
       const cpuBefore = totalCpuSeconds(shoalPids)
+      const threadsBefore = shoalPids.slice(1).map(threadCpuSeconds)
       const supernodeCpuBefore = cpuSeconds(shoalPids[0])
-      // every host starts at once, as in a release; each pull is bounded by its timeout
-      const timeoutMs = Math.max(120_000, Math.ceil(image.layerBytes / this.init.hostRate * 1000) * n)
-      const started = performance.now()
-      const results = await Promise.all(hosts.map(async (host) => {
-        const out = join(dir, 'pulled', host.name)
-        await mkdir(out, { recursive: true })
-        const { command, args } = this.net.command(host, 'skopeo', [
-          'copy', '--quiet', '--src-tls-verify=false', `docker://${registry}/${image.name}:${image.tag}`, `dir:${out}`
-        ])
-        const res = await run(command, args, { timeoutMs })
-        const seconds = (performance.now() - started) / 1000
-        return res.code === 0 ? { seconds, error: undefined } : { seconds: null, error: `${host.name}: skopeo exited ${res.code}: ${res.stderr.trim().split('\n').at(-1) ?? ''}` }
-      }))
+      // every host starts at once, as in a release
+      const results = await this.pullAll(hosts, registry, image, join(dir, 'pulled'))
       const cpuAfter = totalCpuSeconds(shoalPids)
       const supernodeCpu = cpuSeconds(shoalPids[0]) - supernodeCpuBefore
+      const rss = { supernode: peakRss(shoalPids[0]), daemons: Math.max(0, ...shoalPids.slice(1).map(peakRss)) }
+      const daemonCpuByThread: Record<string, number> = {}
+      shoalPids.slice(1).forEach((pid, i) => {
+        for (const [thread, seconds] of Object.entries(threadCpuSeconds(pid))) {
+          daemonCpuByThread[thread] = (daemonCpuByThread[thread] ?? 0) + seconds - (threadsBefore[i]?.[thread] ?? 0)
+        }
+      })
       const egress = await this.net.txBytes(this.origin!) - egressBefore
       const blobGets = await this.countBlobGets(logBefore)
 
@@ -207,7 +239,7 @@ export class Fleet {
         originBlobGets: blobGets
       }
       if (mode === 'shoal') {
-        runResult.shoal = await this.shoalStats(hosts, supernodeUrl, cpuAfter - cpuBefore, supernodeCpu)
+        runResult.shoal = { ...this.shoalStats(metricsBefore!, await this.scrapeShoal(hosts, supernodeUrl), cpuAfter - cpuBefore, supernodeCpu), daemonPeakRss: rss.daemons, supernodePeakRss: rss.supernode, daemonCpuByThread }
       }
       return runResult
     } finally {
@@ -226,10 +258,16 @@ export class Fleet {
     return [...text.matchAll(/"GET \/v2\/\S+\/blobs\/sha256:[a-f0-9]{64} HTTP\/[\d.]+" (\d{3})/g)].filter(m => m[1] === '200' || m[1] === '206').length
   }
 
-  private async shoalStats (hosts: NetNode[], supernodeUrl: string, cpu: number, supernodeCpu: number): Promise<ShoalRunStats> {
-    const supernode = await scrape(`${supernodeUrl}/metrics`)
-    const stats: ShoalRunStats = {
-      supernodeUploadBytes: sample(supernode, 'shoal_supernode_upload_bytes_total'),
+  /** The supernode's and every daemon's metrics now. */
+  private async scrapeShoal (hosts: NetNode[], supernodeUrl: string): Promise<{ supernode: Samples, daemons: Samples[] }> {
+    return { supernode: await scrape(`${supernodeUrl}/metrics`), daemons: await Promise.all(hosts.map(async host => this.scrapeDaemon(host))) }
+  }
+
+  /** What the measured pull did, from metrics before and after it (the warm-up is not counted). */
+  private shoalStats (before: { supernode: Samples, daemons: Samples[] }, after: { supernode: Samples, daemons: Samples[] }, cpu: number, supernodeCpu: number): Omit<ShoalRunStats, 'daemonPeakRss' | 'supernodePeakRss' | 'daemonCpuByThread'> {
+    const delta = (a: Samples, b: Samples | undefined): Samples => new Map([...a].map(([k, v]) => [k, v - (b?.get(k) ?? 0)]))
+    const stats: Omit<ShoalRunStats, 'daemonPeakRss' | 'supernodePeakRss' | 'daemonCpuByThread'> = {
+      supernodeUploadBytes: sample(delta(after.supernode, before.supernode), 'shoal_supernode_upload_bytes_total'),
       bytesBySource: { origin: 0, supernode: 0, peer: 0 },
       servedBytes: 0,
       backToSource: {},
@@ -237,24 +275,24 @@ export class Fleet {
       cpuSeconds: cpu,
       supernodeCpuSeconds: supernodeCpu
     }
-    for (const host of hosts) {
-      const samples = await this.scrapeDaemon(host)
+    after.daemons.forEach((daemon, i) => {
+      const samples = delta(daemon, before.daemons[i])
       stats.servedBytes += sample(samples, 'shoal_dfget_served_bytes_total')
       for (const source of ['origin', 'supernode', 'peer'] as const) {
         stats.bytesBySource[source] += sample(samples, 'shoal_dfget_download_bytes_total', { source })
       }
       for (const [key, value] of samples) {
         const reason = /^shoal_dfget_back_to_source_total\{reason="([^"]*)"\}$/.exec(key)?.[1]
-        if (reason != null) {
+        if (reason != null && value > 0) {
           stats.backToSource[reason] = (stats.backToSource[reason] ?? 0) + value
         }
         const piece = /^shoal_dfget_pieces_total\{source="([^"]*)",result="([^"]*)"\}$/.exec(key)
-        if (piece != null && piece[2] !== 'ok') {
+        if (piece != null && piece[2] !== 'ok' && value > 0) {
           const k = `${piece[1]}:${piece[2]}`
           stats.pieceErrors[k] = (stats.pieceErrors[k] ?? 0) + value
         }
       }
-    }
+    })
     return stats
   }
 

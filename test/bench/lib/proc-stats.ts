@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 
 /** Clock ticks per second for /proc/<pid>/stat times; 100 on every Linux we run on. */
 const CLK_TCK = 100
@@ -22,6 +22,32 @@ export function cpuSeconds (pid: number | undefined): number {
   const utime = Number(fields[11])
   const stime = Number(fields[12])
   return (utime + stime) / CLK_TCK
+}
+
+/**
+ * CPU seconds per kind of thread of a process (`MainThread`, `V8Worker` for the garbage
+ * collector's helpers, `libuv-worker` for file I/O, ...), summed over threads of a kind.
+ */
+export function threadCpuSeconds (pid: number | undefined): Record<string, number> {
+  const out: Record<string, number> = {}
+  if (pid == null) {
+    return out
+  }
+  let tids: string[]
+  try {
+    tids = readdirSync(`/proc/${pid}/task`)
+  } catch {
+    return out
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      out[name] = (out[name] ?? 0) + (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+    } catch {}
+  }
+  return out
 }
 
 /** Peak resident set size (VmHWM) in bytes, 0 for a process that is gone. */

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// first: V8 flags must be set before the process allocates much (see tune-v8)
-import '@shoal/core/tune-v8'
+// first: re-executes node with the flags Shoal is measured with, if it was not started with them
+import '@shoal/core/node-flags'
 import { Command, Option } from 'commander'
 import { configSchemas, createLogger, InvalidConfigError, packageVersion, resolveOptions, runMain, serveUntilAborted } from '@shoal/core'
 import { z } from 'zod'
