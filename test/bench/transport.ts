@@ -9,7 +9,7 @@
  * The data-path benchmark's peer-to-peer CPU can be no lower than sender + receiver here.
  */
 // the node flags the Shoal binaries run with (see packages/core/src/runtime/node-flags.ts)
-import '../../packages/core/dist/runtime/node-flags.js'
+import '../../packages/core/dist/runtime/apply-node-flags.js'
 import { fork } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'

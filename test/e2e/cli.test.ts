@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { sha256, startTestOrigin, type TestOrigin } from '../harness/origin.ts'
 import { BINARIES, makeTestDir, removeTestDir, run } from '../harness/processes.ts'
+import { DEFAULT_NODE_FLAGS } from '../../packages/core/src/runtime/node-flags.ts'
 import { startDaemon, startSupernode, type DaemonHandle, type SupernodeHandle } from '../harness/swarm.ts'
 
 const node = process.execPath
@@ -85,6 +86,13 @@ describe('dfget <url> -o <file> through running processes', () => {
     await supernode?.proc.stop()
     await origin?.stop()
     await removeTestDir(dir)
+  })
+
+  it('runs the supernode and daemon under the node flags Shoal is measured with, in the process that was started', async () => {
+    for (const pid of [supernode.proc.child.pid, daemon.proc.child.pid]) {
+      const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0')
+      expect(cmdline.slice(0, 4)).toEqual([node, ...DEFAULT_NODE_FLAGS])
+    }
   })
 
   it('downloads and verifies a file, reporting what it did', async () => {

@@ -1,9 +1,9 @@
 /**
  * Node and V8 flags for a process that moves hundreds of MB/s through short-lived
- * buffers. The daemon and supernode binaries import this module before anything else;
- * when node was not started with these flags, the process re-executes itself with them
- * (`process.execve`: same pid, arguments and environment), before it has loaded or
- * allocated anything that matters.
+ * buffers. The daemon and supernode binaries import `@shoal/core/node-flags`
+ * (apply-node-flags.ts) before anything else; when node was not started with these
+ * flags, the process re-executes itself with them (`process.execve`: same pid,
+ * arguments and environment), before it has loaded or allocated anything that matters.
  *
  * Every byte a Shoal process moves passes through two or three fresh buffers (a socket
  * read, a decryption, a frame), and by default V8 answers that with a full collection
@@ -26,10 +26,17 @@
 export const DEFAULT_NODE_FLAGS = ['--external-memory-accounted-in-global-limit', '--heap-growing-percent=300', '--max-semi-space-size=8']
 
 /** Set in the environment of the re-executed process, so it never loops. */
-const APPLIED = 'SHOAL_NODE_FLAGS_APPLIED'
+export const NODE_FLAGS_APPLIED = 'SHOAL_NODE_FLAGS_APPLIED'
 
-const flags = process.env.SHOAL_NODE_FLAGS == null ? DEFAULT_NODE_FLAGS : process.env.SHOAL_NODE_FLAGS.split(/\s+/).filter(f => f !== '')
-const missing = flags.filter(flag => !process.execArgv.includes(flag))
-if (missing.length > 0 && process.env[APPLIED] == null && typeof process.execve === 'function' && process.argv[1] != null) {
-  process.execve(process.execPath, [process.execPath, ...process.execArgv, ...missing, ...process.argv.slice(1)], { ...process.env, [APPLIED]: '1' })
+/**
+ * The flags a process started with `execArgv` still lacks: `SHOAL_NODE_FLAGS` from
+ * `env` (space-separated; empty for none) or the defaults. None once a re-execution
+ * has happened.
+ */
+export function missingNodeFlags (env: NodeJS.ProcessEnv, execArgv: readonly string[]): string[] {
+  if (env[NODE_FLAGS_APPLIED] != null) {
+    return []
+  }
+  const flags = env.SHOAL_NODE_FLAGS == null ? DEFAULT_NODE_FLAGS : env.SHOAL_NODE_FLAGS.split(/\s+/).filter(f => f !== '')
+  return flags.filter(flag => !execArgv.includes(flag))
 }
