@@ -18,6 +18,9 @@ export interface SignalOptions {
   signal?: AbortSignal
 }
 
+/** What a FramedStream uses of a libp2p stream. */
+export type FramedStreamSource = Pick<Stream, 'addEventListener' | 'removeEventListener' | 'readStatus' | 'readBufferLength' | 'pause' | 'resume' | 'send' | 'onDrain' | 'maxReadBufferLength' | 'close'>
+
 /** A varint never needs more than this many bytes for a safe integer. */
 const MAX_VARINT_BYTES = 9
 
@@ -27,8 +30,8 @@ const MAX_VARINT_BYTES = 9
  * is behind. libp2p's own `lpStream` buffers everything a fast sender pushes, which a
  * piece transfer (megabytes, written to a slower disk) must not do.
  */
-export class FramedStream {
-  readonly stream: Stream
+export class FramedStream<S extends FramedStreamSource = Stream> {
+  readonly stream: S
   private readonly buffer = new Uint8ArrayList()
   private readonly maxFrameLength: number
   private readonly highWaterMark: number
@@ -36,7 +39,7 @@ export class FramedStream {
   private failure?: Error
   private wake?: PromiseWithResolvers<void>
 
-  constructor (stream: Stream, init: FramedStreamInit) {
+  constructor (stream: S, init: FramedStreamInit) {
     this.stream = stream
     this.maxFrameLength = init.maxFrameLength
     this.highWaterMark = init.highWaterMark ?? 1024 * 1024
@@ -44,7 +47,9 @@ export class FramedStream {
     // buffer; leave room for a whole window so pausing never overflows it.
     stream.maxReadBufferLength = Math.max(stream.maxReadBufferLength, 17 * 1024 * 1024)
     stream.addEventListener('message', this.onMessage)
-    stream.addEventListener('remoteCloseWrite', this.onEnd)
+    // 'end', not 'remoteCloseWrite': the remote may close while a paused stream still
+    // holds megabytes it has not handed over; 'end' comes once all of it has been
+    stream.addEventListener('end', this.onEnd)
     stream.addEventListener('close', this.onClose)
   }
 
@@ -62,15 +67,19 @@ export class FramedStream {
   }
 
   private readonly onClose = (evt: StreamCloseEvent): void => {
-    this.ended = true
     if (evt.error != null) {
       this.failure = evt.error
+    } else if (this.stream.readBufferLength === 0) {
+      this.ended = true
     }
+    // else: closed with data still held while paused; reading resumes it, and 'end'
+    // follows once it has all been delivered
     this.wake?.resolve()
   }
 
   /**
-   * Reads the next frame, or null when the remote closed cleanly between frames.
+   * Reads the next frame, or null when the remote closed cleanly between frames and
+   * everything it sent has been read.
    *
    * @throws {ProtocolError} on an oversized or malformed length prefix
    * @throws {UnexpectedEndOfStreamError} when the stream ends inside a frame
@@ -84,6 +93,12 @@ export class FramedStream {
       if (this.failure != null) {
         throw this.failure
       }
+      if (this.stream.readStatus === 'paused') {
+        // no whole frame here, so whatever the stream holds back is needed: let it in
+        // (before deciding the stream has ended: it may hold the rest)
+        this.stream.resume()
+        continue
+      }
       if (this.ended) {
         if (this.buffer.byteLength === 0) {
           return null
@@ -91,10 +106,6 @@ export class FramedStream {
         throw new UnexpectedEndOfStreamError(`stream ended inside a frame (${this.buffer.byteLength} bytes buffered)`)
       }
       options.signal?.throwIfAborted()
-      if (this.stream.readStatus === 'paused') {
-        // a frame larger than the high-water mark is still incomplete: let it in
-        this.stream.resume()
-      }
       this.wake = Promise.withResolvers<void>()
       const onAbort = (): void => { this.wake?.reject(options.signal?.reason) }
       options.signal?.addEventListener('abort', onAbort, { once: true })
@@ -172,7 +183,7 @@ export class FramedStream {
   /** Stops listening to the stream (it is not closed). */
   release (): void {
     this.stream.removeEventListener('message', this.onMessage)
-    this.stream.removeEventListener('remoteCloseWrite', this.onEnd)
+    this.stream.removeEventListener('end', this.onEnd)
     this.stream.removeEventListener('close', this.onClose)
   }
 }
