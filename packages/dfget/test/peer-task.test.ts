@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
-  createMetricsRegistry, PieceStore, silentLogger,
+  createMetricsRegistry, PeerBusyError, PieceStore, silentLogger,
   type PieceAssignment, type PieceResult, type PieceSource, type RegisterTaskResponse, type ScheduleRequest, type ScheduleResponse, type StoredPiece
 } from '@shoal/core'
 import { DfgetMetrics, Download, PeerTask, type FetchOptions, type PeerTaskComponents } from '../src/index.ts'
@@ -82,6 +82,28 @@ describe('PeerTask', () => {
     expect(reported.filter(r => r.ok).map(r => r.source)).toEqual(['QmSupernode', 'QmSupernode', 'QmSupernode'])
     const samples = await metrics.pieces.get()
     expect(samples.values.find(v => v.labels.source === 'peer' && v.labels.result === 'TimeoutError')?.value).toBe(3)
+  })
+
+  it('hands a piece back when its peer is busy, instead of having the supernode serve it once more', async () => {
+    const { client, reported } = fakeSupernode(2, 4)
+    const metrics = new DfgetMetrics(createMetricsRegistry({ processMetrics: false }))
+    const asked: string[] = []
+    let busy = 2
+    const fetcher = {
+      fetch: async (_taskId: string, piece: PieceAssignment, source: PieceSource): Promise<StoredPiece> => {
+        asked.push(`${piece.num}@${source.kind}`)
+        if (source.kind === 'peer' && busy-- > 0) {
+          throw new PeerBusyError('all 16 upload slots are taken')
+        }
+        return { num: piece.num, offset: piece.offset, length: piece.length, digest: piece.digest }
+      }
+    }
+    const task = new PeerTask({ client, fetcher, store, metrics, logger: silentLogger(), self: () => ({ peerId: 'QmSelf', addrs: [], hostname: 'self' }) })
+    const download = new Download({ taskId: TASK, url: 'http://origin/blob' })
+    await task.run(download, { signal: AbortSignal.timeout(10_000) })
+    expect(download.have.size).toBe(2)
+    expect(asked.filter(a => a.endsWith('@supernode'))).toEqual([])
+    expect(reported.filter(r => !r.ok).map(r => r.code)).toEqual(['ERR_PEER_BUSY', 'ERR_PEER_BUSY'])
   })
 
   it('gives up on the swarm when no piece data arrives for its no-progress time', async () => {

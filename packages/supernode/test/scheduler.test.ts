@@ -50,6 +50,22 @@ describe('Scheduler', () => {
     expect(c?.sources.map(s => s.kind)).toEqual(['peer', 'peer', 'supernode'])
   })
 
+  it('waits for a peer that turned someone away as busy, rather than serve its piece from the supernode', () => {
+    const { scheduler, peers } = setup(['A', 'B', 'C'], { busyBackoff: 60_000 })
+    const task = taskWithPieces(2)
+    task.addHolder(0, 'A')
+    task.addHolder(1, 'B')
+    peers.recordBusy('A')
+    // piece 0 is held only by A, busy: not handed out now; piece 1 comes from B
+    const out = scheduler.schedule(task, 'C', new Set(), 2)
+    expect(out.map(a => [a.num, a.sources[0]?.peerId])).toEqual([[1, 'B']])
+    expect(peers.isBusy('A')).toBe(true)
+    // busy is load, not a fault: A is offered again once the back-off is over
+    const { scheduler: later, peers: registry } = setup(['A', 'C'], { busyBackoff: 0 })
+    registry.recordBusy('A')
+    expect(later.schedule(task, 'C', new Set(), 1)[0]?.sources[0]?.peerId).toBe('A')
+  })
+
   it('spreads load: the least busy holder goes first', () => {
     const { scheduler } = setup(['A', 'B', 'X', 'Y'])
     const task = taskWithPieces(2)

@@ -226,7 +226,13 @@ export class PeerTask {
     const { fetcher, metrics } = this.components
     const outcome: PieceResult[] = []
 
-    for (const source of piece.sources) {
+    for (const [i, source] of piece.sources.entries()) {
+      if (i > 0 && source.kind === 'supernode' && outcome.some(r => r.code === 'ERR_PEER_BUSY')) {
+        // the supernode is the last resort, not the overflow of a busy peer: hand the
+        // piece back, and the scheduler finds another peer (or seeds it, within the
+        // supernode's upload slots) instead of the supernode serving it once more
+        break
+      }
       const started = performance.now()
       try {
         const stored = await fetcher.fetch(download.taskId, piece, source, { signal, onBytes: onProgress })

@@ -102,7 +102,11 @@ export function apiRoutes (c: ApiComponents): Route[] {
           c.scheduler.settle(task.id, body.peerId, result.num)
           // the supernode's own uploads, and pieces a peer already had, say nothing of a peer's health
           if (result.source !== c.self().peerId && result.source !== body.peerId) {
-            c.peers.recordTransfer(result.source, result.ok)
+            if (result.code === 'ERR_PEER_BUSY') {
+              c.peers.recordBusy(result.source)
+            } else {
+              c.peers.recordTransfer(result.source, result.ok)
+            }
           }
           if (result.ok) {
             task.addHolder(result.num, body.peerId)

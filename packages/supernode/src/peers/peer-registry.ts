@@ -6,6 +6,11 @@ export interface PeerRegistryInit {
   /** How long a failing peer is left out. @default 30000 ms */
   cooldown?: number
   /**
+   * How long a peer that answered BUSY (every upload slot taken) is not offered as a
+   * source: long enough for some of its uploads to finish. @default 1000 ms
+   */
+  busyBackoff?: number
+  /**
    * Peers not heard from for this long are forgotten. Daemons announce themselves every
    * minute (`PUT /api/v1/peers/:peerId`), so only a daemon that is gone misses this.
    * @default 300000 ms
@@ -18,6 +23,7 @@ interface PeerRecord {
   lastSeen: number
   consecutiveFailures: number
   blockedUntil: number
+  busyUntil: number
 }
 
 /**
@@ -28,11 +34,13 @@ export class PeerRegistry {
   private readonly peers = new Map<string, PeerRecord>()
   private readonly failureLimit: number
   private readonly cooldown: number
+  private readonly busyBackoff: number
   private readonly ttl: number
 
   constructor (init: PeerRegistryInit = {}) {
     this.failureLimit = init.failureLimit ?? 5
     this.cooldown = init.cooldown ?? 30_000
+    this.busyBackoff = init.busyBackoff ?? 1_000
     this.ttl = init.ttl ?? 300_000
   }
 
@@ -43,7 +51,7 @@ export class PeerRegistry {
       existing.lastSeen = Date.now()
       return
     }
-    this.peers.set(info.peerId, { info, lastSeen: Date.now(), consecutiveFailures: 0, blockedUntil: 0 })
+    this.peers.set(info.peerId, { info, lastSeen: Date.now(), consecutiveFailures: 0, blockedUntil: 0, busyUntil: 0 })
   }
 
   touch (peerId: string): void {
@@ -74,10 +82,24 @@ export class PeerRegistry {
     }
   }
 
+  /** A peer turned a requester away: all its upload slots were taken. Load, not a fault. */
+  recordBusy (peerId: string): void {
+    const record = this.peers.get(peerId)
+    if (record != null) {
+      record.busyUntil = Date.now() + this.busyBackoff
+    }
+  }
+
+  /** Whether the peer turned someone away for want of upload slots a moment ago. */
+  isBusy (peerId: string): boolean {
+    return (this.peers.get(peerId)?.busyUntil ?? 0) > Date.now()
+  }
+
   /** Whether the peer may be offered as a piece source now. */
   isUsable (peerId: string): boolean {
     const record = this.peers.get(peerId)
-    return record != null && record.blockedUntil <= Date.now() && record.info.addrs.length > 0
+    const now = Date.now()
+    return record != null && record.blockedUntil <= now && record.busyUntil <= now && record.info.addrs.length > 0
   }
 
   remove (peerId: string): boolean {

@@ -110,6 +110,11 @@ export class Scheduler {
         break
       }
       const sources = this.sourcesFor(task, num, peerId)
+      if (sources.length === 0) {
+        // held by peers that are all busy right now: another piece now, this one from
+        // them in a moment, rather than the supernode serving it once more
+        continue
+      }
       const seeding = sources[0]?.kind === 'supernode'
       if (seeding && ((this.seeding.get(`${task.id}/${num}`) ?? 0) >= this.supernodeFanout || this.seedingTotal >= this.maxSeeding)) {
         // being seeded to someone else already (fetch it from them once they have
@@ -132,14 +137,19 @@ export class Scheduler {
     }
   }
 
+  /** Sources for a piece, best first; none while every peer holding it is busy. */
   private sourcesFor (task: Task, num: number, requester: string): PieceSource[] {
     const { peers } = this.components
-    const holders = [...task.holders.get(num) ?? []]
-      .filter(id => id !== requester && peers.isUsable(id))
+    const others = [...task.holders.get(num) ?? []].filter(id => id !== requester)
+    const holders = others
+      .filter(id => peers.isUsable(id))
       .map(id => ({ id, load: this.load.get(id) ?? 0, tie: Math.random() }))
       .sort((a, b) => a.load - b.load || a.tie - b.tie)
       .slice(0, this.maxPeerSources)
 
+    if (holders.length === 0 && others.some(id => peers.isBusy(id))) {
+      return []
+    }
     const sources: PieceSource[] = []
     for (const holder of holders) {
       const info = peers.get(holder.id)
