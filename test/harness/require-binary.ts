@@ -22,15 +22,18 @@ export function which (name: string): string | undefined {
  * Checks what a suite needs. Returns the reason to skip; throws instead when
  * SHOAL_E2E_REQUIRED=1.
  */
+/** Debian packages for the binaries whose package has another name. */
+const PACKAGES: Record<string, string> = { dockerd: 'docker.io', ip: 'iproute2', tc: 'iproute2' }
+
 export function requireReal (what: { binaries?: string[], root?: boolean }): string | undefined {
   const problems: string[] = []
   for (const name of what.binaries ?? []) {
     if (which(name) == null) {
-      problems.push(`${name} is not installed (apt-get install ${name === 'dockerd' ? 'docker.io' : name})`)
+      problems.push(`${name} is not installed (apt-get install ${PACKAGES[name] ?? name})`)
     }
   }
   if (what.root === true && process.getuid?.() !== 0) {
-    problems.push('must run as root (dockerd)')
+    problems.push('must run as root (dockerd, network namespaces)')
   }
   if (problems.length === 0) {
     return undefined

@@ -15,9 +15,9 @@ export interface Marker {
   label: string
 }
 
-const W = 720
+const W = 780
 const H = 400
-const M = { left: 64, right: 180, top: 36, bottom: 52 }
+const M = { left: 64, right: 220, top: 36, bottom: 52 }
 const PW = W - M.left - M.right
 const PH = H - M.top - M.bottom
 
@@ -72,10 +72,11 @@ export function cdfChart (title: string, xLabel: string, series: Series[], marke
   const out = frame(title, xLabel, 'hosts finished', xMax, 1, v => `${Math.round(v * 100)}%`)
   const px = (x: number): number => M.left + x / xMax * PW
   const py = (y: number): number => M.top + PH - y * PH
-  for (const m of markers) {
+  markers.forEach((m, i) => {
     out.push(`<line x1="${px(m.x).toFixed(1)}" y1="${M.top}" x2="${px(m.x).toFixed(1)}" y2="${M.top + PH}" stroke="#555" stroke-dasharray="4 4"/>`)
-    out.push(`<text x="${(px(m.x) + 4).toFixed(1)}" y="${M.top + 14}" fill="#555">${esc(m.label)}</text>`)
-  }
+    // staggered, so labels of markers close together do not overlap
+    out.push(`<text x="${(px(m.x) + 4).toFixed(1)}" y="${M.top + 14 + i * 15}" fill="#555">${esc(m.label)}</text>`)
+  })
   for (const s of series) {
     const sorted = [...s.values].sort((a, b) => a - b)
     const points: string[] = [`${px(0).toFixed(1)},${py(0).toFixed(1)}`]

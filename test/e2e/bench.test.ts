@@ -1,0 +1,77 @@
+/**
+ * The benchmarks stay runnable: each runs end to end at a toy size (real registries,
+ * network namespaces and skopeo for the fleet; every mode's bytes checked against their
+ * digest in the data path), reports what the docs quote, and leaves nothing behind.
+ * The real runs are on demand (docs/benchmarks.md).
+ */
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { makeTestDir, REPO_ROOT, run } from '../harness/processes.ts'
+import { requireReal } from '../harness/require-binary.ts'
+
+const skip = requireReal({ binaries: ['docker-registry', 'skopeo', 'curl', 'openssl', 'ip', 'tc'], root: true })
+
+async function namespaces (): Promise<string[]> {
+  try {
+    return (await readdir('/run/netns')).filter(ns => ns.startsWith('shoalb'))
+  } catch {
+    return []
+  }
+}
+
+async function benchDirs (): Promise<string[]> {
+  try {
+    return (await readdir(join(REPO_ROOT, '.shoal', 'bench'))).filter(d => d !== 'results')
+  } catch {
+    return []
+  }
+}
+
+describe.skipIf(skip != null)(`benchmarks at a toy size${skip != null ? ` (skipped: ${skip})` : ''}`, () => {
+  let dir: string
+  let dirsBefore: string[]
+
+  beforeAll(async () => {
+    dir = await makeTestDir('bench')
+    dirsBefore = await benchDirs()
+  })
+
+  afterAll(async () => {
+    await run('rm', ['-rf', dir])
+  })
+
+  it('fleet: three modes on namespaced hosts, Shoal fetching each blob from the origin once', async () => {
+    const json = join(dir, 'fleet.json')
+    const res = await run(process.execPath, [`${REPO_ROOT}test/bench/fleet.ts`, '--hosts', '2', '--layers-mib', '2,1', '--sweep', '', '--json', json, '--svg-dir', dir], { timeoutMs: 240_000 })
+    expect(res.code, res.stderr + res.stdout).toBe(0)
+    const report = JSON.parse(await readFile(json, 'utf8')) as { headline: Array<{ mode: string, seconds: Array<number | null>, failures: string[], originBlobGets: number, shoal?: { bytesBySource: { peer: number, supernode: number, origin: number } } }> }
+    expect(report.headline.map(r => r.mode)).toEqual(['direct', 'cache', 'shoal'])
+    for (const r of report.headline) {
+      expect(r.failures).toEqual([])
+      expect(r.seconds.every(s => s != null && s > 0)).toBe(true)
+    }
+    // two hosts straight from the origin: every blob (config and two layers) twice
+    expect(report.headline[0]!.originBlobGets).toBe(6)
+    const shoal = report.headline[2]!
+    expect(shoal.originBlobGets).toBe(3)
+    expect(shoal.shoal!.bytesBySource.origin).toBe(0)
+    expect(shoal.shoal!.bytesBySource.peer).toBeGreaterThan(0)
+    expect(await readFile(join(dir, 'fleet-headline.svg'), 'utf8')).toMatch(/^<svg /)
+    expect(await namespaces()).toEqual([])
+  })
+
+  it('data path: direct, cold, peer to peer and warm all deliver the verified layer', async () => {
+    const json = join(dir, 'data-path.json')
+    const res = await run(process.execPath, [`${REPO_ROOT}test/bench/data-path.ts`, '--size-mib', '16', '--runs', '1', '--json', json], { timeoutMs: 120_000 })
+    expect(res.code, res.stderr + res.stdout).toBe(0)
+    const report = JSON.parse(await readFile(json, 'utf8')) as { results: Array<{ mode: string, mbPerSecond: number }>, peerBytesBySource: { peer: number } }
+    expect(report.results.map(r => r.mode)).toEqual(['direct (docker-registry)', 'cold through Shoal', 'peer to peer', 'warm (own store)'])
+    expect(report.results.every(r => r.mbPerSecond > 0)).toBe(true)
+    expect(report.peerBytesBySource.peer).toBe(16 * 1024 * 1024)
+  })
+
+  it('leaves no run directory behind', async () => {
+    expect(await benchDirs()).toEqual(dirsBefore)
+  })
+})
