@@ -13,6 +13,7 @@
  *
  *   ./dev bench data-path [--size-mib 1024] [--json FILE] [--keep]
  */
+import { existsSync } from 'node:fs'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -83,7 +84,7 @@ interface ModeResult {
 let failed = false
 try {
   await mkdir(dir, { recursive: true })
-  teardown.add('run directory', async () => { if (!keep && !failed) { await rm(dir, { recursive: true, force: true }) } })
+  teardown.add('run directory', async () => { if (!keep && (!failed || teardown.signal.aborted)) { await rm(dir, { recursive: true, force: true }) } })
   const registry = await startDockerRegistry(join(dir, 'registry'))
   teardown.add('registry', registry.stop)
   const blob = await writeRandomBlob(join(dir, 'layer.bin'), size)
@@ -98,6 +99,7 @@ try {
   const rss = { 'daemon A': 0, 'daemon B': 0, supernode: 0 }
   let peerBytes = { origin: 0, supernode: 0, peer: 0 }
   for (let run = 1; run <= runs; run++) {
+    teardown.signal.throwIfAborted()
     // a new supernode and daemons each run: every cold run is cold
     const runDir = join(dir, `run-${run}`)
     const supernode = await startSupernode({ dir: join(runDir, 'supernode'), nodeArgs })
@@ -201,7 +203,7 @@ try {
   process.stderr.write(`data-path benchmark failed: ${(err as Error).stack ?? String(err)}\n`)
 } finally {
   await teardown.run()
-  if (keep || failed) {
+  if (existsSync(dir)) {
     say(`logs and data: ${dir}`)
   }
 }

@@ -11,6 +11,7 @@
  *
  * Needs root, iproute2 (ip, tc), skopeo, curl and docker-registry.
  */
+import { existsSync } from 'node:fs'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -156,7 +157,8 @@ try {
     say(`removed ${stale.length} namespaces an earlier, killed benchmark left behind`)
   }
   await mkdir(dir, { recursive: true })
-  teardown.add('run directory', async () => { if (!keep && !failed) { await rm(dir, { recursive: true, force: true }) } })
+  // an interrupted run has nothing worth keeping; a failed one keeps its logs
+  teardown.add('run directory', async () => { if (!keep && (!failed || teardown.signal.aborted)) { await rm(dir, { recursive: true, force: true }) } })
 
   const fleet = new Fleet({
     dir,
@@ -189,6 +191,7 @@ try {
     if (done != null) {
       return done
     }
+    teardown.signal.throwIfAborted()
     say(`running ${MODE_LABELS[mode]} with ${n} hosts...`)
     const result = await fleet.runMode(mode, n, image, values['no-warmup'] ? undefined : warmup)
     for (const f of result.failures) {
@@ -273,7 +276,7 @@ try {
   process.stderr.write(`fleet benchmark failed: ${(err as Error).stack ?? String(err)}\nlogs: ${dir}\n`)
 } finally {
   await teardown.run()
-  if (keep || failed) {
+  if (existsSync(dir)) {
     say(`logs and data: ${dir}`)
   }
 }

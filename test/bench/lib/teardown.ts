@@ -6,6 +6,12 @@
 export class Teardown {
   private readonly steps: Array<{ name: string, undo: () => Promise<void> | void }> = []
   private running?: Promise<void>
+  private readonly controller = new AbortController()
+
+  /** Aborted on Ctrl-C, SIGTERM or an uncaught error: start nothing new. */
+  get signal (): AbortSignal {
+    return this.controller.signal
+  }
 
   /** Registers an undo step; steps run last-in, first-out. */
   add (name: string, undo: () => Promise<void> | void): void {
@@ -35,6 +41,7 @@ export class Teardown {
       } else if (typeof reason === 'string') {
         process.stderr.write(`interrupted by ${reason}; tearing down\n`)
       }
+      this.controller.abort(reason)
       void this.run().finally(() => process.exit(code))
     }
     process.once('SIGINT', die(130))
