@@ -1,5 +1,8 @@
+import { rmSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { writeClusterKeyFile } from '../../packages/core/src/p2p/cluster-key.ts'
 import { BINARIES, jsonLine, startProcess, type ManagedProcess } from './processes.ts'
 
 export interface SupernodeHandle {
@@ -22,6 +25,23 @@ function readyLine (msg: string) {
   }
 }
 
+let sharedKey: Promise<string> | undefined
+
+/**
+ * The cluster key file the processes a test starts share unless told otherwise: one
+ * per test process, removed when it exits.
+ */
+export async function testClusterKey (): Promise<string> {
+  sharedKey ??= (async () => {
+    const path = join(tmpdir(), `shoal-test-cluster-${process.pid}.key`)
+    rmSync(path, { force: true })
+    await writeClusterKeyFile(path)
+    process.once('exit', () => { rmSync(path, { force: true }) })
+    return path
+  })()
+  return sharedKey
+}
+
 /** Wraps a command line, such as `ip netns exec <ns>` to run it on a test host. */
 export type ExecWrapper = (command: string, args: string[]) => { command: string, args: string[] }
 
@@ -31,8 +51,10 @@ export interface SupernodeOptions {
   dir: string
   pieceSize?: number
   extraArgs?: string[]
-  /** HTTP API address. @default 127.0.0.1:0 */
+  /** HTTP address (metrics, status). @default 127.0.0.1:0 */
   listen?: string
+  /** Cluster key file. @default {@link testClusterKey} */
+  clusterKey?: string
   /** libp2p address. @default /ip4/127.0.0.1/tcp/0 */
   p2pListen?: string
   exec?: ExecWrapper
@@ -50,6 +72,7 @@ export async function startSupernode (options: SupernodeOptions): Promise<Supern
       '--listen', options.listen ?? '127.0.0.1:0',
       '--p2p-listen', options.p2pListen ?? '/ip4/127.0.0.1/tcp/0',
       '--data-dir', join(options.dir, 'data'),
+      '--cluster-key', options.clusterKey ?? await testClusterKey(),
       ...(options.pieceSize != null ? ['--piece-size', String(options.pieceSize)] : []),
       ...(options.extraArgs ?? [])
     ]),
@@ -64,7 +87,10 @@ export interface DaemonOptions {
   dir: string
   name: string
   registry: string
+  /** The supernode's HTTP address or libp2p multiaddr; null for none */
   supernode: string | null
+  /** Cluster key file. @default {@link testClusterKey} */
+  clusterKey?: string
   extraArgs?: string[]
   /** Registry mirror address. @default 127.0.0.1:0 */
   listen?: string
@@ -88,6 +114,7 @@ export async function startDaemon (options: DaemonOptions): Promise<DaemonHandle
       '--registry', options.registry,
       '--supernode', options.supernode ?? 'none',
       '--data-dir', join(dir, 'data'),
+      '--cluster-key', options.clusterKey ?? await testClusterKey(),
       '--hostname', options.name,
       ...(options.extraArgs ?? [])
     ]),

@@ -3,15 +3,17 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { createP2PNode, FramedStream, loadOrCreatePrivateKey, type FramedStreamSource } from '../src/index.ts'
+import { createP2PNode, FramedStream, generateClusterKey, loadOrCreatePrivateKey, parseClusterKey, type FramedStreamSource } from '../src/index.ts'
 import type { Libp2p } from 'libp2p'
 
 const BURST = '/shoal-test/burst/1.0.0'
 const FRAME = 256 * 1024
 const FRAMES = 64
 
+const clusterKey = parseClusterKey(generateClusterKey())
+
 async function node (): Promise<Libp2p> {
-  return createP2PNode({ listen: ['/ip4/127.0.0.1/tcp/0'], privateKey: await loadOrCreatePrivateKey(join(await mkdtemp(join(tmpdir(), 'shoal-fs-')), 'peer.key')) })
+  return createP2PNode({ listen: ['/ip4/127.0.0.1/tcp/0'], privateKey: await loadOrCreatePrivateKey(join(await mkdtemp(join(tmpdir(), 'shoal-fs-')), 'peer.key')), clusterKey })
 }
 
 describe('FramedStream', () => {

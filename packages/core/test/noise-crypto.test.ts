@@ -8,7 +8,8 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createP2PNode, FramedStream, loadOrCreatePrivateKey } from '../src/index.ts'
+import { createP2PNode, FramedStream, generateClusterKey, loadOrCreatePrivateKey, parseClusterKey } from '../src/index.ts'
+import { clusterProtector } from '../src/p2p/cluster-protector.ts'
 
 const ECHO = '/shoal-test/echo/1.0.0'
 
@@ -37,12 +38,14 @@ describe("Shoal's Noise cipher", () => {
   let stock: Libp2p
 
   beforeAll(async () => {
-    ours = await createP2PNode({ listen: ['/ip4/127.0.0.1/tcp/0'], privateKey: await loadOrCreatePrivateKey(join(await mkdtemp(join(tmpdir(), 'shoal-noise-')), 'peer.key')) })
-    // a node with the library's stock Noise, as an older or foreign peer would run it
+    const clusterKey = parseClusterKey(generateClusterKey())
+    ours = await createP2PNode({ listen: ['/ip4/127.0.0.1/tcp/0'], privateKey: await loadOrCreatePrivateKey(join(await mkdtemp(join(tmpdir(), 'shoal-noise-')), 'peer.key')), clusterKey })
+    // a node with the library's stock Noise, as another libp2p implementation would run it
     stock = await createLibp2p({
       privateKey: await generateKeyPair('Ed25519'),
       addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
       transports: [tcp()],
+      connectionProtector: clusterProtector({ key: clusterKey }),
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()]
     })

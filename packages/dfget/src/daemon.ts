@@ -19,7 +19,11 @@ export interface DaemonInit {
   listen: HostPort
   /** Upstream registry the mirror stands in for. @default https://registry-1.docker.io */
   registry: string
-  /** Supernode base URL; null sends every download straight to the origin. @default http://127.0.0.1:8002 */
+  /**
+   * The supernode: its libp2p multiaddr, or its HTTP address (the control plane is then
+   * found through its `/api/v1/status`); null sends every download straight to the
+   * origin. @default /ip4/127.0.0.1/tcp/8003
+   */
   supernode: string | null
   /** libp2p listen multiaddrs, where other daemons fetch this host's pieces. @default ['/ip4/0.0.0.0/tcp/65002'] */
   p2pListen: string[]
@@ -27,6 +31,8 @@ export interface DaemonInit {
   p2pAnnounce?: string[]
   /** Pieces, task index and peer key. @default /var/lib/shoal/dfget */
   dataDir: string
+  /** The cluster's pre-shared key (`readClusterKeyFile`): only nodes holding it connect. */
+  clusterKey: Uint8Array
   /** Pieces fetched at once per download. @default 4 */
   concurrency?: number
   /** Longest one download may take. @default 1800000 ms */
@@ -80,7 +86,8 @@ export class Daemon {
       p2pListen: init.p2pListen,
       p2pAnnounce: init.p2pAnnounce,
       metricPrefix: 'shoal_dfget',
-      maxConcurrentUploads: init.maxConcurrentUploads ?? 16
+      maxConcurrentUploads: init.maxConcurrentUploads ?? 16,
+      clusterKey: init.clusterKey
     })
   }
 
@@ -90,7 +97,7 @@ export class Daemon {
     const libp2p = this.node.libp2p
 
     if (this.init.supernode != null) {
-      this.client = new SupernodeClient({ dispatcher }, { url: this.init.supernode })
+      this.client = new SupernodeClient({ libp2p, dispatcher }, { address: this.init.supernode })
     }
     const peerTask = this.client == null
       ? undefined

@@ -1,55 +1,73 @@
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import {
-  API_PREFIX, apiErrorSchema, registerTaskResponseSchema, scheduleResponseSchema, SupernodeRequestError, SupernodeUnavailableError,
-  type PeerInfo, type RegisterTaskRequest, type RegisterTaskResponse, type ScheduleRequest, type ScheduleResponse
+  API_PREFIX, apiErrorSchema, controlCall, peerAddressSchema, registerTaskResponseSchema, scheduleResponseSchema, SupernodeRequestError,
+  SupernodeUnavailableError, type ControlRequest, type PeerInfo, type RegisterTaskRequest, type RegisterTaskResponse, type ScheduleRequest,
+  type ScheduleResponse
 } from '@shoal/core'
 import { request, type Dispatcher } from 'undici'
+import type { Libp2p } from 'libp2p'
 import type { z } from 'zod'
 
 export interface SupernodeClientInit {
-  /** Supernode base URL, such as http://supernode:8002 */
-  url: string
-  /** Per-request timeout on top of any long-poll wait. @default 15000 ms */
+  /**
+   * Where the supernode is: its libp2p multiaddr (`/ip4/10.0.0.5/tcp/8003`, optionally
+   * with `/p2p/<peer id>` to pin its identity), or its HTTP address
+   * (`http://supernode:8002`), from whose open `/api/v1/status` the daemon learns
+   * the peer id and libp2p addresses.
+   */
+  address: string
+  /** Per-call timeout on top of any long-poll wait. @default 15000 ms */
   timeout?: number
 }
 
 export interface SupernodeClientComponents {
+  /** The daemon's libp2p node: the control plane runs over it, inside the cluster key and Noise. */
+  libp2p: Pick<Libp2p, 'dialProtocol'>
+  /** For discovery through an HTTP address only. */
   dispatcher: Dispatcher
 }
 
 /**
- * The daemon's side of the supernode HTTP API. Answers are validated against the
- * shared schemas; network errors and 5xx become {@link SupernodeUnavailableError}
- * (worth falling back to the origin), 4xx become {@link SupernodeRequestError}.
+ * The daemon's side of the supernode's control plane (`/shoal/control/1.0.0`).
+ * Answers are validated against the shared schemas; network trouble and 5xx become
+ * {@link SupernodeUnavailableError} (worth falling back to the origin), 4xx become
+ * {@link SupernodeRequestError}.
  */
 export class SupernodeClient {
-  readonly url: string
-  private readonly dispatcher: Dispatcher
+  /** As configured, for logs */
+  readonly address: string
+  private readonly components: SupernodeClientComponents
   private readonly timeout: number
+  /** The supernode's libp2p addresses, once known */
+  private resolved?: Multiaddr[]
 
   constructor (components: SupernodeClientComponents, init: SupernodeClientInit) {
-    this.dispatcher = components.dispatcher
-    this.url = init.url.replace(/\/+$/, '')
+    this.components = components
+    this.address = init.address
     this.timeout = init.timeout ?? 15_000
+    if (init.address.startsWith('/')) {
+      this.resolved = [multiaddr(init.address)]
+    }
   }
 
   async register (body: RegisterTaskRequest, options: { signal?: AbortSignal } = {}): Promise<RegisterTaskResponse> {
     // registration waits for the source to answer, which the supernode bounds itself
-    return this.call('POST', `${API_PREFIX}/tasks`, body, registerTaskResponseSchema, this.timeout + 40_000, options.signal)
+    return this.call({ op: 'register', body }, registerTaskResponseSchema, this.timeout + 40_000, options.signal)
   }
 
   async schedule (taskId: string, body: ScheduleRequest, options: { signal?: AbortSignal } = {}): Promise<ScheduleResponse> {
-    return this.call('POST', `${API_PREFIX}/tasks/${taskId}/schedule`, body, scheduleResponseSchema, this.timeout + (body.waitMs ?? 0), options.signal)
+    return this.call({ op: 'schedule', taskId, body }, scheduleResponseSchema, this.timeout + (body.waitMs ?? 0), options.signal)
   }
 
   /** Tells the supernode this peer is alive and where to reach it. */
   async announce (peer: PeerInfo, options: { signal?: AbortSignal } = {}): Promise<void> {
-    await this.call('PUT', `${API_PREFIX}/peers/${peer.peerId}`, peer, null, this.timeout, options.signal)
+    await this.call({ op: 'announce', body: peer }, null, this.timeout, options.signal)
   }
 
   /** Tells the supernode this peer is going away, so nobody is sent to it. */
   async leave (peerId: string, options: { signal?: AbortSignal } = {}): Promise<void> {
     try {
-      await this.call('DELETE', `${API_PREFIX}/peers/${peerId}`, undefined, null, this.timeout, options.signal)
+      await this.call({ op: 'leave', body: { peerId } }, null, this.timeout, options.signal)
     } catch (err) {
       if (!(err instanceof SupernodeRequestError && err.statusCode === 404)) {
         throw err
@@ -57,45 +75,55 @@ export class SupernodeClient {
     }
   }
 
-  private async call<T> (method: 'POST' | 'PUT' | 'DELETE', path: string, body: unknown, schema: z.ZodType<T> | null, timeout: number, signal?: AbortSignal): Promise<T> {
-    const signals = [AbortSignal.timeout(timeout), ...(signal != null ? [signal] : [])]
-    let res: Dispatcher.ResponseData
+  private async call<T> (req: ControlRequest, schema: z.ZodType<T> | null, timeout: number, signal?: AbortSignal): Promise<T> {
+    const bounded = AbortSignal.any([AbortSignal.timeout(timeout), ...(signal != null ? [signal] : [])])
+    const what = req.op
+    let to: Multiaddr[]
+    let answer
     try {
-      res = await request(`${this.url}${path}`, {
-        method,
-        ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),
-        signal: AbortSignal.any(signals),
-        dispatcher: this.dispatcher
-      })
+      to = await this.addresses(bounded)
+      answer = await controlCall(this.components, to, req, { signal: bounded })
     } catch (err) {
       signal?.throwIfAborted()
-      throw new SupernodeUnavailableError(`supernode ${this.url} unreachable: ${(err as Error).message}`)
-    }
-
-    let json: unknown
-    try {
-      json = await res.body.json()
-    } catch (err) {
-      signal?.throwIfAborted()
-      throw new SupernodeUnavailableError(`supernode ${this.url} sent a malformed answer to ${method} ${path} (${res.statusCode}): ${(err as Error).message}`)
-    }
-
-    if (res.statusCode >= 400) {
-      const parsed = apiErrorSchema.safeParse(json)
-      const message = parsed.success ? `${parsed.data.error.code}: ${parsed.data.error.message}` : `status ${res.statusCode}`
-      if (res.statusCode >= 500) {
-        throw new SupernodeUnavailableError(`supernode ${this.url} failed ${method} ${path}: ${message}`)
+      // found again on the next call: the supernode may have moved or restarted
+      if (!this.address.startsWith('/')) {
+        this.resolved = undefined
       }
-      throw new SupernodeRequestError(res.statusCode, `supernode ${this.url} refused ${method} ${path}: ${message}`)
+      throw new SupernodeUnavailableError(`supernode ${this.address} unreachable for ${what}: ${(err as Error).message}`, { cause: err })
+    }
+
+    if (answer.status >= 400) {
+      const parsed = apiErrorSchema.safeParse(answer.body)
+      const message = parsed.success ? `${parsed.data.error.code}: ${parsed.data.error.message}` : `status ${answer.status}`
+      if (answer.status >= 500) {
+        throw new SupernodeUnavailableError(`supernode ${this.address} failed ${what}: ${message}`)
+      }
+      throw new SupernodeRequestError(answer.status, `supernode ${this.address} refused ${what}: ${message}`)
     }
 
     if (schema == null) {
       return undefined as T
     }
-    const parsed = schema.safeParse(json)
+    const parsed = schema.safeParse(answer.body)
     if (!parsed.success) {
-      throw new SupernodeUnavailableError(`supernode ${this.url} sent an answer this daemon does not understand to ${method} ${path}: ${parsed.error.issues[0]?.message ?? ''}`)
+      throw new SupernodeUnavailableError(`supernode ${this.address} sent an answer this daemon does not understand to ${what}: ${parsed.error.issues[0]?.message ?? ''}`)
     }
     return parsed.data
+  }
+
+  /** The supernode's libp2p addresses: as configured, or learned from its HTTP status. */
+  private async addresses (signal: AbortSignal): Promise<Multiaddr[]> {
+    if (this.resolved != null) {
+      return this.resolved
+    }
+    const res = await request(`${this.address.replace(/\/+$/, '')}${API_PREFIX}/status`, { signal, dispatcher: this.components.dispatcher })
+    const json: unknown = await res.body.json()
+    const parsed = peerAddressSchema.safeParse(json)
+    if (res.statusCode !== 200 || !parsed.success) {
+      throw new Error(`${this.address}${API_PREFIX}/status answered ${res.statusCode} without a peer id and addresses`)
+    }
+    const { peerId, addrs } = parsed.data
+    this.resolved = addrs.map(a => a.includes('/p2p/') ? multiaddr(a) : multiaddr(a).encapsulate(`/p2p/${peerId}`))
+    return this.resolved
   }
 }

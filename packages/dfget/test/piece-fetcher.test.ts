@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
-  createMetricsRegistry, createP2PNode, FramedStream, loadOrCreatePrivateKey, MAX_CONTROL_MESSAGE, PIECE_PROTOCOL, PieceDigestMismatchError, PieceNotFoundError,
+  createMetricsRegistry, createP2PNode, FramedStream, generateClusterKey, loadOrCreatePrivateKey, MAX_CONTROL_MESSAGE, parseClusterKey, PIECE_PROTOCOL, PieceDigestMismatchError, PieceNotFoundError,
   PieceServer, PieceStore, PieceTimeoutError, silentLogger, type PieceAssignment, type PieceSource
 } from '@shoal/core'
 import { PieceFetcher } from '../src/index.ts'
@@ -13,9 +13,11 @@ import type { Libp2p } from 'libp2p'
 const TASK = 'd'.repeat(64)
 const sha = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
+const clusterKey = parseClusterKey(generateClusterKey())
+
 async function node (): Promise<Libp2p> {
   const privateKey = await loadOrCreatePrivateKey(join(await mkdtemp(join(tmpdir(), 'shoal-key-')), 'peer.key'))
-  return createP2PNode({ listen: ['/ip4/127.0.0.1/tcp/0'], privateKey })
+  return createP2PNode({ listen: ['/ip4/127.0.0.1/tcp/0'], privateKey, clusterKey })
 }
 
 async function store (): Promise<PieceStore> {

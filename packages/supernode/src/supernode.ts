@@ -2,6 +2,8 @@ import {
   commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, PeerNode, startHttpServer,
   type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerAddress, type PieceStore
 } from '@shoal/core'
+import { ControlApi } from './api/control-api.ts'
+import { ControlServer } from './api/control-server.ts'
 import { apiRoutes } from './api/routes.ts'
 import { SourceFetcher } from './cdn/source-fetcher.ts'
 import { SupernodeMetrics } from './metrics.ts'
@@ -12,9 +14,9 @@ import type { Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 
 export interface SupernodeInit {
-  /** HTTP API (and /metrics) address. @default 0.0.0.0:8002 */
+  /** HTTP address of /metrics, /healthz and /api/v1/status. @default 0.0.0.0:8002 */
   listen: HostPort
-  /** libp2p listen multiaddrs, where daemons fetch pieces. @default ['/ip4/0.0.0.0/tcp/8003'] */
+  /** libp2p listen multiaddrs: the control plane, and where daemons fetch pieces. @default ['/ip4/0.0.0.0/tcp/8003'] */
   p2pListen: string[]
   /** Addresses announced to daemons instead of the listen addresses. @default [] */
   p2pAnnounce?: string[]
@@ -26,6 +28,8 @@ export interface SupernodeInit {
   sourceTimeout?: number
   /** Pieces served at once over libp2p. @default 32 */
   maxConcurrentUploads?: number
+  /** The cluster's pre-shared key (`readClusterKeyFile`): only nodes holding it connect. */
+  clusterKey: Uint8Array
   version?: string
 }
 
@@ -55,6 +59,7 @@ export class Supernode {
   private readonly metrics: SupernodeMetrics
   private readonly peers = new PeerRegistry()
   private http?: HttpServer
+  private control?: ControlServer
   private expiry?: NodeJS.Timeout
   private readonly controller = new AbortController()
 
@@ -72,7 +77,8 @@ export class Supernode {
       p2pListen: init.p2pListen,
       p2pAnnounce: init.p2pAnnounce,
       metricPrefix: 'shoal_supernode',
-      maxConcurrentUploads: this.uploadSlots
+      maxConcurrentUploads: this.uploadSlots,
+      clusterKey: init.clusterKey
     })
     const fetcher = new SourceFetcher({ store: this.store, dispatcher: this.dispatcher, logger: this.logger, metrics: this.metrics },
       init.pieceSize != null ? { pieceSize: init.pieceSize } : {})
@@ -85,9 +91,14 @@ export class Supernode {
     await this.tasks.start()
 
     const scheduler = new Scheduler({ peers: this.peers, self: () => this.self() }, { maxSeeding: this.uploadSlots })
+    const api = new ControlApi({ tasks: this.tasks, peers: this.peers, scheduler, metrics: this.metrics, self: () => this.self() })
+    this.control = new ControlServer({ libp2p: this.node.libp2p, api, logger: this.logger })
+    await this.control.start()
     this.http = await startHttpServer(this.init.listen, createRouter([
+      // the status names this supernode's peer id and addresses, which is how a daemon
+      // given only this HTTP address finds the control plane; it holds nothing secret
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self(), peers: this.peers.size }) }),
-      ...apiRoutes({ tasks: this.tasks, peers: this.peers, scheduler, metrics: this.metrics, self: () => this.self() })
+      ...apiRoutes()
     ], { log: this.log, signal: this.controller.signal }))
 
     this.metrics.observe({ tasks: () => this.tasks.all(), peerCount: () => this.peers.size })
@@ -106,6 +117,7 @@ export class Supernode {
     clearInterval(this.expiry)
     this.controller.abort(new Error('supernode stopping'))
     await this.http?.close()
+    await this.control?.stop()
     await this.tasks.stop()
     await this.node.stop()
     if (this.ownsDispatcher) {
@@ -113,7 +125,7 @@ export class Supernode {
     }
   }
 
-  /** HTTP API base URL, as bound. */
+  /** HTTP base URL (metrics, health, status), as bound. */
   get url (): string {
     if (this.http == null) {
       throw new Error('supernode is not started')

@@ -2,34 +2,58 @@ import { createHash, randomBytes } from 'node:crypto'
 import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { multiaddr } from '@multiformats/multiaddr'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
-import { silentLogger, type RegisterTaskResponse, type ScheduleResponse } from '@shoal/core'
+import {
+  controlCall, createP2PNode, generateClusterKey, loadOrCreatePrivateKey, parseClusterKey, silentLogger,
+  type ControlRequest, type RegisterTaskResponse, type ScheduleResponse
+} from '@shoal/core'
 import { Supernode } from '../src/index.ts'
 import { startTestOrigin, type TestOrigin } from '../../../test/harness/origin.ts'
+import type { Libp2p } from 'libp2p'
 
 const PIECE = 64 * 1024
-const peer = (peerId: string): object => ({ peerId, addrs: [`/ip4/127.0.0.1/tcp/9/p2p/${peerId}`], hostname: peerId })
 const sha = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
-describe('supernode HTTP API', () => {
+describe('supernode control plane', () => {
   let origin: TestOrigin
   let supernode: Supernode
   let dataDir: string
+  const clusterKey = parseClusterKey(generateClusterKey())
+  /** Daemons, as the libp2p nodes they call from, by test name (one node per name, however many ask at once) */
+  const nodes = new Map<string, Promise<Libp2p>>()
 
-  const post = async <T>(path: string, body: unknown): Promise<{ status: number, json: T }> => {
-    const res = await request(`${supernode.url}${path}`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
-    return { status: res.statusCode, json: await res.body.json() as T }
+  const node = async (name: string): Promise<Libp2p> => {
+    let n = nodes.get(name)
+    if (n == null) {
+      n = (async () => {
+        const privateKey = await loadOrCreatePrivateKey(join(dataDir, 'peers', `${name}.key`))
+        return createP2PNode({ listen: ['/ip4/127.0.0.1/tcp/0'], privateKey, clusterKey })
+      })()
+      nodes.set(name, n)
+    }
+    return n
   }
-  const register = async (url: string, digest?: string, peerId = 'PeerA'): Promise<RegisterTaskResponse> => {
-    const res = await post<RegisterTaskResponse>('/api/v1/tasks', { url, ...(digest != null ? { digest } : {}), peer: peer(peerId) })
+  /** The real peer id behind a test name */
+  const id = async (name: string): Promise<string> => (await node(name)).peerId.toString()
+  const peer = async (name: string): Promise<object> => ({ peerId: await id(name), addrs: (await node(name)).getMultiaddrs().map(String), hostname: name })
+
+  const call = async <T>(from: string, req: ControlRequest): Promise<{ status: number, json: T }> => {
+    const res = await controlCall({ libp2p: await node(from) }, supernode.self().addrs.map(a => multiaddr(a)), req, { signal: AbortSignal.timeout(20_000) })
+    return { status: res.status, json: res.body as T }
+  }
+  const schedule = async (taskId: string, from: string, body: Record<string, unknown>): Promise<{ status: number, json: ScheduleResponse }> =>
+    call<ScheduleResponse>(from, { op: 'schedule', taskId, body: { peerId: await id(from), ...body } })
+  const register = async (url: string, digest?: string, from = 'PeerA'): Promise<RegisterTaskResponse> => {
+    const res = await call<RegisterTaskResponse>(from, { op: 'register', body: { url, ...(digest != null ? { digest } : {}), peer: await peer(from) } })
     expect(res.status).toBe(200)
     return res.json
   }
   /** Long-polls until the task leaves 'running' (bounded). */
-  const settle = async (taskId: string, peerId = 'PeerA'): Promise<ScheduleResponse> => {
+  const settle = async (taskId: string, from = 'PeerA'): Promise<ScheduleResponse> => {
     for (let i = 0; i < 50; i++) {
-      const { json } = await post<ScheduleResponse>(`/api/v1/tasks/${taskId}/schedule`, { peerId, limit: 0, waitMs: 0 })
+      const { json } = await schedule(taskId, from, { limit: 0, waitMs: 0 })
       if (json.state !== 'running') {
         return json
       }
@@ -37,15 +61,20 @@ describe('supernode HTTP API', () => {
     }
     throw new Error('task never settled')
   }
+  const startSupernode = async (): Promise<Supernode> => {
+    const sn = new Supernode({ logger: silentLogger() }, { listen: { host: '127.0.0.1', port: 0 }, p2pListen: ['/ip4/127.0.0.1/tcp/0'], dataDir: join(dataDir, 'supernode'), pieceSize: PIECE, clusterKey })
+    await sn.start()
+    return sn
+  }
 
   beforeAll(async () => {
     origin = await startTestOrigin()
     dataDir = await mkdtemp(join(tmpdir(), 'shoal-supernode-'))
-    supernode = new Supernode({ logger: silentLogger() }, { listen: { host: '127.0.0.1', port: 0 }, p2pListen: ['/ip4/127.0.0.1/tcp/0'], dataDir, pieceSize: PIECE })
-    await supernode.start()
+    supernode = await startSupernode()
   })
 
   afterAll(async () => {
+    await Promise.all([...nodes.values()].map(async n => (await n).stop()))
     await supernode.stop()
     await origin.stop()
   })
@@ -61,7 +90,7 @@ describe('supernode HTTP API', () => {
     expect(done).toMatchObject({ state: 'success', pieceCount: 4 })
     expect(origin.gets.get('/v2/a/blobs/one')).toBe(1)
 
-    const { json } = await post<ScheduleResponse>(`/api/v1/tasks/${answers[0]!.taskId}/schedule`, { peerId: 'PeerA', limit: 10 })
+    const { json } = await schedule(answers[0]!.taskId, 'PeerA', { limit: 10 })
     expect(json.assignments.map(a => [a.num, a.offset, a.length])).toEqual([[0, 0, PIECE], [1, PIECE, PIECE], [2, 2 * PIECE, PIECE], [3, 3 * PIECE, 100]])
     expect(json.assignments[3]?.digest).toBe(sha(data.subarray(3 * PIECE)))
     expect(json.assignments[0]?.sources).toEqual([{ ...supernode.self(), kind: 'supernode' }])
@@ -72,11 +101,11 @@ describe('supernode HTTP API', () => {
     const { taskId } = await register(url, digest, 'PeerA')
     await settle(taskId)
     const sn = supernode.self().peerId
-    await post(`/api/v1/tasks/${taskId}/schedule`, { peerId: 'PeerA', limit: 0, results: [{ num: 0, ok: true, source: sn }] })
+    await schedule(taskId, 'PeerA', { limit: 0, results: [{ num: 0, ok: true, source: sn }] })
     await register(url, digest, 'PeerB')
-    const { json } = await post<ScheduleResponse>(`/api/v1/tasks/${taskId}/schedule`, { peerId: 'PeerB', limit: 2 })
+    const { json } = await schedule(taskId, 'PeerB', { limit: 2 })
     expect(json.assignments[0]?.sources.map(s => s.kind)).toEqual(['peer', 'supernode'])
-    expect(json.assignments[0]?.sources[0]?.peerId).toBe('PeerA')
+    expect(json.assignments[0]?.sources[0]?.peerId).toBe(await id('PeerA'))
     expect(json.assignments[1]?.sources.map(s => s.kind)).toEqual(['supernode'])
   })
 
@@ -84,7 +113,7 @@ describe('supernode HTTP API', () => {
     const { url, digest } = origin.add('/v2/a/blobs/slow', randomBytes(PIECE), { delayMs: 300 })
     const { taskId } = await register(url, digest)
     const started = Date.now()
-    const { json } = await post<ScheduleResponse>(`/api/v1/tasks/${taskId}/schedule`, { peerId: 'PeerA', limit: 4, waitMs: 5_000 })
+    const { json } = await schedule(taskId, 'PeerA', { limit: 4, waitMs: 5_000 })
     expect(json.assignments.map(a => a.num)).toEqual([0])
     expect(Date.now() - started).toBeLessThan(4_000)
   })
@@ -117,32 +146,65 @@ describe('supernode HTTP API', () => {
 
   it.each([
     [{ url: 'http://x/y' }, /peer/],
-    [{ url: 'ftp://x/y', peer: peer('PeerA') }, /url/],
-    [{ url: 'http://x/y', digest: 'sha256:nope', peer: peer('PeerA') }, /digest/],
-    [{ url: 'http://x/y', peer: { ...peer('PeerA'), peerId: 'not/a/peer' } }, /peerId/]
-  ])('refuses a malformed registration %#', async (body, message) => {
-    const res = await post<{ error: { code: string, message: string } }>('/api/v1/tasks', body)
+    [{ url: 'ftp://x/y', peer: 'self' }, /url/],
+    [{ url: 'http://x/y', digest: 'sha256:nope', peer: 'self' }, /digest/],
+    [{ url: 'http://x/y', peer: { peerId: 'not/a/peer', addrs: [], hostname: 'x' } }, /peerId/]
+  ] as Array<[Record<string, unknown>, RegExp]>)('refuses a malformed registration %#', async (body, message) => {
+    const res = await call<{ error: { code: string, message: string } }>('PeerA', { op: 'register', body: { ...body, ...(body.peer === 'self' ? { peer: await peer('PeerA') } : {}) } })
     expect(res.status).toBe(400)
     expect(res.json.error.message).toMatch(message)
   })
 
-  it('keeps peers that announce themselves, and checks who they say they are', async () => {
-    const put = async (path: string, body: unknown): Promise<number> => {
-      const res = await request(`${supernode.url}${path}`, { method: 'PUT', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
-      await res.body.dump()
-      return res.statusCode
-    }
-    expect(await put('/api/v1/peers/PeerZ', peer('PeerZ'))).toBe(200)
-    expect(await put('/api/v1/peers/PeerZ', peer('PeerY'))).toBe(400)
+  it('keeps peers that announce themselves, and lets a peer speak only for itself', async () => {
+    expect((await call('PeerZ', { op: 'announce', body: await peer('PeerZ') })).status).toBe(200)
     const status = await request(`${supernode.url}/api/v1/status`)
     expect((await status.body.json() as { peers: number }).peers).toBeGreaterThanOrEqual(1)
-    const del = await request(`${supernode.url}/api/v1/peers/PeerZ`, { method: 'DELETE' })
-    expect(del.statusCode).toBe(200)
-    await del.body.dump()
+    // PeerY cannot announce, leave or report as PeerZ
+    expect((await call('PeerY', { op: 'announce', body: await peer('PeerZ') })).status).toBe(403)
+    expect((await call('PeerY', { op: 'leave', body: { peerId: await id('PeerZ') } })).status).toBe(403)
+    const { url, digest } = origin.add('/v2/a/blobs/own', randomBytes(PIECE))
+    const { taskId } = await register(url, digest, 'PeerZ')
+    const forged = await call('PeerY', { op: 'schedule', taskId, body: { peerId: await id('PeerZ'), limit: 0 } })
+    expect(forged.status).toBe(403)
+    expect((await call('PeerY', { op: 'register', body: { url, digest, peer: await peer('PeerZ') } })).status).toBe(403)
+    // PeerZ itself can leave
+    expect((await call('PeerZ', { op: 'leave', body: { peerId: await id('PeerZ') } })).status).toBe(200)
+  })
+
+  it('answers 401 on HTTP to anyone trying the control routes, and changes nothing', async () => {
+    const before = await (await request(`${supernode.url}/api/v1/status`)).body.json() as { peers: number }
+    const { url, digest } = origin.add('/v2/a/blobs/http', randomBytes(PIECE))
+    const attempts: Array<[string, string, unknown]> = [
+      ['POST', '/api/v1/tasks', { url, digest, peer: { peerId: 'QmIntruder', addrs: [], hostname: 'x' } }],
+      ['POST', `/api/v1/tasks/${'a'.repeat(64)}/schedule`, { peerId: 'QmIntruder' }],
+      ['PUT', '/api/v1/peers/QmIntruder', { peerId: 'QmIntruder', addrs: [], hostname: 'x' }],
+      ['DELETE', `/api/v1/peers/${await id('PeerA')}`, undefined]
+    ]
+    for (const [method, path, body] of attempts) {
+      const res = await request(`${supernode.url}${path}`, {
+        method: method as 'POST',
+        ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {})
+      })
+      expect(res.statusCode, `${method} ${path}`).toBe(401)
+      expect((await res.body.json() as { error: { message: string } }).error.message).toMatch(/cluster members/)
+    }
+    const after = await (await request(`${supernode.url}/api/v1/status`)).body.json() as { peers: number }
+    expect(after.peers).toBe(before.peers)
+    expect(origin.gets.get('/v2/a/blobs/http')).toBeUndefined()
+  })
+
+  it('keeps out a node without the cluster key', async () => {
+    const privateKey = await loadOrCreatePrivateKey(join(dataDir, 'peers', 'outsider.key'))
+    const outsider = await createP2PNode({ listen: ['/ip4/127.0.0.1/tcp/0'], privateKey, clusterKey: parseClusterKey(generateClusterKey()) })
+    try {
+      await expect(controlCall({ libp2p: outsider }, supernode.self().addrs.map(a => multiaddr(a)), { op: 'announce', body: { peerId: outsider.peerId.toString(), addrs: [], hostname: 'x' } }, { signal: AbortSignal.timeout(5_000) })).rejects.toThrow()
+    } finally {
+      await outsider.stop()
+    }
   })
 
   it('answers 404 for an unknown task', async () => {
-    const res = await post<{ error: { code: string } }>(`/api/v1/tasks/${'f'.repeat(64)}/schedule`, { peerId: 'PeerA' })
+    const res = await schedule('f'.repeat(64), 'PeerA', {})
     expect(res).toEqual({ status: 404, json: { error: expect.objectContaining({ code: 'TASK_NOT_FOUND' }) } })
   })
 
@@ -158,8 +220,7 @@ describe('supernode HTTP API', () => {
     const { taskId } = await register(url, digest)
     await settle(taskId)
     await supernode.stop()
-    supernode = new Supernode({ logger: silentLogger() }, { listen: { host: '127.0.0.1', port: 0 }, p2pListen: ['/ip4/127.0.0.1/tcp/0'], dataDir, pieceSize: PIECE })
-    await supernode.start()
+    supernode = await startSupernode()
     const again = await register(url, digest)
     expect(again).toMatchObject({ taskId, state: 'success', contentLength: PIECE * 2 })
     expect(origin.gets.get('/v2/a/blobs/kept')).toBe(1)

@@ -6,6 +6,7 @@ import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { InvalidConfigError } from '../errors.ts'
+import { clusterProtector } from './cluster-protector.ts'
 import { noiseCrypto } from './noise-crypto.ts'
 import type { PrivateKey } from '@libp2p/interface'
 
@@ -16,12 +17,20 @@ export interface P2PNodeInit {
   announce?: string[]
   /** The node's identity; see {@link loadOrCreatePrivateKey}. */
   privateKey: PrivateKey
+  /**
+   * The cluster's pre-shared key (see `readClusterKeyFile`); only nodes holding it can
+   * connect. `null` (never a default) makes an open node, for measuring what the key costs.
+   */
+  clusterKey: Uint8Array | null
 }
 
+/** Longest the private network's nonce exchange may take on a new connection. */
+const PNET_HANDSHAKE_TIMEOUT = 10_000
+
 /**
- * A libp2p node as every Shoal component runs it: TCP, Noise encryption, yamux
- * multiplexing, and nothing else (no DHT, no identify push): peers find each other
- * through the supernode.
+ * A libp2p node as every Shoal component runs it: a private network (the cluster key)
+ * over TCP, Noise encryption, yamux multiplexing, and nothing else (no DHT, no identify
+ * push): peers find each other through the supernode.
  */
 export async function createP2PNode (init: P2PNodeInit): Promise<Libp2p> {
   return createLibp2p({
@@ -31,11 +40,18 @@ export async function createP2PNode (init: P2PNodeInit): Promise<Libp2p> {
       ...(init.announce != null && init.announce.length > 0 ? { announce: init.announce } : {})
     },
     transports: [tcp({ outboundSocketInactivityTimeout: 120_000, inboundSocketInactivityTimeout: 120_000 })],
+    // the nonce exchange gets 10 s, not pnet's 1 s: a loaded host answers late
+    ...(init.clusterKey != null ? { connectionProtector: clusterProtector({ key: init.clusterKey, timeout: PNET_HANDSHAKE_TIMEOUT }) } : {}),
     connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux()],
     connectionManager: {
       maxConnections: 1024,
-      dialTimeout: 10_000
+      dialTimeout: 10_000,
+      // libp2p's defaults (10 handshakes in progress, 5 new connections a second per
+      // address) refuse a release's fan-out: every daemon dials the supernode and its
+      // peers at once, and hosts behind one NAT address share the per-address budget
+      maxIncomingPendingConnections: 256,
+      inboundConnectionThreshold: 100
     }
   })
 }

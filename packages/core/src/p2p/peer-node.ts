@@ -18,6 +18,8 @@ export interface PeerNodeInit {
   metricPrefix: string
   /** Pieces served at once. @default 16 */
   maxConcurrentUploads?: number
+  /** The cluster's pre-shared key; see `readClusterKeyFile`. */
+  clusterKey: Uint8Array
 }
 
 export interface PeerNodeComponents {
@@ -45,7 +47,7 @@ export class PeerNode {
   async start (): Promise<void> {
     await this.store.start()
     const privateKey = await loadOrCreatePrivateKey(join(this.init.dataDir, 'peer.key'))
-    this.node = await createP2PNode({ listen: this.init.p2pListen, announce: this.init.p2pAnnounce, privateKey })
+    this.node = await createP2PNode({ listen: this.init.p2pListen, announce: this.init.p2pAnnounce, privateKey, clusterKey: this.init.clusterKey })
     this.server = new PieceServer({ libp2p: this.node, store: this.store, logger: this.components.logger, metrics: this.components.metrics }, {
       metricPrefix: this.init.metricPrefix,
       maxConcurrentUploads: this.init.maxConcurrentUploads

@@ -2,7 +2,7 @@
 // first: re-executes node with the flags Shoal is measured with, if it was not started with them
 import '@shoal/core/node-flags'
 import { Command, Option } from 'commander'
-import { configSchemas, createLogger, InvalidConfigError, packageVersion, resolveOptions, runMain, serveUntilAborted } from '@shoal/core'
+import { configSchemas, createLogger, InvalidConfigError, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted } from '@shoal/core'
 import { z } from 'zod'
 import { downloadToFile, parseHeaders } from '../cli/download-command.ts'
 import { Daemon } from '../daemon.ts'
@@ -13,10 +13,13 @@ const daemonSchema = z.object({
   config: z.string().optional(),
   listen: configSchemas.hostPort,
   registry: configSchemas.httpUrl,
-  supernode: z.union([z.literal('none').transform(() => null), configSchemas.httpUrl]),
+  supernode: z.union([z.literal('none').transform(() => null), configSchemas.multiaddr, configSchemas.httpUrl], {
+    error: "must be the supernode's libp2p multiaddr (/ip4/10.0.0.5/tcp/8003), its http:// address, or none"
+  }),
   p2pListen: z.array(configSchemas.multiaddr).min(1),
   p2pAnnounce: z.array(configSchemas.multiaddr).default([]),
   dataDir: configSchemas.path,
+  clusterKey: configSchemas.path,
   concurrency: z.coerce.number().int().min(1).max(64),
   downloadTimeout: configSchemas.duration,
   maxUploads: z.coerce.number().int().min(1).max(1024),
@@ -66,7 +69,8 @@ const daemon = program.command('daemon')
   .addOption(new Option('-c, --config <file>', 'YAML file with any of these options, in camelCase; flags win (default: none)'))
   .addOption(new Option('--listen <host:port>', 'registry mirror and API address').default('127.0.0.1:65001'))
   .addOption(new Option('--registry <url>', 'upstream registry the mirror stands in for').default('https://registry-1.docker.io'))
-  .addOption(new Option('--supernode <url>', "supernode API; 'none' fetches everything from the origin").default('http://127.0.0.1:8002'))
+  .addOption(new Option('--supernode <address>', "the supernode's libp2p multiaddr, or its http:// address; 'none' fetches everything from the origin").default('/ip4/127.0.0.1/tcp/8003'))
+  .addOption(new Option('--cluster-key <file>', 'the cluster key every supernode and daemon shares (dfctl cluster-key generate)').default('/etc/shoal/cluster.key'))
   .addOption(new Option('--p2p-listen <multiaddr...>', 'libp2p (TCP) addresses peers fetch pieces from').default(['/ip4/0.0.0.0/tcp/65002']))
   .addOption(new Option('--p2p-announce <multiaddr...>', 'addresses to announce instead of the listen addresses').default([]))
   .addOption(new Option('--data-dir <dir>', 'pieces, task index and peer key').default('/var/lib/shoal/dfget'))
@@ -87,6 +91,7 @@ const daemon = program.command('daemon')
         p2pListen: options.p2pListen,
         p2pAnnounce: options.p2pAnnounce,
         dataDir: options.dataDir,
+        clusterKey: await readClusterKeyFile(options.clusterKey),
         concurrency: options.concurrency,
         downloadTimeout: options.downloadTimeout,
         maxConcurrentUploads: options.maxUploads,

@@ -2,7 +2,7 @@
 // first: re-executes node with the flags Shoal is measured with, if it was not started with them
 import '@shoal/core/node-flags'
 import { Command, Option } from 'commander'
-import { configSchemas, createLogger, MIN_PIECE_SIZE, MAX_PIECE_SIZE, packageVersion, resolveOptions, runMain, serveUntilAborted } from '@shoal/core'
+import { configSchemas, createLogger, MIN_PIECE_SIZE, MAX_PIECE_SIZE, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted } from '@shoal/core'
 import { z } from 'zod'
 import { Supernode } from '../supernode.ts'
 
@@ -14,6 +14,7 @@ const optionsSchema = z.object({
   p2pListen: z.array(configSchemas.multiaddr).min(1),
   p2pAnnounce: z.array(configSchemas.multiaddr).default([]),
   dataDir: configSchemas.path,
+  clusterKey: configSchemas.path,
   pieceSize: z.coerce.number().int().min(MIN_PIECE_SIZE).max(MAX_PIECE_SIZE).optional(),
   sourceTimeout: configSchemas.duration,
   maxUploads: z.coerce.number().int().min(1).max(1024),
@@ -24,8 +25,9 @@ const program = new Command('supernode')
   .description('Shoal supernode: fetches each layer from its source once, cuts it into verified pieces, serves them over libp2p and tells every daemon which pieces to fetch from whom.')
   .version(version)
   .addOption(new Option('-c, --config <file>', 'YAML file with any of these options, in camelCase; flags win (default: none)'))
-  .addOption(new Option('--listen <host:port>', 'HTTP API and /metrics address').default('0.0.0.0:8002'))
-  .addOption(new Option('--p2p-listen <multiaddr...>', 'libp2p (TCP) addresses daemons fetch pieces from').default(['/ip4/0.0.0.0/tcp/8003']))
+  .addOption(new Option('--listen <host:port>', 'HTTP address of /metrics, /healthz and /api/v1/status').default('0.0.0.0:8002'))
+  .addOption(new Option('--p2p-listen <multiaddr...>', 'libp2p (TCP) addresses of the control plane and the piece server').default(['/ip4/0.0.0.0/tcp/8003']))
+  .addOption(new Option('--cluster-key <file>', 'the cluster key every supernode and daemon shares (dfctl cluster-key generate)').default('/etc/shoal/cluster.key'))
   .addOption(new Option('--p2p-announce <multiaddr...>', 'addresses to announce instead of the listen addresses').default([]))
   .addOption(new Option('--data-dir <dir>', 'pieces, task index and peer key').default('/var/lib/shoal/supernode'))
   .addOption(new Option('--piece-size <bytes>', `fixed piece size (${MIN_PIECE_SIZE}..${MAX_PIECE_SIZE})` + ' (default: 4 MiB up to 200 MiB, then growing with the content)'))
@@ -43,6 +45,7 @@ program.action(async () => {
       p2pListen: options.p2pListen,
       p2pAnnounce: options.p2pAnnounce,
       dataDir: options.dataDir,
+      clusterKey: await readClusterKeyFile(options.clusterKey),
       ...(options.pieceSize != null ? { pieceSize: options.pieceSize } : {}),
       sourceTimeout: options.sourceTimeout,
       maxConcurrentUploads: options.maxUploads,
