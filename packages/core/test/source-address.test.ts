@@ -50,7 +50,13 @@ describe('createGuardedLookup', () => {
   const resolver = (addresses: string[]): ResolveAll => (_host, _opts, cb) => { cb(null, addresses.map(address => ({ address, family: address.includes(':') ? 6 : 4 }))) }
   const run = async (lookup: ReturnType<typeof createGuardedLookup>, host: string, all: boolean): Promise<unknown> =>
     new Promise((resolve, reject) => {
-      lookup(host, { all }, (err: Error | null, address: unknown, family?: number) => { err != null ? reject(err) : resolve(all ? address : [address, family]) })
+      lookup(host, { all }, (err: Error | null, address: unknown, family?: number) => {
+        if (err != null) {
+          reject(err)
+        } else {
+          resolve(all ? address : [address, family])
+        }
+      })
     })
 
   it('refuses a host that is not trusted when any address is private (rebinding)', async () => {

@@ -1,6 +1,6 @@
 import { isIP } from 'node:net'
 import { Agent, request, type Dispatcher } from 'undici'
-import { InvalidConfigError, ShoalError, SourceRefusedError, SourceTooLargeError, SourceUnavailableError } from '../errors.ts'
+import { InvalidConfigError, SourceRefusedError, SourceTooLargeError, SourceUnavailableError } from '../errors.ts'
 import { raceSignal } from '../race-signal.ts'
 import { createGuardedLookup, defaultResolve, isPublicAddress, type ResolveAll } from './address.ts'
 import { bareHostname, hostLabel, SourceAllowlist } from './allowlist.ts'
@@ -84,7 +84,6 @@ export interface SourceResponse {
 
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308])
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-// eslint-disable-next-line no-control-regex
 const BAD_HEADER_VALUE = /[\r\n\0]/
 
 /** Origin and path, never the query: object storage puts signatures there. */
@@ -367,7 +366,7 @@ function headerNumber (value: string | string[] | undefined): number | null {
 }
 
 /** The connect-time lookup's refusal, however the socket layer wrapped it. */
-function findRefusal (err: unknown): ShoalError | undefined {
+function findRefusal (err: unknown): SourceRefusedError | undefined {
   // bounded: a cause chain, or an AggregateError's errors, a few levels deep at most
   let e: unknown = err
   for (let depth = 0; depth < 5 && e != null; depth++) {
