@@ -30,6 +30,9 @@ export const DEFAULT_RESPONSE_TIMEOUT = 60_000
 /** Longest a fetch waits for a free slot when `maxConcurrentFetches` are open. */
 export const DEFAULT_SLOT_TIMEOUT = 300_000
 
+/** How long `stop()` lets open source responses finish before cutting them. */
+export const DEFAULT_STOP_TIMEOUT = 5_000
+
 /** Connections kept per origin by the client's own agent. */
 export const DEFAULT_CONNECTIONS = 32
 

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net'
+import { Readable } from 'node:stream'
 import { Agent, request, type Dispatcher } from 'undici'
 import { InvalidConfigError, SourceRefusedError, SourceTooLargeError, SourceUnavailableError } from '../errors.ts'
 import { raceSignal } from '../race-signal.ts'
@@ -7,11 +8,10 @@ import { bareHostname, hostLabel, SourceAllowlist } from './allowlist.ts'
 import {
   CREDENTIAL_HEADERS, DEFAULT_BODY_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONNECTIONS, DEFAULT_HEADERS_TIMEOUT,
   DEFAULT_MAX_CONCURRENT_FETCHES, DEFAULT_MAX_REDIRECTS, DEFAULT_MAX_SOURCE_BYTES, DEFAULT_RESPONSE_TIMEOUT,
-  DEFAULT_SLOT_TIMEOUT, DUMP_LIMIT, HOP_BY_HOP_HEADERS
+  DEFAULT_SLOT_TIMEOUT, DEFAULT_STOP_TIMEOUT, DUMP_LIMIT, HOP_BY_HOP_HEADERS
 } from './constants.ts'
 import { drainBody, FetchSlots, guardBody } from './guarded-body.ts'
 import type { ComponentLogger, Logger } from '../logger.ts'
-import type { Readable } from 'node:stream'
 
 export interface SourceClientInit {
   /**
@@ -74,6 +74,7 @@ export interface SourceResponse {
   /**
    * The body, cut off with an error past its Content-Length or maxSourceBytes. Read it
    * to its end or destroy it: the fetch holds one of the client's slots until then.
+   * Empty for a HEAD, whose slot is freed before the response is returned.
    */
   body: Readable
   /** The URL that answered, after redirects. */
@@ -151,10 +152,20 @@ export class SourceClient {
     return this.slots.inUse
   }
 
-  /** Closes the client's own agent (a dispatcher passed in belongs to the caller). */
-  async stop (): Promise<void> {
-    if (this.ownsDispatcher) {
-      await this.dispatcher.close()
+  /**
+   * Closes the client's own agent (a dispatcher passed in belongs to the caller): lets
+   * open responses finish until `signal` aborts (5 s by default), then cuts them.
+   */
+  async stop (options: { signal?: AbortSignal } = {}): Promise<void> {
+    if (!this.ownsDispatcher) {
+      return
+    }
+    const closing = this.dispatcher.close()
+    closing.catch(() => {}) // settled either way below; a destroy may reject it
+    try {
+      await raceSignal(closing, options.signal ?? AbortSignal.timeout(DEFAULT_STOP_TIMEOUT))
+    } catch {
+      await this.dispatcher.destroy()
     }
   }
 
@@ -237,12 +248,20 @@ export class SourceClient {
 
         clearTimeout(timer)
         const declared = headerNumber(res.headers['content-length'])
+        // only a GET is refused for its size: a HEAD only asks (an authorization check of a large blob must pass)
         if (method === 'GET' && declared != null && declared > this.maxSourceBytes) {
           res.body.destroy()
           throw new SourceTooLargeError(this.maxSourceBytes, `${describe(current)} is ${declared} bytes, more than the ${this.maxSourceBytes} accepted (--max-source-bytes)`)
         }
+        if (method === 'HEAD') {
+          // nothing to read: the slot is freed now, so a HEAD (an authorization check)
+          // needs no cleanup from its caller
+          await res.body.dump({ limit: DUMP_LIMIT }).catch(() => {})
+          cleanup()
+          return { statusCode: res.statusCode, headers: res.headers, body: Readable.from([]), url: current.href, dump: async () => {} }
+        }
         const body = guardBody(res.body, {
-          declaredLength: method === 'GET' ? declared : null,
+          declaredLength: declared,
           maxBytes: this.maxSourceBytes,
           label: describe(current),
           onClose: cleanup
