@@ -219,6 +219,9 @@ export class SourceClient {
     const controller = new AbortController()
     const onAbort = (): void => { controller.abort(callerSignal?.reason) }
     callerSignal?.addEventListener('abort', onAbort, { once: true })
+    if (callerSignal?.aborted === true) {
+      onAbort() // aborted while the slot was being handed over: no event comes any more
+    }
     const timeout = options.timeout ?? this.responseTimeout
     const timer = setTimeout(() => { controller.abort(new SourceUnavailableError(`no answer from ${named.host} in ${timeout} ms`)) }, timeout)
     const cleanup = (): void => {
