@@ -72,7 +72,7 @@ try {
   await registry.push(image)
   say(`image: library/shoal-demo:latest, ${image.layers.length} layers, ${mib(image.layerBytes)}`)
 
-  supernode = await startSupernode({ dir: join(dir, 'supernode') })
+  supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [proxy.url] })
   for (let i = 0; i < hosts; i++) {
     daemons.push(await startDaemon({ dir, name: `host-${i + 1}`, registry: proxy.url, supernode: supernode.url }))
   }

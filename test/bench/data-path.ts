@@ -102,7 +102,7 @@ try {
     teardown.signal.throwIfAborted()
     // a new supernode and daemons each run: every cold run is cold
     const runDir = join(dir, `run-${run}`)
-    const supernode = await startSupernode({ dir: join(runDir, 'supernode'), nodeArgs })
+    const supernode = await startSupernode({ dir: join(runDir, 'supernode'), allowSource: [registry.url], nodeArgs })
     const stopSupernode = async (): Promise<void> => { await supernode.proc.stop() }
     teardown.add(`supernode of run ${run}`, stopSupernode)
     const daemons: DaemonHandle[] = []

@@ -77,7 +77,7 @@ describe('dfget <url> -o <file> through running processes', () => {
   beforeAll(async () => {
     dir = await makeTestDir('cli')
     origin = await startTestOrigin()
-    supernode = await startSupernode({ dir: join(dir, 'supernode'), pieceSize: 256 * 1024 })
+    supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [origin.url], pieceSize: 256 * 1024 })
     daemon = await startDaemon({ dir, name: 'host', registry: origin.url, supernode: supernode.url })
   })
 

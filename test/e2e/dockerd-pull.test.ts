@@ -33,7 +33,7 @@ describe.skipIf(skip != null)(`dockerd pulls through the Shoal mirror${skip != n
     registry = await startDockerRegistry(join(dir, 'registry'))
     proxy = await startCountingProxy(registry.url)
     // 1 MiB pieces so each layer is several pieces and peers have something to share
-    supernode = await startSupernode({ dir: join(dir, 'supernode'), pieceSize: MiB })
+    supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [proxy.url], pieceSize: MiB })
     for (const name of ['host-a', 'host-b']) {
       daemons.push(await startDaemon({ dir, name, registry: proxy.url, supernode: supernode.url }))
     }

@@ -24,7 +24,7 @@ describe.skipIf(skip != null)(`Prometheus scrapes Shoal${skip != null ? ` (skipp
   beforeAll(async () => {
     dir = await makeTestDir('prometheus')
     origin = await startTestOrigin()
-    supernode = await startSupernode({ dir: join(dir, 'supernode'), pieceSize: 256 * 1024 })
+    supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [origin.url], pieceSize: 256 * 1024 })
     for (const name of ['host-a', 'host-b']) {
       daemons.push(await startDaemon({ dir, name, registry: origin.url, supernode: supernode.url }))
     }

@@ -49,6 +49,8 @@ const direct: ExecWrapper = (command, args) => ({ command, args })
 
 export interface SupernodeOptions {
   dir: string
+  /** The registries (origins) the supernode may fetch from: its --allow-source */
+  allowSource: string[]
   pieceSize?: number
   extraArgs?: string[]
   /** HTTP address (metrics, status). @default 127.0.0.1:0 */
@@ -73,6 +75,7 @@ export async function startSupernode (options: SupernodeOptions): Promise<Supern
       '--p2p-listen', options.p2pListen ?? '/ip4/127.0.0.1/tcp/0',
       '--data-dir', join(options.dir, 'data'),
       '--cluster-key', options.clusterKey ?? await testClusterKey(),
+      ...options.allowSource.flatMap(origin => ['--allow-source', origin]),
       ...(options.pieceSize != null ? ['--piece-size', String(options.pieceSize)] : []),
       ...(options.extraArgs ?? [])
     ]),

@@ -64,6 +64,36 @@ export class SourceUnavailableError extends ShoalError {
   override readonly code = 'ERR_SOURCE_UNAVAILABLE'
 }
 
+/**
+ * A source fetch was refused before any connection was made: the host is not a
+ * configured upstream, or a redirect led to a private address. The message says which
+ * host and which flag would allow it.
+ */
+export class SourceRefusedError extends ShoalError {
+  override name = 'SourceRefusedError'
+  override readonly code = 'ERR_SOURCE_REFUSED'
+  /** The host (`host[:port]`) that was refused. */
+  readonly host: string
+
+  constructor (host: string, message: string) {
+    super(message)
+    this.host = host
+  }
+}
+
+/** A source announced (Content-Length) or sent more bytes than this component accepts. */
+export class SourceTooLargeError extends ShoalError {
+  override name = 'SourceTooLargeError'
+  override readonly code = 'ERR_SOURCE_TOO_LARGE'
+  /** The most this component accepts, in bytes. */
+  readonly limit: number
+
+  constructor (limit: number, message: string) {
+    super(message)
+    this.limit = limit
+  }
+}
+
 /** The task is unknown to the component asked about it. */
 export class TaskNotFoundError extends ShoalError {
   override name = 'TaskNotFoundError'

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os'
 import {
-  commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, PeerNode, startHttpServer,
+  commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, PeerNode, SourceClient, startHttpServer,
   type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerInfo, type PieceStore
 } from '@shoal/core'
 import { daemonApiRoutes } from './api/routes.ts'
@@ -43,6 +43,18 @@ export interface DaemonInit {
   announceInterval?: number
   /** The name this host gives the supernode. @default os.hostname() */
   hostname?: string
+  /**
+   * Hosts `dfget <url>` downloads may come from besides the registry (always allowed):
+   * origins (`https://host[:port]`) or hosts (`host[:port]`). Others get a 403.
+   * @default []
+   */
+  allowSource?: string[]
+  /** Follow source redirects to private addresses (loopback, RFC 1918, link-local). @default false */
+  allowPrivateRedirects?: boolean
+  /** Largest source accepted from the origin. @default 64 GiB */
+  maxSourceBytes?: number
+  /** Origin and upstream responses open at once. @default 32 */
+  maxSourceFetches?: number
   version?: string
 }
 
@@ -50,7 +62,11 @@ export interface DaemonComponents {
   logger: ComponentLogger
   /** @default a new registry */
   metrics?: Registry
-  /** For the upstream registry, origins and the supernode. @default createHttpDispatcher() */
+  /**
+   * For the supernode, and used as is for the upstream registry and origins.
+   * @default createHttpDispatcher() for the supernode; the source client's own agent
+   * (which checks DNS answers at connect time) for the registry and origins
+   */
   dispatcher?: Dispatcher
 }
 
@@ -67,6 +83,7 @@ export class Daemon {
   private readonly metrics: DfgetMetrics
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
+  private readonly source: SourceClient
   private heartbeat?: NodeJS.Timeout
   private downloads?: DownloadManager
   private client?: SupernodeClient
@@ -81,6 +98,13 @@ export class Daemon {
     this.metrics = new DfgetMetrics(this.registry)
     this.ownsDispatcher = components.dispatcher == null
     this.dispatcher = components.dispatcher ?? createHttpDispatcher()
+    // the registry the mirror stands in for is always a source; --allow-source adds more
+    this.source = new SourceClient({ logger: this.logger, ...(components.dispatcher != null ? { dispatcher: components.dispatcher } : {}) }, {
+      allow: [new URL(init.registry).origin, ...init.allowSource ?? []],
+      allowPrivateRedirects: init.allowPrivateRedirects ?? false,
+      ...(init.maxSourceBytes != null ? { maxSourceBytes: init.maxSourceBytes } : {}),
+      ...(init.maxSourceFetches != null ? { maxConcurrentFetches: init.maxSourceFetches } : {})
+    })
     this.node = new PeerNode({ logger: this.logger, metrics: this.registry }, {
       dataDir: init.dataDir,
       p2pListen: init.p2pListen,
@@ -92,7 +116,7 @@ export class Daemon {
   }
 
   async start (): Promise<void> {
-    const { logger, store, metrics, dispatcher } = this
+    const { logger, store, metrics, dispatcher, source } = this
     await this.node.start()
     const libp2p = this.node.libp2p
 
@@ -109,15 +133,15 @@ export class Daemon {
         logger,
         self: () => this.self()
       }, { concurrency: this.init.concurrency ?? 4 })
-    const origin = new OriginFetch({ store, dispatcher, metrics, logger })
+    const origin = new OriginFetch({ store, source, metrics, logger })
     this.downloads = new DownloadManager({ store, ...(peerTask != null ? { peerTask } : {}), origin, metrics, logger },
       this.init.downloadTimeout != null ? { downloadTimeout: this.init.downloadTimeout } : {})
 
-    const shared = { downloads: this.downloads, store, metrics }
+    const shared = { downloads: this.downloads, store, metrics, source }
     this.http = await startHttpServer(this.init.listen, createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),
       ...daemonApiRoutes(shared),
-      ...registryMirrorRoutes({ ...shared, dispatcher, logger }, { upstream: this.init.registry })
+      ...registryMirrorRoutes({ ...shared, logger }, { upstream: this.init.registry })
     ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }))
 
     if (this.client != null) {
@@ -145,6 +169,7 @@ export class Daemon {
     await this.http?.close()
     await this.downloads?.stop()
     await this.node.stop()
+    await this.source.stop()
     if (this.ownsDispatcher) {
       await this.dispatcher.close()
     }

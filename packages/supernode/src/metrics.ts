@@ -20,7 +20,7 @@ export class SupernodeMetrics {
   constructor (registry: Registry) {
     const registers = [registry]
     this.sourceBytes = new Counter({ name: 'shoal_supernode_source_bytes_total', help: 'Bytes fetched from sources (origins)', registers })
-    this.sourceFetches = new Counter({ name: 'shoal_supernode_source_fetches_total', help: 'Source fetches, by result (ok, http_error, network_error, digest_mismatch)', labelNames: ['result'], registers })
+    this.sourceFetches = new Counter({ name: 'shoal_supernode_source_fetches_total', help: 'Source fetches, by result (ok, http_error, network_error, digest_mismatch, refused, too_large)', labelNames: ['result'], registers })
     this.sourceFetchDuration = new Histogram({ name: 'shoal_supernode_source_fetch_duration_seconds', help: 'Time to fetch a whole task from its source', labelNames: ['result'], buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300], registers })
     this.registrations = new Counter({ name: 'shoal_supernode_task_registrations_total', help: 'Task registrations by daemons, by outcome (new: the source is fetched; cached: already held or in flight; failed)', labelNames: ['outcome'], registers })
     this.scheduleRequests = new Counter({ name: 'shoal_supernode_schedule_requests_total', help: 'Schedule (piece task) requests answered', registers })

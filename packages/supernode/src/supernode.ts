@@ -1,5 +1,5 @@
 import {
-  commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, PeerNode, startHttpServer,
+  commonRoutes, createMetricsRegistry, createRouter, PeerNode, SourceClient, startHttpServer,
   type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerAddress, type PieceStore
 } from '@shoal/core'
 import { ControlApi } from './api/control-api.ts'
@@ -30,6 +30,18 @@ export interface SupernodeInit {
   maxConcurrentUploads?: number
   /** The cluster's pre-shared key (`readClusterKeyFile`): only nodes holding it connect. */
   clusterKey: Uint8Array
+  /**
+   * Registries and hosts the supernode may fetch from: origins (`https://host[:port]`)
+   * or hosts (`host[:port]`). Every other task is refused (a 403 for the daemon).
+   * @default [] (every task is refused)
+   */
+  allowSource?: string[]
+  /** Follow source redirects to private addresses (loopback, RFC 1918, link-local). @default false */
+  allowPrivateRedirects?: boolean
+  /** Largest source accepted. @default 64 GiB */
+  maxSourceBytes?: number
+  /** Source responses open at once. @default 32 */
+  maxSourceFetches?: number
   version?: string
 }
 
@@ -37,7 +49,10 @@ export interface SupernodeComponents {
   logger: ComponentLogger
   /** prom-client registry for this supernode's metrics. @default a new registry */
   metrics?: Registry
-  /** For source fetches. @default createHttpDispatcher() */
+  /**
+   * For source fetches, used as is. @default the source client's own agent, which also
+   * checks DNS answers at connect time
+   */
   dispatcher?: Dispatcher
 }
 
@@ -54,8 +69,7 @@ export class Supernode {
   private readonly node: PeerNode
   /** The piece server's upload slots, which the scheduler must not oversubscribe. */
   private readonly uploadSlots: number
-  private readonly dispatcher: Dispatcher
-  private readonly ownsDispatcher: boolean
+  private readonly source: SourceClient
   private readonly metrics: SupernodeMetrics
   private readonly peers = new PeerRegistry()
   private http?: HttpServer
@@ -69,8 +83,13 @@ export class Supernode {
     this.log = components.logger.forComponent('shoal:supernode')
     this.registry = components.metrics ?? createMetricsRegistry()
     this.metrics = new SupernodeMetrics(this.registry)
-    this.ownsDispatcher = components.dispatcher == null
-    this.dispatcher = components.dispatcher ?? createHttpDispatcher({ headersTimeout: init.sourceTimeout ?? 30_000 })
+    this.source = new SourceClient({ logger: this.logger, ...(components.dispatcher != null ? { dispatcher: components.dispatcher } : {}) }, {
+      allow: init.allowSource ?? [],
+      allowPrivateRedirects: init.allowPrivateRedirects ?? false,
+      headersTimeout: init.sourceTimeout ?? 30_000,
+      ...(init.maxSourceBytes != null ? { maxSourceBytes: init.maxSourceBytes } : {}),
+      ...(init.maxSourceFetches != null ? { maxConcurrentFetches: init.maxSourceFetches } : {})
+    })
     this.uploadSlots = init.maxConcurrentUploads ?? 32
     this.node = new PeerNode({ logger: this.logger, metrics: this.registry }, {
       dataDir: init.dataDir,
@@ -80,7 +99,7 @@ export class Supernode {
       maxConcurrentUploads: this.uploadSlots,
       clusterKey: init.clusterKey
     })
-    const fetcher = new SourceFetcher({ store: this.store, dispatcher: this.dispatcher, logger: this.logger, metrics: this.metrics },
+    const fetcher = new SourceFetcher({ store: this.store, source: this.source, logger: this.logger, metrics: this.metrics },
       init.pieceSize != null ? { pieceSize: init.pieceSize } : {})
     this.tasks = new TaskManager({ store: this.store, fetcher, logger: this.logger, metrics: this.metrics },
       { sourceHeadersTimeout: (init.sourceTimeout ?? 30_000) + 5_000 })
@@ -109,6 +128,9 @@ export class Supernode {
     }, 15_000)
     this.expiry.unref()
 
+    if ((this.init.allowSource ?? []).length === 0) {
+      this.log.warn('no --allow-source configured: every task will be refused')
+    }
     this.log.info({ url: this.http.url, ...this.self() }, 'supernode ready')
   }
 
@@ -120,9 +142,7 @@ export class Supernode {
     await this.control?.stop()
     await this.tasks.stop()
     await this.node.stop()
-    if (this.ownsDispatcher) {
-      await this.dispatcher.close()
-    }
+    await this.source.stop()
   }
 
   /** HTTP base URL (metrics, health, status), as bound. */

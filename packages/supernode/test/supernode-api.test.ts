@@ -62,7 +62,7 @@ describe('supernode control plane', () => {
     throw new Error('task never settled')
   }
   const startSupernode = async (): Promise<Supernode> => {
-    const sn = new Supernode({ logger: silentLogger() }, { listen: { host: '127.0.0.1', port: 0 }, p2pListen: ['/ip4/127.0.0.1/tcp/0'], dataDir: join(dataDir, 'supernode'), pieceSize: PIECE, clusterKey })
+    const sn = new Supernode({ logger: silentLogger() }, { listen: { host: '127.0.0.1', port: 0 }, p2pListen: ['/ip4/127.0.0.1/tcp/0'], dataDir: join(dataDir, 'supernode'), pieceSize: PIECE, clusterKey, allowSource: [origin.url] })
     await sn.start()
     return sn
   }
@@ -122,6 +122,17 @@ describe('supernode control plane', () => {
     const answer = await register(`${origin.url}/v2/a/blobs/missing`, `sha256:${'1'.repeat(64)}`)
     expect(answer.state).toBe('failed')
     expect(answer.error).toMatchObject({ code: 'ERR_SOURCE_HTTP', sourceStatus: 404 })
+  })
+
+  it('refuses a source that is not an allowed upstream with a 403, asking it nothing', async () => {
+    // the same server under another name: not what --allow-source named
+    const url = `${origin.url.replace('127.0.0.1', 'localhost')}/v2/a/blobs/elsewhere`
+    origin.add('/v2/a/blobs/elsewhere', randomBytes(10))
+    const answer = await register(url)
+    expect(answer.state).toBe('failed')
+    expect(answer.error).toMatchObject({ code: 'ERR_SOURCE_REFUSED', sourceStatus: 403 })
+    expect(answer.error?.message).toMatch(/allow it with --allow-source localhost:\d+/)
+    expect(origin.gets.get('/v2/a/blobs/elsewhere')).toBeUndefined()
   })
 
   it('withdraws every piece when the content does not match its digest', async () => {

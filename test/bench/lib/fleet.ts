@@ -174,6 +174,7 @@ export class Fleet {
         const nodeArgs = this.init.nodeArgs ?? []
         const supernode = await startSupernode({
           dir: join(dir, 'supernode'),
+          allowSource: [this.originUrl],
           listen: `${this.supernodeHost!.address}:${SUPERNODE_PORT}`,
           p2pListen: `/ip4/${this.supernodeHost!.address}/tcp/8003`,
           exec: this.wrap(this.supernodeHost!),

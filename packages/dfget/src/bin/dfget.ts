@@ -2,7 +2,7 @@
 // first: re-executes node with the flags Shoal is measured with, if it was not started with them
 import '@shoal/core/node-flags'
 import { Command, Option } from 'commander'
-import { configSchemas, createLogger, InvalidConfigError, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted } from '@shoal/core'
+import { configSchemas, createLogger, InvalidConfigError, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
 import { z } from 'zod'
 import { downloadToFile, parseHeaders } from '../cli/download-command.ts'
 import { Daemon } from '../daemon.ts'
@@ -24,6 +24,10 @@ const daemonSchema = z.object({
   downloadTimeout: configSchemas.duration,
   maxUploads: z.coerce.number().int().min(1).max(1024),
   hostname: z.string().min(1).max(255).optional(),
+  allowSource: z.array(z.string().min(1)).default([]),
+  allowPrivateRedirects: z.boolean().default(false),
+  maxSourceBytes: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  maxSourceFetches: z.coerce.number().int().min(1).max(1024),
   logLevel: configSchemas.logLevel
 })
 
@@ -78,6 +82,10 @@ const daemon = program.command('daemon')
   .addOption(new Option('--download-timeout <ms>', 'longest one download may take').default('1800000'))
   .addOption(new Option('--max-uploads <n>', 'pieces served to peers at once').default('16'))
   .addOption(new Option('--hostname <name>', 'name given to the supernode (default: the OS host name)'))
+  .addOption(new Option('--allow-source <host...>', 'hosts dfget URL downloads may come from besides --registry (always allowed): https://host[:port] or host[:port] (default: none)'))
+  .addOption(new Option('--allow-private-redirects', 'follow source redirects to loopback, private and link-local addresses').default(false))
+  .addOption(new Option('--max-source-bytes <bytes>', 'largest source accepted from the origin, in bytes').default(String(sourceDefaults.DEFAULT_MAX_SOURCE_BYTES), '64 GiB'))
+  .addOption(new Option('--max-source-fetches <n>', 'origin and registry responses open at once').default(String(sourceDefaults.DEFAULT_MAX_CONCURRENT_FETCHES)))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
   .showHelpAfterError()
   .action(async () => {
@@ -96,6 +104,10 @@ const daemon = program.command('daemon')
         downloadTimeout: options.downloadTimeout,
         maxConcurrentUploads: options.maxUploads,
         ...(options.hostname != null ? { hostname: options.hostname } : {}),
+        allowSource: options.allowSource,
+        allowPrivateRedirects: options.allowPrivateRedirects,
+        maxSourceBytes: options.maxSourceBytes,
+        maxSourceFetches: options.maxSourceFetches,
         version
       })
       await serveUntilAborted(d, signal)

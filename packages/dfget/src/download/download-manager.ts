@@ -165,11 +165,13 @@ export class DownloadManager {
   /**
    * The origin is worth a try unless it would fail the same way: the source answered
    * no (a 4xx it would give us too), or served content that does not match its
-   * digest; or the supernode refused the request as malformed.
+   * digest; or the supernode refused the request as malformed or the URL as not allowed.
    */
   private worthFallingBack (err: unknown): boolean {
     if (err instanceof TaskFailedError) {
-      return err.reason !== 'ERR_DIGEST_MISMATCH' && (err.sourceStatus == null || err.sourceStatus >= 500)
+      // a supernode that refused the URL (ERR_SOURCE_REFUSED, a 403) said no for the
+      // operator: fetching it from here would work around that
+      return err.reason !== 'ERR_DIGEST_MISMATCH' && err.reason !== 'ERR_SOURCE_REFUSED' && (err.sourceStatus == null || err.sourceStatus >= 500)
     }
     return !(err instanceof SupernodeRequestError && err.statusCode === 400)
   }

@@ -1,14 +1,14 @@
 import {
   cutIntoPieces, pieceSizeFor, ShoalError, SourceUnavailableError, TaskFailedError,
-  type ComponentLogger, type Logger, type PieceStore
+  type ComponentLogger, type Logger, type PieceStore, type SourceClient, type SourceResponse
 } from '@shoal/core'
-import { request, type Dispatcher } from 'undici'
 import type { Download } from './download.ts'
 import type { DfgetMetrics } from '../metrics.ts'
 
 export interface OriginFetchComponents {
   store: PieceStore
-  dispatcher: Dispatcher
+  /** Every origin request goes through it: allowlist, redirects, caps. */
+  source: Pick<SourceClient, 'fetch'>
   metrics: DfgetMetrics
   logger: ComponentLogger
 }
@@ -31,9 +31,10 @@ export class OriginFetch {
   /**
    * @throws {TaskFailedError} when the origin answers with an error status
    * @throws {SourceUnavailableError} when the origin cannot be reached or stops sending
+   * @throws {SourceRefusedError} when the URL (or a redirect) is not one this daemon may fetch
+   * @throws {SourceTooLargeError} when the content is over --max-source-bytes
    */
   async run (download: Download, headers: Record<string, string> | undefined, signal: AbortSignal): Promise<void> {
-    const { store, metrics } = this.components
     const pieceSize = download.pieceSize
     const resumeAt = pieceSize > 0 ? download.contiguous : 0
     const requestHeaders: Record<string, string> = { ...headers }
@@ -41,16 +42,20 @@ export class OriginFetch {
       requestHeaders.range = `bytes=${resumeAt}-`
     }
 
-    let res: Dispatcher.ResponseData
+    const res: SourceResponse = await this.components.source.fetch(download.url, { method: 'GET', headers: requestHeaders, signal })
     try {
-      res = await request(download.url, { method: 'GET', headers: requestHeaders, signal, dispatcher: this.components.dispatcher })
-    } catch (err) {
-      signal.throwIfAborted()
-      throw new SourceUnavailableError(`cannot fetch ${download.url}: ${(err as Error).message}`)
+      await this.consume(download, res, resumeAt, signal)
+    } finally {
+      // frees the source client's slot whatever happened (a no-op once the body ended)
+      res.body.destroy()
     }
+  }
 
+  private async consume (download: Download, res: SourceResponse, resumeAt: number, signal: AbortSignal): Promise<void> {
+    const { store, metrics } = this.components
+    const pieceSize = download.pieceSize
     if (res.statusCode !== 200 && res.statusCode !== 206) {
-      await res.body.dump({ limit: 64 * 1024 }).catch(() => {})
+      await res.dump()
       throw new TaskFailedError(`origin answered ${res.statusCode} for ${download.url}`, { sourceStatus: res.statusCode, reason: 'ERR_SOURCE_HTTP' })
     }
 
@@ -60,7 +65,7 @@ export class OriginFetch {
       const total = /\/(\d+)$/.exec(String(res.headers['content-range'] ?? ''))?.[1]
       const start = /^bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''))?.[1]
       if (total == null || Number(start) !== resumeAt) {
-        await res.body.dump({ limit: 64 * 1024 }).catch(() => {})
+        await res.dump()
         throw new SourceUnavailableError(`origin answered a range it was not asked for: ${String(res.headers['content-range'])}`)
       }
       contentLength = Number(total)

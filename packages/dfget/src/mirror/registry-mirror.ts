@@ -1,9 +1,8 @@
-import { HttpError, InvalidDigestError, parseDigest, type ComponentLogger, type Logger, type PieceStore, type Route } from '@shoal/core'
+import { HttpError, InvalidDigestError, parseDigest, type ComponentLogger, type Logger, type PieceStore, type Route, type SourceClient } from '@shoal/core'
 import { sendDownload } from './send-download.ts'
 import { proxyToUpstream } from './upstream-proxy.ts'
 import type { DownloadManager } from '../download/download-manager.ts'
 import type { DfgetMetrics } from '../metrics.ts'
-import type { Dispatcher } from 'undici'
 
 export interface RegistryMirrorInit {
   /** Upstream registry base URL, such as https://registry-1.docker.io */
@@ -13,7 +12,8 @@ export interface RegistryMirrorInit {
 export interface RegistryMirrorComponents {
   downloads: DownloadManager
   store: PieceStore
-  dispatcher: Dispatcher
+  /** For the upstream (always allowed) and the check of blob URLs. */
+  source: Pick<SourceClient, 'fetch' | 'check'>
   metrics: DfgetMetrics
   logger: ComponentLogger
 }
@@ -31,7 +31,7 @@ export const registryErrorBody = (err: HttpError): unknown => ({ errors: [{ code
  */
 export function registryMirrorRoutes (components: RegistryMirrorComponents, init: RegistryMirrorInit): Route[] {
   const log: Logger = components.logger.forComponent('shoal:dfget:mirror')
-  const proxy = { upstream: init.upstream, dispatcher: components.dispatcher }
+  const proxy = { upstream: init.upstream, source: components.source }
 
   return [
     {

@@ -1,4 +1,4 @@
-import { DigestMismatchError, HttpError, TaskFailedError, type PieceStore, type RouteContext } from '@shoal/core'
+import { DigestMismatchError, HttpError, SourceRefusedError, TaskFailedError, type PieceStore, type RouteContext, type SourceClient } from '@shoal/core'
 import { streamContent } from '../download/content-stream.ts'
 import type { DownloadManager, DownloadRequest } from '../download/download-manager.ts'
 import type { DfgetMetrics } from '../metrics.ts'
@@ -7,6 +7,8 @@ export interface SendDownloadComponents {
   downloads: DownloadManager
   store: PieceStore
   metrics: DfgetMetrics
+  /** Says whether this daemon may fetch a URL at all, before anything is asked of anyone. */
+  source: Pick<SourceClient, 'check'>
 }
 
 /** Registry error codes for the statuses a source can answer with. */
@@ -19,6 +21,9 @@ const SOURCE_STATUS_CODES: Record<number, string> = {
 
 /** Maps a failed download to what the client is told. */
 export function downloadError (err: Error | undefined): HttpError {
+  if (err instanceof SourceRefusedError) {
+    return new HttpError(403, 'DENIED', err.message)
+  }
   if (err instanceof TaskFailedError && err.sourceStatus != null && err.sourceStatus >= 400 && err.sourceStatus < 500) {
     return new HttpError(err.sourceStatus, SOURCE_STATUS_CODES[err.sourceStatus] ?? 'UNKNOWN', err.message)
   }
@@ -32,6 +37,13 @@ export function downloadError (err: Error | undefined): HttpError {
  */
 export async function sendDownload (ctx: RouteContext, components: SendDownloadComponents, request: DownloadRequest, headers: Record<string, string> = {}): Promise<void> {
   const { res, signal } = ctx
+  // a URL this daemon may not fetch is refused here: no supernode registration (which
+  // would make the supernode fetch it), no origin request, no cached copy served
+  try {
+    components.source.check(request.url)
+  } catch (err) {
+    throw downloadError(err as Error)
+  }
   const download = await components.downloads.open(request, { signal })
   if (download.state === 'failed') {
     throw downloadError(download.error)

@@ -1,6 +1,5 @@
 import { pipeline } from 'node:stream/promises'
-import { HttpError, type RouteContext } from '@shoal/core'
-import { request, type Dispatcher } from 'undici'
+import { HttpError, SourceRefusedError, SourceTooLargeError, type RouteContext, type SourceClient, type SourceResponse } from '@shoal/core'
 
 /** Request headers a registry client sends that the upstream should see. */
 const FORWARD_REQUEST = ['accept', 'accept-encoding', 'authorization', 'user-agent', 'if-none-match', 'if-modified-since', 'range']
@@ -13,7 +12,8 @@ const FORWARD_RESPONSE = [
 
 export interface ProxyOptions {
   upstream: string
-  dispatcher: Dispatcher
+  /** The upstream is always one of its allowed sources; it checks redirects and sizes. */
+  source: Pick<SourceClient, 'fetch'>
 }
 
 /**
@@ -31,15 +31,20 @@ export async function proxyToUpstream (ctx: RouteContext, options: ProxyOptions)
     }
   }
 
-  let upstream: Dispatcher.ResponseData
+  let upstream: SourceResponse
   try {
-    upstream = await request(`${options.upstream}${url.pathname}${url.search}`, {
+    upstream = await options.source.fetch(`${options.upstream}${url.pathname}${url.search}`, {
       method: req.method === 'HEAD' ? 'HEAD' : 'GET',
       headers,
-      signal,
-      dispatcher: options.dispatcher
+      signal
     })
   } catch (err) {
+    if (err instanceof SourceRefusedError) {
+      throw new HttpError(403, 'DENIED', err.message)
+    }
+    if (err instanceof SourceTooLargeError) {
+      throw new HttpError(502, 'UNAVAILABLE', err.message)
+    }
     throw new HttpError(502, 'UNAVAILABLE', `upstream registry ${options.upstream} unreachable: ${(err as Error).message}`)
   }
 
@@ -50,11 +55,16 @@ export async function proxyToUpstream (ctx: RouteContext, options: ProxyOptions)
       out[name] = value
     }
   }
-  res.writeHead(upstream.statusCode, out)
-  if (req.method === 'HEAD') {
-    await upstream.body.dump()
-    res.end()
-    return
+  try {
+    res.writeHead(upstream.statusCode, out)
+    if (req.method === 'HEAD') {
+      await upstream.dump()
+      res.end()
+      return
+    }
+    await pipeline(upstream.body, res, { signal })
+  } finally {
+    // frees the source client's slot however the client went away
+    upstream.body.destroy()
   }
-  await pipeline(upstream.body, res, { signal })
 }

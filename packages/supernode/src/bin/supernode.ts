@@ -2,7 +2,7 @@
 // first: re-executes node with the flags Shoal is measured with, if it was not started with them
 import '@shoal/core/node-flags'
 import { Command, Option } from 'commander'
-import { configSchemas, createLogger, MIN_PIECE_SIZE, MAX_PIECE_SIZE, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted } from '@shoal/core'
+import { configSchemas, createLogger, MIN_PIECE_SIZE, MAX_PIECE_SIZE, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
 import { z } from 'zod'
 import { Supernode } from '../supernode.ts'
 
@@ -18,6 +18,10 @@ const optionsSchema = z.object({
   pieceSize: z.coerce.number().int().min(MIN_PIECE_SIZE).max(MAX_PIECE_SIZE).optional(),
   sourceTimeout: configSchemas.duration,
   maxUploads: z.coerce.number().int().min(1).max(1024),
+  allowSource: z.array(z.string().min(1)).default([]),
+  allowPrivateRedirects: z.boolean().default(false),
+  maxSourceBytes: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  maxSourceFetches: z.coerce.number().int().min(1).max(1024),
   logLevel: configSchemas.logLevel
 })
 
@@ -33,6 +37,10 @@ const program = new Command('supernode')
   .addOption(new Option('--piece-size <bytes>', `fixed piece size (${MIN_PIECE_SIZE}..${MAX_PIECE_SIZE})` + ' (default: 4 MiB up to 200 MiB, then growing with the content)'))
   .addOption(new Option('--source-timeout <ms>', 'longest wait for a source to answer').default('30000'))
   .addOption(new Option('--max-uploads <n>', 'pieces served at once').default('32'))
+  .addOption(new Option('--allow-source <origin-or-host...>', 'registries and hosts to fetch from: https://host[:port] or host[:port] (default: none, every task is refused)'))
+  .addOption(new Option('--allow-private-redirects', 'follow source redirects to loopback, private and link-local addresses').default(false))
+  .addOption(new Option('--max-source-bytes <bytes>', 'largest source accepted, in bytes').default(String(sourceDefaults.DEFAULT_MAX_SOURCE_BYTES), '64 GiB'))
+  .addOption(new Option('--max-source-fetches <n>', 'source responses open at once').default(String(sourceDefaults.DEFAULT_MAX_CONCURRENT_FETCHES)))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
   .showHelpAfterError()
 
@@ -49,6 +57,10 @@ program.action(async () => {
       ...(options.pieceSize != null ? { pieceSize: options.pieceSize } : {}),
       sourceTimeout: options.sourceTimeout,
       maxConcurrentUploads: options.maxUploads,
+      allowSource: options.allowSource,
+      allowPrivateRedirects: options.allowPrivateRedirects,
+      maxSourceBytes: options.maxSourceBytes,
+      maxSourceFetches: options.maxSourceFetches,
       version
     })
     await serveUntilAborted(supernode, signal)

@@ -1,8 +1,7 @@
 import {
-  cutIntoPieces, DigestMismatchError, DigestVerifier, pieceSizeFor, ShoalError, SourceHttpError, SourceUnavailableError,
-  type ComponentLogger, type Logger, type PieceStore
+  cutIntoPieces, DigestMismatchError, DigestVerifier, pieceSizeFor, ShoalError, SourceHttpError, SourceRefusedError, SourceTooLargeError,
+  SourceUnavailableError, type ComponentLogger, type Logger, type PieceStore, type SourceClient, type SourceResponse
 } from '@shoal/core'
-import { request, type Dispatcher } from 'undici'
 import type { Task } from '../tasks/task.ts'
 import type { SupernodeMetrics } from '../metrics.ts'
 
@@ -13,13 +12,23 @@ export interface SourceFetcherInit {
 
 export interface SourceFetcherComponents {
   store: PieceStore
-  dispatcher: Dispatcher
+  /** Every source request goes through it: allowlist, redirects, caps. */
+  source: Pick<SourceClient, 'fetch'>
   logger: ComponentLogger
   metrics: SupernodeMetrics
 }
 
-/** Headers that must not be forwarded to a source, whoever sent them. */
-const HOP_BY_HOP = new Set(['host', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'upgrade', 'proxy-authorization', 'proxy-connection', 'content-length', 'range'])
+export interface SourceFetchRequest {
+  /**
+   * Headers from the registration that started this fetch (credentials), for this
+   * fetch alone: the task never keeps them.
+   */
+  headers?: Record<string, string> | undefined
+  signal: AbortSignal
+}
+
+/** The source is fetched whole: a registrant's Range must not cut the content short. */
+const NOT_FORWARDED = new Set(['range', 'if-range'])
 
 /**
  * The supernode's CDN: fetches a task's content from its source once, cuts it into
@@ -44,32 +53,33 @@ export class SourceFetcher {
    * Fetches the task's source into the store. Never throws: the outcome is recorded on
    * the task (`succeed` or `fail`).
    */
-  async fetch (task: Task, signal: AbortSignal): Promise<void> {
+  async fetch (task: Task, request: SourceFetchRequest): Promise<void> {
     const { store, metrics } = this.components
+    const { signal } = request
+    // the URL is read once: a task reset later (another registrant) does not change this fetch
+    const url = task.url
     const started = performance.now()
     let outcome = 'ok'
+    // its body holds one of the source client's slots until it ends or is destroyed
+    let res: SourceResponse | undefined
 
     try {
       await store.clearPieces(task.id)
-      const headers = Object.fromEntries(Object.entries(task.headers).filter(([k]) => !HOP_BY_HOP.has(k.toLowerCase())))
-      let res: Dispatcher.ResponseData
-      try {
-        res = await request(task.url, { method: 'GET', headers, signal, dispatcher: this.components.dispatcher })
-      } catch (err) {
-        throw new SourceUnavailableError(`cannot fetch ${task.url}: ${(err as Error).message}`)
-      }
+      const headers = Object.fromEntries(Object.entries(request.headers ?? {}).filter(([k]) => !NOT_FORWARDED.has(k.toLowerCase())))
+      // the client refuses hosts that are not upstreams, checks redirects and caps the size
+      res = await this.components.source.fetch(url, { method: 'GET', headers, signal })
 
       if (res.statusCode !== 200) {
-        await res.body.dump({ limit: 64 * 1024 }).catch(() => {})
-        throw new SourceHttpError(res.statusCode, `source answered ${res.statusCode} for ${task.url}`)
+        await res.dump()
+        throw new SourceHttpError(res.statusCode, `source answered ${res.statusCode} for ${url}`)
       }
 
       const lengthHeader = res.headers['content-length']
       const contentLength = typeof lengthHeader === 'string' && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : null
       const pieceSize = this.pieceSize ?? pieceSizeFor(contentLength)
       task.start(contentLength, pieceSize)
-      await store.putTask({ taskId: task.id, url: task.url, ...(task.digest != null ? { digest: task.digest } : {}), contentLength, pieceSize, state: 'running', updatedAt: Date.now() })
-      this.log.info({ taskId: task.id, url: task.url, contentLength, pieceSize }, 'fetching source')
+      await store.putTask({ taskId: task.id, url, ...(task.digest != null ? { digest: task.digest } : {}), contentLength, pieceSize, state: 'running', updatedAt: Date.now() })
+      this.log.info({ taskId: task.id, url, contentLength, pieceSize }, 'fetching source')
 
       const verifier = task.digest != null ? new DigestVerifier(task.digest) : undefined
       let total: number
@@ -88,25 +98,32 @@ export class SourceFetcher {
         if (err instanceof ShoalError || signal.aborted) {
           throw err
         }
-        throw new SourceUnavailableError(`reading ${task.url} failed: ${(err as Error).message}`)
+        throw new SourceUnavailableError(`reading ${url} failed: ${(err as Error).message}`)
       }
       verifier?.verify()
 
-      await store.putTask({ taskId: task.id, url: task.url, ...(task.digest != null ? { digest: task.digest } : {}), contentLength: total, pieceSize, state: 'success', updatedAt: Date.now() })
+      await store.putTask({ taskId: task.id, url, ...(task.digest != null ? { digest: task.digest } : {}), contentLength: total, pieceSize, state: 'success', updatedAt: Date.now() })
       task.succeed(total)
       this.log.info({ taskId: task.id, bytes: total, pieces: task.pieces.size, ms: Math.round(performance.now() - started) }, 'source fetched')
     } catch (err) {
-      outcome = err instanceof SourceHttpError ? 'http_error' : err instanceof DigestMismatchError ? 'digest_mismatch' : 'network_error'
+      outcome = err instanceof SourceHttpError
+        ? 'http_error'
+        : err instanceof DigestMismatchError
+          ? 'digest_mismatch'
+          : err instanceof SourceRefusedError ? 'refused' : err instanceof SourceTooLargeError ? 'too_large' : 'network_error'
       const e = err as Error & { code?: string, statusCode?: number }
-      this.log.warn({ taskId: task.id, url: task.url, err, code: e.code }, 'source fetch failed')
+      this.log.warn({ taskId: task.id, url, err, code: e.code }, 'source fetch failed')
       task.fail({
         code: e.code ?? 'ERR_SOURCE_UNAVAILABLE',
         message: e.message,
-        ...(err instanceof SourceHttpError ? { sourceStatus: err.statusCode } : {})
+        // a refusal is this supernode saying no: the daemon relays it as a 403 and must
+        // not work around it by fetching the URL itself
+        ...(err instanceof SourceHttpError ? { sourceStatus: err.statusCode } : err instanceof SourceRefusedError ? { sourceStatus: 403 } : {})
       })
       // withdraw whatever was cut: a task that failed has no trustworthy pieces
       await store.deleteTask(task.id).catch((err: unknown) => { this.log.error({ err, taskId: task.id }, 'cannot clean up failed task') })
     } finally {
+      res?.body.destroy()
       metrics.sourceFetches.inc({ result: outcome })
       metrics.sourceFetchDuration.observe({ result: outcome }, (performance.now() - started) / 1000)
     }

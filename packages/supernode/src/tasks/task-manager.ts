@@ -25,7 +25,8 @@ export class TaskManager {
   private readonly components: TaskManagerComponents
   private readonly log: Logger
   private readonly tasks = new Map<string, Task>()
-  private readonly fetches = new Set<Promise<void>>()
+  /** The running source fetch of each task. */
+  private readonly fetches = new Map<string, Promise<void>>()
   private readonly failedTaskRetryAfter: number
   private readonly sourceHeadersTimeout: number
   private readonly controller = new AbortController()
@@ -66,7 +67,7 @@ export class TaskManager {
 
   async stop (): Promise<void> {
     this.controller.abort(new Error('supernode stopping'))
-    await Promise.allSettled([...this.fetches])
+    await Promise.allSettled([...this.fetches.values()])
   }
 
   get (taskId: string): Task {
@@ -91,13 +92,16 @@ export class TaskManager {
     const { metrics } = this.components
 
     if (task == null) {
-      task = new Task({ id, url: request.url, digest: request.digest, headers: request.headers })
+      task = new Task({ id, url: request.url, digest: request.digest })
       this.tasks.set(id, task)
-      this.startFetch(task)
+      this.startFetch(task, request.headers)
       metrics.registrations.inc({ outcome: 'new' })
-    } else if (task.state === 'failed' && Date.now() - task.failedAt >= this.failedTaskRetryAfter) {
-      task.reset(request.headers)
-      this.startFetch(task)
+    } else if (task.state === 'failed' && !this.fetches.has(id) && Date.now() - task.failedAt >= this.failedTaskRetryAfter) {
+      // URL and headers come together from this registrant: its credentials go to its
+      // URL, never to the URL of whoever registered first (the failed fetch has ended,
+      // its cleanup too, so nothing of it runs beside the new one)
+      task.reset(request.url)
+      this.startFetch(task, request.headers)
       metrics.registrations.inc({ outcome: 'new' })
     } else {
       metrics.registrations.inc({ outcome: task.state === 'failed' ? 'failed' : 'cached' })
@@ -108,10 +112,11 @@ export class TaskManager {
     return task
   }
 
-  private startFetch (task: Task): void {
-    const fetch = this.components.fetcher.fetch(task, this.controller.signal)
-      .finally(() => { this.fetches.delete(fetch) })
-    this.fetches.add(fetch)
+  /** The headers live in this fetch only: nothing keeps them once it ends. */
+  private startFetch (task: Task, headers: Record<string, string> | undefined): void {
+    const fetch = this.components.fetcher.fetch(task, { headers, signal: this.controller.signal })
+      .finally(() => { this.fetches.delete(task.id) })
+    this.fetches.set(task.id, fetch)
   }
 
   /** Forgets a departed peer everywhere. */

@@ -4,19 +4,20 @@ export interface TaskInit {
   id: string
   url: string
   digest?: string | undefined
-  /** Headers for the source fetch (credentials): kept in memory only, never persisted. */
-  headers?: Record<string, string> | undefined
 }
 
 /**
  * The supernode's view of one piece of content: what it has cut from the source so
  * far, and which peers hold which pieces. Waiters (long polls) are woken on change.
+ *
+ * A task holds no credentials: the registration that starts a fetch hands its headers
+ * to that fetch alone, so they go to that registrant's URL and are gone when it ends.
  */
 export class Task {
   readonly id: string
-  readonly url: string
+  /** Where the content is fetched from: the URL of the registration that started the current fetch. */
+  url: string
   readonly digest: string | undefined
-  headers: Record<string, string>
   state: TaskState = 'running'
   contentLength: number | null = null
   /** Known once the source has answered; see `ready`. */
@@ -37,7 +38,6 @@ export class Task {
     this.id = init.id
     this.url = init.url
     this.digest = init.digest
-    this.headers = init.headers ?? {}
     const { promise, resolve } = Promise.withResolvers<void>()
     this.ready = promise
     this.markReady = resolve
@@ -77,13 +77,16 @@ export class Task {
     this.changed()
   }
 
-  /** Starts over after a failure: same content, fresh fetch. */
-  reset (headers: Record<string, string> | undefined): void {
+  /**
+   * Starts over after a failure: same content, fresh fetch, from the new registrant's
+   * URL (a digest task may be registered under several), with its headers.
+   */
+  reset (url: string): void {
+    this.url = url
     this.state = 'running'
     this.error = undefined
     this.contentLength = null
     this.pieceSize = 0
-    this.headers = headers ?? {}
     const { promise, resolve } = Promise.withResolvers<void>()
     this.ready = promise
     this.markReady = resolve
