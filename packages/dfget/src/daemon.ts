@@ -9,10 +9,11 @@ import { OriginFetch } from './download/origin-fetch.ts'
 import { PeerTask } from './download/peer-task.ts'
 import { PieceFetcher } from './download/piece-fetcher.ts'
 import { DfgetMetrics } from './metrics.ts'
+import { BlobAuthorizer, type SourceHead } from './mirror/blob-authorizer.ts'
 import { registryErrorBody, registryMirrorRoutes } from './mirror/registry-mirror.ts'
 import { SupernodeClient } from './supernode-client.ts'
 import type { Registry } from 'prom-client'
-import type { Dispatcher } from 'undici'
+import { request, type Dispatcher } from 'undici'
 
 export interface DaemonInit {
   /** Registry mirror and API address. @default 127.0.0.1:65001 */
@@ -37,6 +38,15 @@ export interface DaemonInit {
   announceInterval?: number
   /** The name this host gives the supernode. @default os.hostname() */
   hostname?: string
+  /** How long the upstream's "this client may read this blob" is reused; 0 asks every time. @default 60000 ms */
+  authCacheTtl?: number
+  /** Longest one authorization check (a HEAD to the upstream) may take. @default 10000 ms */
+  authTimeout?: number
+  /**
+   * Host header names the mirror and API answer to besides loopback names and the listen
+   * address (when a specific IP); other Hosts get 403 (DNS rebinding). @default []
+   */
+  allowedHosts?: string[]
   version?: string
 }
 
@@ -46,6 +56,8 @@ export interface DaemonComponents {
   metrics?: Registry
   /** For the upstream registry, origins and the supernode. @default createHttpDispatcher() */
   dispatcher?: Dispatcher
+  /** Asks the upstream (a HEAD, redirects not followed) whether a client may read a blob. @default a HEAD through `dispatcher` */
+  sourceHead?: SourceHead
 }
 
 /**
@@ -61,6 +73,7 @@ export class Daemon {
   private readonly metrics: DfgetMetrics
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
+  private readonly sourceHead: SourceHead
   private heartbeat?: NodeJS.Timeout
   private downloads?: DownloadManager
   private client?: SupernodeClient
@@ -75,6 +88,7 @@ export class Daemon {
     this.metrics = new DfgetMetrics(this.registry)
     this.ownsDispatcher = components.dispatcher == null
     this.dispatcher = components.dispatcher ?? createHttpDispatcher()
+    this.sourceHead = components.sourceHead ?? headThrough(this.dispatcher)
     this.node = new PeerNode({ logger: this.logger, metrics: this.registry }, {
       dataDir: init.dataDir,
       p2pListen: init.p2pListen,
@@ -106,12 +120,20 @@ export class Daemon {
     this.downloads = new DownloadManager({ store, ...(peerTask != null ? { peerTask } : {}), origin, metrics, logger },
       this.init.downloadTimeout != null ? { downloadTimeout: this.init.downloadTimeout } : {})
 
-    const shared = { downloads: this.downloads, store, metrics }
+    const authorizer = new BlobAuthorizer({ sourceHead: this.sourceHead, metrics, logger }, {
+      ...(this.init.authCacheTtl != null ? { cacheTtl: this.init.authCacheTtl } : {}),
+      ...(this.init.authTimeout != null ? { timeout: this.init.authTimeout } : {})
+    })
+    const shared = { downloads: this.downloads, store, metrics, authorizer }
     this.http = await startHttpServer(this.init.listen, createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),
       ...daemonApiRoutes(shared),
       ...registryMirrorRoutes({ ...shared, dispatcher, logger }, { upstream: this.init.registry })
-    ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }))
+    ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }), {
+      allowedHosts: this.init.allowedHosts ?? [],
+      allowedHostsHint: 'start the daemon with --allowed-host <name>',
+      errorBody: registryErrorBody
+    })
 
     if (this.client != null) {
       const announce = (): void => {
@@ -159,5 +181,17 @@ export class Daemon {
   /** This daemon, as the supernode and other peers know it. */
   self (): PeerInfo {
     return { ...this.node.address(), hostname: this.init.hostname ?? hostname() }
+  }
+}
+
+/**
+ * A HEAD through `dispatcher` with redirects not followed: `maxRedirections: 0` makes
+ * undici's redirect interceptor (see createHttpDispatcher) pass the 3xx back as it is.
+ */
+function headThrough (dispatcher: Dispatcher): SourceHead {
+  return async (url, { headers, signal }) => {
+    const options = { method: 'HEAD', headers, signal, dispatcher, maxRedirections: 0 }
+    const res = await request(url, options as Parameters<typeof request>[1])
+    return { statusCode: res.statusCode, headers: res.headers, body: res.body }
   }
 }

@@ -21,6 +21,8 @@ const daemonSchema = z.object({
   downloadTimeout: configSchemas.duration,
   maxUploads: z.coerce.number().int().min(1).max(1024),
   hostname: z.string().min(1).max(255).optional(),
+  authCacheTtl: z.coerce.number().int().min(0).max(3_600_000),
+  allowedHost: z.array(z.string().min(1).max(255)).default([]),
   logLevel: configSchemas.logLevel
 })
 
@@ -74,6 +76,8 @@ const daemon = program.command('daemon')
   .addOption(new Option('--download-timeout <ms>', 'longest one download may take').default('1800000'))
   .addOption(new Option('--max-uploads <n>', 'pieces served to peers at once').default('16'))
   .addOption(new Option('--hostname <name>', 'name given to the supernode (default: the OS host name)'))
+  .addOption(new Option('--auth-cache-ttl <ms>', "how long the registry's yes to 'may this client read this blob' is reused; 0 asks every time").default('60000'))
+  .addOption(new Option('--allowed-host <name...>', 'Host header names the mirror and API answer to besides localhost, 127.0.0.1, [::1] and the listen address (default: none)').default([]))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
   .showHelpAfterError()
   .action(async () => {
@@ -90,6 +94,8 @@ const daemon = program.command('daemon')
         concurrency: options.concurrency,
         downloadTimeout: options.downloadTimeout,
         maxConcurrentUploads: options.maxUploads,
+        authCacheTtl: options.authCacheTtl,
+        allowedHosts: options.allowedHost,
         ...(options.hostname != null ? { hostname: options.hostname } : {}),
         version
       })
