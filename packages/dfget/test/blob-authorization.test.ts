@@ -208,7 +208,7 @@ describe('private blobs stay private', () => {
     expect(await checks(dead, 'error')).toBe(1)
   })
 
-  it('POST /api/v1/downloads asks the source before serving content this host has', async () => {
+  it('POST /api/v1/downloads asks the source before serving content this host has, or its peers would serve', async () => {
     const blob = add('private/app', PIECE + 3)
     const url = `${origin.url}${blob.path}`
     expect((await get(`${a.url}${blob.path}`, { authorization: GOOD })).status).toBe(200)
@@ -228,6 +228,16 @@ describe('private blobs stay private', () => {
     const ok = await post({ authorization: GOOD })
     expect(ok.status).toBe(200)
     expect(sha256(ok.body)).toBe(blob.digest)
+
+    // host B holds nothing, but its pieces would come from host A
+    const onB = await request(`${b.url}/api/v1/downloads`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ url, digest: blob.digest }),
+      signal: AbortSignal.timeout(20_000)
+    })
+    expect(onB.statusCode).toBe(401)
+    expect(Buffer.from(await onB.body.arrayBuffer()).includes(blob.data.subarray(0, 32))).toBe(false)
   })
 })
 

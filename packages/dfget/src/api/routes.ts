@@ -6,7 +6,7 @@ import type { DownloadManager } from '../download/download-manager.ts'
 import type { BlobAuthorizer } from '../mirror/blob-authorizer.ts'
 
 export interface DaemonApiComponents extends SendDownloadComponents {
-  downloads: SendDownloadComponents['downloads'] & Pick<DownloadManager, 'isLocal'>
+  downloads: SendDownloadComponents['downloads'] & Pick<DownloadManager, 'isLocal' | 'swarm'>
   /** Asked before content this host already has, or is fetching, is served. */
   authorizer: Pick<BlobAuthorizer, 'check'>
 }
@@ -21,8 +21,8 @@ export const downloadRequestSchema = z.object({
 /**
  * The daemon's own API beside the registry mirror (and the common `/healthz`,
  * `/metrics`, `/api/v1/status`): downloads of any URL through the swarm. Content
- * already on this host, or on its way, is served only after a HEAD of the URL with the
- * caller's headers answered 2xx or 3xx.
+ * already on this host, on its way, or coming from peers is served only after a HEAD of
+ * the URL with the caller's headers answered 2xx or 3xx.
  */
 export function daemonApiRoutes (c: DaemonApiComponents): Route[] {
   return [
@@ -31,9 +31,12 @@ export function daemonApiRoutes (c: DaemonApiComponents): Route[] {
       pattern: new RegExp(`^${API_PREFIX}/downloads$`),
       handler: async (ctx) => {
         const body = await readJson(ctx.req, downloadRequestSchema)
-        // content this host holds or is fetching for someone else is not the caller's
-        // unless the source says so; anything else the source itself answers for
-        if (await c.downloads.isLocal(body) && !await authorize(ctx, c.authorizer, body.url, body.headers ?? {})) {
+        // content this host holds or is fetching for someone else, or that peers would
+        // serve, is not the caller's unless the source says so; only a download straight
+        // from the source (no supernode, nothing here) needs no question: the source
+        // answers it itself
+        const served = c.downloads.swarm || await c.downloads.isLocal(body)
+        if (served && !await authorize(ctx, c.authorizer, body.url, body.headers ?? {})) {
           return
         }
         await sendDownload(ctx, c, body, body.digest != null ? { 'x-shoal-digest': body.digest } : {})

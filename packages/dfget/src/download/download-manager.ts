@@ -79,6 +79,11 @@ export class DownloadManager {
     return download
   }
 
+  /** Whether downloads go through the swarm, whose peers serve pieces without asking the source. */
+  get swarm (): boolean {
+    return this.components.peerTask != null
+  }
+
   /** Whether this content is complete on this host, or on its way (so serving it would not ask the source). */
   async isLocal (request: DownloadRequest): Promise<boolean> {
     const taskId = taskIdFor(request)
