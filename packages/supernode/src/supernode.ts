@@ -26,6 +26,11 @@ export interface SupernodeInit {
   sourceTimeout?: number
   /** Pieces served at once over libp2p. @default 32 */
   maxConcurrentUploads?: number
+  /**
+   * HTTP connections open at once: every daemon with a download in progress holds one
+   * or more (schedule long-polls), so this is higher than a daemon's. @default 4096
+   */
+  maxHttpConnections?: number
   version?: string
 }
 
@@ -88,7 +93,7 @@ export class Supernode {
     this.http = await startHttpServer(this.init.listen, createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self(), peers: this.peers.size }) }),
       ...apiRoutes({ tasks: this.tasks, peers: this.peers, scheduler, metrics: this.metrics, self: () => this.self() })
-    ], { log: this.log, signal: this.controller.signal }))
+    ], { log: this.log, signal: this.controller.signal }), { maxConnections: this.init.maxHttpConnections ?? 4096 })
 
     this.metrics.observe({ tasks: () => this.tasks.all(), peerCount: () => this.peers.size })
     this.expiry = setInterval(() => {

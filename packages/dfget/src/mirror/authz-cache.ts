@@ -14,8 +14,10 @@ export interface AuthzCacheInit {
  */
 export function authzKey (headers: Readonly<Record<string, string>>, target: string): string {
   const hash = createHash('sha256')
-  for (const name of Object.keys(headers).map(n => n.toLowerCase()).sort()) {
-    const value = Object.entries(headers).find(([n]) => n.toLowerCase() === name)?.[1] ?? ''
+  const entries = Object.entries(headers)
+    .map(([name, value]) => [name.toLowerCase(), value] as const)
+    .sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+  for (const [name, value] of entries) {
     hash.update(`${name}\0${value}\0`)
   }
   return `${hash.digest('hex')} ${target}`
