@@ -80,19 +80,20 @@ describe('BlobAuthorizer', () => {
     return { authorizer, calls, checks: async (result) => sample(parseSamples(await registry.metrics()), 'shoal_dfget_authz_checks_total', { result }) }
   }
 
-  const signal = AbortSignal.timeout(10_000)
+  /** A fresh signal per call: one made at load time would time out under a slow run. */
+  const live = (): AbortSignal => AbortSignal.timeout(10_000)
 
   it('allows on 2xx and 3xx, asks with the client credentials, and reuses the answer', async () => {
     const { authorizer, calls, checks } = setup(async (url) => answer(url === URL_A ? 200 : 307, { location: 'https://storage/x' }))
     const alice = { authorization: 'Bearer alice' }
-    expect(await authorizer.check(URL_A, alice, signal)).toBeUndefined()
-    expect(await authorizer.check(URL_B, alice, signal)).toBeUndefined()
-    expect(await authorizer.check(URL_A, alice, signal)).toBeUndefined()
+    expect(await authorizer.check(URL_A, alice, live())).toBeUndefined()
+    expect(await authorizer.check(URL_B, alice, live())).toBeUndefined()
+    expect(await authorizer.check(URL_A, alice, live())).toBeUndefined()
     expect(calls).toEqual([{ url: URL_A, headers: alice }, { url: URL_B, headers: alice }])
     expect(await checks('allowed')).toBe(2)
     expect(await checks('cached')).toBe(1)
     // another client is asked about on its own
-    expect(await authorizer.check(URL_A, {}, signal)).toBeUndefined()
+    expect(await authorizer.check(URL_A, {}, live())).toBeUndefined()
     expect(calls).toHaveLength(3)
   })
 
@@ -100,7 +101,7 @@ describe('BlobAuthorizer', () => {
     const challenge = 'Bearer realm="http://auth/token",service="registry",scope="repository:team/app:pull"'
     const { authorizer, calls, checks } = setup(async () => answer(401, { 'www-authenticate': challenge, 'docker-distribution-api-version': 'registry/2.0', 'x-secret': 'no' }))
     for (let i = 0; i < 2; i++) {
-      const denial = await authorizer.check(URL_A, {}, signal)
+      const denial = await authorizer.check(URL_A, {}, live())
       expect(denial?.status).toBe(401)
       expect(denial?.headers).toEqual({ 'www-authenticate': challenge, 'docker-distribution-api-version': 'registry/2.0', 'content-type': 'application/json; charset=utf-8' })
       expect(JSON.parse(denial?.body.toString() ?? '')).toEqual({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required', detail: null }] })
@@ -111,16 +112,34 @@ describe('BlobAuthorizer', () => {
 
   it('keeps an error body the upstream sent, bounded', async () => {
     const { authorizer } = setup(async () => answer(403, { 'content-type': 'application/json' }, 'x'.repeat(100)), { maxErrorBody: 10 })
-    const denial = await authorizer.check(URL_A, {}, signal)
+    const denial = await authorizer.check(URL_A, {}, live())
     expect(denial?.status).toBe(403)
     expect(denial?.body.toString()).toBe('x'.repeat(10))
   })
 
+  it('shares one question among clients asking the same at once, even when the first goes away', async () => {
+    let release: (() => void) | undefined
+    const { authorizer, calls, checks } = setup(async () => {
+      await new Promise<void>(resolve => { release = resolve })
+      return answer(200)
+    })
+    const first = new AbortController()
+    const settled = Promise.allSettled([authorizer.check(URL_A, {}, first.signal), authorizer.check(URL_A, {}, live()), authorizer.check(URL_A, {}, live())])
+    first.abort(new Error('client went away'))
+    await new Promise(resolve => setTimeout(resolve, 10))
+    release?.()
+    const answers = await settled
+    expect(answers.map(a => a.status)).toEqual(['rejected', 'fulfilled', 'fulfilled'])
+    expect(calls).toHaveLength(1)
+    expect(await checks('allowed')).toBe(1)
+    expect(await checks('cached')).toBe(2)
+  })
+
   it('fails with a stable code when the upstream cannot be asked, or takes too long', async () => {
     const { authorizer, checks } = setup(async () => { throw new Error('connect ECONNREFUSED') })
-    await expect(authorizer.check(URL_A, {}, signal)).rejects.toMatchObject({ code: 'ERR_AUTHZ_UNAVAILABLE' })
+    await expect(authorizer.check(URL_A, {}, live())).rejects.toMatchObject({ code: 'ERR_AUTHZ_UNAVAILABLE' })
     const slow = setup(async () => new Promise(() => {}), { timeout: 50 })
-    await expect(slow.authorizer.check(URL_A, {}, signal)).rejects.toMatchObject({ code: 'ERR_AUTHZ_UNAVAILABLE' })
+    await expect(slow.authorizer.check(URL_A, {}, live())).rejects.toMatchObject({ code: 'ERR_AUTHZ_UNAVAILABLE' })
     expect(await checks('error')).toBe(1)
   })
 })

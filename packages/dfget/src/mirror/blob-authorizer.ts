@@ -66,6 +66,8 @@ export class BlobAuthorizer {
   private readonly cache: AuthzCache
   private readonly timeout: number
   private readonly maxErrorBody: number
+  /** Checks in progress, by key; as many as requests in progress at most. */
+  private readonly pending = new Map<string, Promise<Denial | undefined>>()
 
   constructor (components: BlobAuthorizerComponents, init: BlobAuthorizerInit = {}) {
     this.components = components
@@ -77,7 +79,7 @@ export class BlobAuthorizer {
 
   /**
    * Resolves with undefined when the client may read `url`, or with the upstream's
-   * denial.
+   * denial. Aborting `signal` stops waiting; the check goes on for whoever else asked.
    *
    * @throws {AuthorizationUnavailableError} when the upstream cannot be asked
    */
@@ -88,18 +90,28 @@ export class BlobAuthorizer {
       metrics.authzChecks.inc({ result: 'cached' })
       return undefined
     }
+    // clients asking the same at once (a node's pods pulling one image) share one HEAD,
+    // which runs to its own timeout whoever of them goes away
+    let pending = this.pending.get(key)
+    if (pending == null) {
+      pending = this.ask(url, headers, key).finally(() => { this.pending.delete(key) })
+      this.pending.set(key, pending)
+    } else {
+      metrics.authzChecks.inc({ result: 'cached' })
+    }
+    return raceSignal(pending, signal)
+  }
 
-    const checkSignal = AbortSignal.any([signal, AbortSignal.timeout(this.timeout)])
+  private async ask (url: string, headers: Record<string, string>, key: string): Promise<Denial | undefined> {
+    const { metrics } = this.components
+    const signal = AbortSignal.timeout(this.timeout)
     let res: SourceHeadResponse
     let body: Buffer
     try {
-      res = await raceSignal(this.components.sourceHead(url, { headers, signal: checkSignal }), checkSignal)
-      body = await this.readBounded(res.body, checkSignal)
+      res = await raceSignal(this.components.sourceHead(url, { headers, signal }), signal)
+      body = await this.readBounded(res.body, signal)
     } catch (err) {
       metrics.authzChecks.inc({ result: 'error' })
-      if (signal.aborted) {
-        throw err
-      }
       this.log.warn({ err, url }, 'cannot ask the upstream whether the client may read this')
       throw new AuthorizationUnavailableError(`cannot ask ${new URL(url).origin} whether the client may read this: ${(err as Error).message}`, { cause: err })
     }
