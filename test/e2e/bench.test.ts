@@ -71,6 +71,15 @@ describe.skipIf(skip != null)(`benchmarks at a toy size${skip != null ? ` (skipp
     expect(report.peerBytesBySource.peer).toBe(16 * 1024 * 1024)
   })
 
+  it('authz cost: a public blob on disk, the check cached and not, each answer verified', async () => {
+    const json = join(dir, 'authz-cost.json')
+    const res = await run(process.execPath, [`${REPO_ROOT}test/bench/authz-cost.ts`, '--requests', '5', '--json', json], { timeoutMs: 120_000 })
+    expect(res.code, res.stderr + res.stdout).toBe(0)
+    const report = JSON.parse(await readFile(json, 'utf8')) as { results: Array<{ mode: string, medianMs: number }> }
+    expect(report.results.map(r => r.mode)).toEqual(['registry', 'head', 'warm', 'cold'])
+    expect(report.results.every(r => r.medianMs > 0)).toBe(true)
+  })
+
   it('leaves no run directory behind', async () => {
     expect(await benchDirs()).toEqual(dirsBefore)
   })

@@ -17,7 +17,25 @@ export interface CountingProxy {
  * Sits in front of a registry and counts what reaches it, so a test can assert that
  * the registry served each layer blob at most once.
  */
-export async function startCountingProxy (target: string): Promise<CountingProxy> {
+export interface CountingProxyOptions {
+  /** Sends blob GET bodies at about this rate, so a download stays in flight a while. @default unthrottled */
+  blobBytesPerSecond?: number
+}
+
+/** Passes chunks on at about `bytesPerSecond`, in 64 KiB slices. */
+function throttle (bytesPerSecond: number): (source: AsyncIterable<Buffer>) => AsyncGenerator<Buffer> {
+  return async function * (source) {
+    for await (const chunk of source) {
+      for (let i = 0; i < chunk.byteLength; i += 65_536) {
+        const slice = chunk.subarray(i, i + 65_536)
+        await new Promise(resolve => setTimeout(resolve, 1000 * slice.byteLength / bytesPerSecond))
+        yield slice
+      }
+    }
+  }
+}
+
+export async function startCountingProxy (target: string, options: CountingProxyOptions = {}): Promise<CountingProxy> {
   const blobGets = new Map<string, number>()
   const requests: string[] = []
   const server = createServer((req, res) => {
@@ -42,7 +60,11 @@ export async function startCountingProxy (target: string): Promise<CountingProxy
           }
         }
         res.writeHead(upstream.statusCode, out)
-        await pipeline(upstream.body, res)
+        if (blob != null && req.method === 'GET' && options.blobBytesPerSecond != null) {
+          await pipeline(upstream.body, throttle(options.blobBytesPerSecond), res)
+        } else {
+          await pipeline(upstream.body, res)
+        }
       })
       .catch(() => { res.destroy() })
   })

@@ -9,6 +9,8 @@ export interface Dockerd {
   proc: ManagedProcess
   /** `docker pull ref`; resolves with the CLI's output, rejects on failure. */
   pull(ref: string): Promise<string>
+  /** `docker login server` with the password on stdin; the credentials stay in this dockerd's own client config. */
+  login(server: string, user: string, password: string): Promise<string>
   /** `docker image inspect --format {{.Id}}` */
   imageId(ref: string): Promise<string>
   stop(): Promise<void>
@@ -49,8 +51,10 @@ export async function startDockerd (dir: string, mirror: string): Promise<Docker
     ready: (line) => line.includes('API listen on') ? true : undefined,
     readyTimeoutMs: 60_000
   })
-  const docker = async (...args: string[]): Promise<string> => {
-    const res = await run(dockerBin, ['-H', `unix://${socket}`, ...args], { timeoutMs: 180_000 })
+  // the CLI's config (and credentials) of this dockerd only, never the user's ~/.docker
+  const env = { DOCKER_CONFIG: join(dir, 'docker-config') }
+  const docker = async (args: string[], input?: string): Promise<string> => {
+    const res = await run(dockerBin, ['-H', `unix://${socket}`, ...args], { timeoutMs: 180_000, env, ...(input != null ? { input } : {}) })
     if (res.code !== 0) {
       throw new Error(`docker ${args.join(' ')} failed (${res.code}): ${res.stderr || res.stdout}`)
     }
@@ -59,8 +63,9 @@ export async function startDockerd (dir: string, mirror: string): Promise<Docker
   return {
     socket,
     proc,
-    pull: async (ref) => docker('pull', ref),
-    imageId: async (ref) => (await docker('image', 'inspect', '--format', '{{.Id}}', ref)).trim(),
+    pull: async (ref) => docker(['pull', ref]),
+    login: async (server, user, password) => docker(['login', '--username', user, '--password-stdin', server], password),
+    imageId: async (ref) => (await docker(['image', 'inspect', '--format', '{{.Id}}', ref])).trim(),
     async stop () {
       await proc.stop(15_000)
       await rm(execRoot, { recursive: true, force: true })

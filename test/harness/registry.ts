@@ -50,6 +50,27 @@ export interface DockerRegistryOptions {
   proxyRemoteUrl?: string
   /** Wraps the command line, such as `ip netns exec <ns>` to run it on a test host. */
   exec?: (command: string, args: string[]) => { command: string, args: string[] }
+  /** Basic auth for every request (`auth.htpasswd`): user → password, stored bcrypt'd. */
+  htpasswd?: Record<string, string>
+  /** Token auth (`auth.token`): the token server's realm, service, issuer and the PEM file of its certificate. */
+  token?: { realm: string, service: string, issuer: string, rootCertBundle: string }
+  /** The Authorization header `push` sends for a repository, for a registry with auth. */
+  pushAuthorization?: (name: string) => string
+}
+
+async function authConfig (dir: string, options: DockerRegistryOptions): Promise<string[]> {
+  if (options.htpasswd != null) {
+    const { hashSync } = await import('bcryptjs')
+    const path = join(dir, 'htpasswd')
+    // cost 5: the registry checks the hash on every request
+    await writeFile(path, Object.entries(options.htpasswd).map(([user, password]) => `${user}:${hashSync(password, 5)}\n`).join(''))
+    return ['auth:', '  htpasswd:', '    realm: shoal-test', `    path: ${path}`]
+  }
+  if (options.token != null) {
+    const t = options.token
+    return ['auth:', '  token:', `    realm: ${t.realm}`, `    service: ${t.service}`, `    issuer: ${t.issuer}`, `    rootcertbundle: ${t.rootCertBundle}`]
+  }
+  return []
 }
 
 /**
@@ -76,6 +97,7 @@ export async function startDockerRegistry (dir: string, options: DockerRegistryO
     'http:',
     `  addr: ${listen}`,
     ...(options.proxyRemoteUrl != null ? ['proxy:', `  remoteurl: ${options.proxyRemoteUrl}`] : []),
+    ...await authConfig(dir, options),
     ''
   ].join('\n'))
   const logFile = join(dir, 'registry.log')
@@ -88,12 +110,13 @@ export async function startDockerRegistry (dir: string, options: DockerRegistryO
     await proc.stop()
     throw err
   }
-  return { url, kind: 'docker-registry', pid: proc.child.pid, logFile, push: async (image) => { await pushImage(url, image) }, stop: async () => { await proc.stop() } }
+  return { url, kind: 'docker-registry', pid: proc.child.pid, logFile, push: async (image) => { await pushImage(url, image, options.pushAuthorization?.(image.name)) }, stop: async () => { await proc.stop() } }
 }
 
 /** Uploads one blob into a repository with a monolithic upload (POST, then PUT). */
-export async function pushBlob (registryUrl: string, name: string, blob: Pick<Blob, 'digest' | 'size' | 'path'>): Promise<void> {
-  const start = await request(`${registryUrl}/v2/${name}/blobs/uploads/`, { method: 'POST', signal: AbortSignal.timeout(30_000) })
+export async function pushBlob (registryUrl: string, name: string, blob: Pick<Blob, 'digest' | 'size' | 'path'>, authorization?: string): Promise<void> {
+  const auth: Record<string, string> = authorization != null ? { authorization } : {}
+  const start = await request(`${registryUrl}/v2/${name}/blobs/uploads/`, { method: 'POST', headers: auth, signal: AbortSignal.timeout(30_000) })
   await start.body.dump()
   const location = start.headers.location
   if (start.statusCode !== 202 || typeof location !== 'string') {
@@ -103,7 +126,7 @@ export async function pushBlob (registryUrl: string, name: string, blob: Pick<Bl
   target.searchParams.set('digest', blob.digest)
   const put = await request(target, {
     method: 'PUT',
-    headers: { 'content-type': 'application/octet-stream', 'content-length': String(blob.size) },
+    headers: { ...auth, 'content-type': 'application/octet-stream', 'content-length': String(blob.size) },
     body: createReadStream(blob.path),
     signal: AbortSignal.timeout(600_000)
   })
@@ -114,13 +137,13 @@ export async function pushBlob (registryUrl: string, name: string, blob: Pick<Bl
 }
 
 /** Pushes an image with the registry HTTP API: monolithic blob uploads, then the manifest. */
-export async function pushImage (registryUrl: string, image: GeneratedImage): Promise<void> {
+export async function pushImage (registryUrl: string, image: GeneratedImage, authorization?: string): Promise<void> {
   for (const blob of [image.config, ...image.layers]) {
-    await pushBlob(registryUrl, image.name, blob)
+    await pushBlob(registryUrl, image.name, blob, authorization)
   }
   const res = await request(`${registryUrl}/v2/${image.name}/manifests/${image.tag}`, {
     method: 'PUT',
-    headers: { 'content-type': MANIFEST_V2 },
+    headers: { ...(authorization != null ? { authorization } : {}), 'content-type': MANIFEST_V2 },
     body: image.manifest,
     signal: AbortSignal.timeout(30_000)
   })

@@ -9,6 +9,7 @@ import { OriginFetch } from './download/origin-fetch.ts'
 import { PeerTask } from './download/peer-task.ts'
 import { PieceFetcher } from './download/piece-fetcher.ts'
 import { DfgetMetrics } from './metrics.ts'
+import { BlobAuthorizer, type SourceHead } from './mirror/blob-authorizer.ts'
 import { registryErrorBody, registryMirrorRoutes } from './mirror/registry-mirror.ts'
 import { SupernodeClient } from './supernode-client.ts'
 import type { Registry } from 'prom-client'
@@ -55,6 +56,15 @@ export interface DaemonInit {
   maxSourceBytes?: number
   /** Origin and upstream responses open at once. @default 32 */
   maxSourceFetches?: number
+  /** How long the upstream's "this client may read this blob" is reused; 0 asks every time. @default 60000 ms */
+  authCacheTtl?: number
+  /** Longest one authorization check (a HEAD to the upstream) may take. @default 10000 ms */
+  authTimeout?: number
+  /**
+   * Host header names the mirror and API answer to besides loopback names and the listen
+   * address (when a specific IP); other Hosts get 403 (DNS rebinding). @default []
+   */
+  allowedHosts?: string[]
   version?: string
 }
 
@@ -68,6 +78,8 @@ export interface DaemonComponents {
    * (which checks DNS answers at connect time) for the registry and origins
    */
   dispatcher?: Dispatcher
+  /** Asks the upstream (a HEAD, redirects not followed) whether a client may read a blob. @default a HEAD through the daemon's source client */
+  sourceHead?: SourceHead
 }
 
 /**
@@ -84,6 +96,7 @@ export class Daemon {
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
   private readonly source: SourceClient
+  private readonly sourceHead: SourceHead
   private heartbeat?: NodeJS.Timeout
   private downloads?: DownloadManager
   private client?: SupernodeClient
@@ -105,6 +118,7 @@ export class Daemon {
       ...(init.maxSourceBytes != null ? { maxSourceBytes: init.maxSourceBytes } : {}),
       ...(init.maxSourceFetches != null ? { maxConcurrentFetches: init.maxSourceFetches } : {})
     })
+    this.sourceHead = components.sourceHead ?? (async (url, { headers, signal }) => this.source.fetch(url, { method: 'HEAD', headers, signal, redirect: 'manual' }))
     this.node = new PeerNode({ logger: this.logger, metrics: this.registry }, {
       dataDir: init.dataDir,
       p2pListen: init.p2pListen,
@@ -137,12 +151,20 @@ export class Daemon {
     this.downloads = new DownloadManager({ store, ...(peerTask != null ? { peerTask } : {}), origin, metrics, logger },
       this.init.downloadTimeout != null ? { downloadTimeout: this.init.downloadTimeout } : {})
 
-    const shared = { downloads: this.downloads, store, metrics, source }
+    const authorizer = new BlobAuthorizer({ sourceHead: this.sourceHead, metrics, logger }, {
+      ...(this.init.authCacheTtl != null ? { cacheTtl: this.init.authCacheTtl } : {}),
+      ...(this.init.authTimeout != null ? { timeout: this.init.authTimeout } : {})
+    })
+    const shared = { downloads: this.downloads, store, metrics, source, authorizer }
     this.http = await startHttpServer(this.init.listen, createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),
       ...daemonApiRoutes(shared),
       ...registryMirrorRoutes({ ...shared, logger }, { upstream: this.init.registry })
-    ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }))
+    ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }), {
+      allowedHosts: this.init.allowedHosts ?? [],
+      allowedHostsHint: 'start the daemon with --allowed-host <name>',
+      errorBody: registryErrorBody
+    })
 
     if (this.client != null) {
       const announce = (): void => {

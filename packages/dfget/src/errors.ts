@@ -5,3 +5,9 @@ export class DownloadFailedError extends ShoalError {
   override name = 'DownloadFailedError'
   override readonly code = 'ERR_DOWNLOAD_FAILED'
 }
+
+/** The upstream could not be asked whether a client may read some content (unreachable, timed out). */
+export class AuthorizationUnavailableError extends ShoalError {
+  override name = 'AuthorizationUnavailableError'
+  override readonly code = 'ERR_AUTHZ_UNAVAILABLE'
+}

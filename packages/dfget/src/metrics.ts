@@ -12,6 +12,8 @@ export class DfgetMetrics {
   readonly cacheHits: Counter
   readonly backToSource: Counter<'reason'>
   readonly activeDownloads: Gauge
+  /** Authorization checks with the upstream before content is served, by result. */
+  readonly authzChecks: Counter<'result'>
 
   constructor (registry: Registry) {
     const registers = [registry]
@@ -26,5 +28,9 @@ export class DfgetMetrics {
     this.cacheHits = new Counter({ name: 'shoal_dfget_cache_hits_total', help: 'Requests answered from content already complete on this host', registers })
     this.backToSource = new Counter({ name: 'shoal_dfget_back_to_source_total', help: 'Downloads that fell back to the origin, by reason', labelNames: ['reason'], registers })
     this.activeDownloads = new Gauge({ name: 'shoal_dfget_active_downloads', help: 'Downloads in progress', registers })
+    this.authzChecks = new Counter({ name: 'shoal_dfget_authz_checks_total', help: 'Checks that a client may read content before it is served, by result (allowed and denied: the upstream answered; cached: answered without a new upstream request, from a recent allowed answer or a check already in progress for the same client and blob; error: the upstream failed or could not be reached)', labelNames: ['result'], registers })
+    for (const result of ['allowed', 'denied', 'error', 'cached']) {
+      this.authzChecks.inc({ result }, 0)
+    }
   }
 }

@@ -70,7 +70,8 @@ describe('the daemon fetches only what it may', () => {
     const res = await post(daemon.url, { url: `${files.url}/file.bin`, digest: sha256(data) })
     expect(res.status).toBe(403)
     expect(res.json.errors?.[0]?.message).toMatch(/--allow-source/)
-    expect(files.requests).toEqual([])
+    // the HEAD is this daemon asking whether the caller may read it (it may); no GET follows
+    expect(files.requests).toEqual(['HEAD /file.bin'])
   })
 
   it('downloads from an extra host given with --allow-source when the supernode allows it too', async () => {

@@ -1,6 +1,7 @@
 import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { z } from 'zod'
+import { createHostGuard } from './host-guard.ts'
 import { HttpError } from './http-error.ts'
 import type { Logger } from '../logger.ts'
 import type { AddressInfo } from 'node:net'
@@ -174,12 +175,58 @@ export interface HttpServer {
   close(): Promise<void>
 }
 
+export interface HttpServerOptions {
+  /** Connections open at once; the OS hands more to the server, which closes them at once. @default 1024 */
+  maxConnections?: number
+  /** A connection with no traffic either way for this long is closed: a client that stopped reading a response is cut. @default 120000 ms */
+  idleTimeout?: number
+  /** Until the request headers are in. @default 30000 ms */
+  headersTimeout?: number
+  /** Until the whole request (headers and body) is in. @default 60000 ms */
+  requestTimeout?: number
+  /** Largest request head (request line and headers); larger ones get 431. @default 16384 bytes */
+  maxHeaderSize?: number
+  /**
+   * When set, only requests whose Host header names loopback, the listen address (when
+   * it is a specific IP) or one of these names are answered; the rest get 403, so a web
+   * page that rebinds its DNS name to this host cannot talk to it. @default undefined (any Host)
+   */
+  allowedHosts?: readonly string[]
+  /** How to allow another Host, for the 403 message, such as `start the daemon with --allowed-host <name>`. */
+  allowedHostsHint?: string
+  /** The body of the 403, in the API's error format. @default `{ error: { code, message } }` */
+  errorBody?: (err: HttpError) => unknown
+}
+
 /**
- * Starts an HTTP server. Headers and idle keep-alive have timeouts; request bodies
- * are bounded by each route. Closing waits briefly for in-flight requests, then cuts them.
+ * Starts an HTTP server. Headers, whole requests, idle keep-alive and idle sockets have
+ * timeouts; connections and request heads are bounded; request bodies are bounded by
+ * each route. Closing waits briefly for in-flight requests, then cuts them.
  */
-export async function startHttpServer (listen: HostPort, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<HttpServer> {
-  const server = createServer({ headersTimeout: 30_000, requestTimeout: 60_000, keepAliveTimeout: 30_000 }, handler)
+export async function startHttpServer (listen: HostPort, handler: (req: IncomingMessage, res: ServerResponse) => void, options: HttpServerOptions = {}): Promise<HttpServer> {
+  let serve = handler
+  if (options.allowedHosts != null) {
+    const allowed = createHostGuard({ listenHost: listen.host, allowed: options.allowedHosts })
+    const errorBody = options.errorBody ?? defaultErrorBody
+    const hint = options.allowedHostsHint ?? 'configure allowedHosts'
+    serve = (req, res) => {
+      if (allowed(req.headers.host)) {
+        handler(req, res)
+        return
+      }
+      const host = JSON.stringify((req.headers.host ?? '').slice(0, 256))
+      sendError(res, new HttpError(403, 'DENIED', `requests for Host ${host} are refused: this listener answers only to loopback names and its listen address; to accept this name, ${hint}`), errorBody)
+    }
+  }
+  const server = createServer({
+    headersTimeout: options.headersTimeout ?? 30_000,
+    requestTimeout: options.requestTimeout ?? 60_000,
+    keepAliveTimeout: 30_000,
+    maxHeaderSize: options.maxHeaderSize ?? 16_384
+  }, serve)
+  server.maxConnections = options.maxConnections ?? 1024
+  // with no 'timeout' listener, node destroys the idle socket
+  server.setTimeout(options.idleTimeout ?? 120_000)
   server.listen(listen.port, listen.host)
   await once(server, 'listening')
   const address = server.address() as AddressInfo

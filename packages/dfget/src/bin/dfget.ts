@@ -28,6 +28,8 @@ const daemonSchema = z.object({
   allowPrivateRedirects: z.boolean().default(false),
   maxSourceBytes: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER),
   maxSourceFetches: z.coerce.number().int().min(1).max(1024),
+  authCacheTtl: z.coerce.number().int().min(0).max(3_600_000),
+  allowedHost: z.array(z.string().min(1).max(255)).default([]),
   logLevel: configSchemas.logLevel
 })
 
@@ -86,6 +88,8 @@ const daemon = program.command('daemon')
   .addOption(new Option('--allow-private-redirects', 'follow source redirects to loopback, private and link-local addresses').default(false))
   .addOption(new Option('--max-source-bytes <bytes>', 'largest source accepted from the origin, in bytes').default(String(sourceDefaults.DEFAULT_MAX_SOURCE_BYTES), '64 GiB'))
   .addOption(new Option('--max-source-fetches <n>', 'origin and registry responses open at once').default(String(sourceDefaults.DEFAULT_MAX_CONCURRENT_FETCHES)))
+  .addOption(new Option('--auth-cache-ttl <ms>', "how long the registry's yes to 'may this client read this blob' is reused; 0 asks every time").default('60000'))
+  .addOption(new Option('--allowed-host <name...>', 'Host header names the mirror and API answer to besides localhost, 127.0.0.1, [::1] and the listen address (default: none)').default([]))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
   .showHelpAfterError()
   .action(async () => {
@@ -103,6 +107,8 @@ const daemon = program.command('daemon')
         concurrency: options.concurrency,
         downloadTimeout: options.downloadTimeout,
         maxConcurrentUploads: options.maxUploads,
+        authCacheTtl: options.authCacheTtl,
+        allowedHosts: options.allowedHost,
         ...(options.hostname != null ? { hostname: options.hostname } : {}),
         allowSource: options.allowSource,
         allowPrivateRedirects: options.allowPrivateRedirects,

@@ -79,6 +79,20 @@ export class DownloadManager {
     return download
   }
 
+  /** Whether downloads go through the swarm, whose peers serve pieces without asking the source. */
+  get swarm (): boolean {
+    return this.components.peerTask != null
+  }
+
+  /** Whether this content is complete on this host, or on its way (so serving it would not ask the source). */
+  async isLocal (request: DownloadRequest): Promise<boolean> {
+    const taskId = taskIdFor(request)
+    if (this.active.has(taskId) || this.opening.has(taskId)) {
+      return true
+    }
+    return (await this.components.store.getTask(taskId))?.state === 'success'
+  }
+
   /** Forgets content that failed verification when read back, so the next request fetches it again. */
   async invalidate (taskId: string): Promise<void> {
     this.log.warn({ taskId }, 'stored content failed verification; deleting it')

@@ -1,6 +1,8 @@
-import { HttpError, InvalidDigestError, parseDigest, type ComponentLogger, type Logger, type PieceStore, type Route, type SourceClient } from '@shoal/core'
+import { HttpError, InvalidDigestError, parseDigest, SourceRefusedError, type ComponentLogger, type Logger, type PieceStore, type Route, type RouteContext, type SourceClient } from '@shoal/core'
+import { sendDenial, type BlobAuthorizer } from './blob-authorizer.ts'
 import { sendDownload } from './send-download.ts'
 import { proxyToUpstream } from './upstream-proxy.ts'
+import { AuthorizationUnavailableError } from '../errors.ts'
 import type { DownloadManager } from '../download/download-manager.ts'
 import type { DfgetMetrics } from '../metrics.ts'
 
@@ -16,6 +18,8 @@ export interface RegistryMirrorComponents {
   source: Pick<SourceClient, 'fetch' | 'check'>
   metrics: DfgetMetrics
   logger: ComponentLogger
+  /** Asked before any blob byte is served. */
+  authorizer: Pick<BlobAuthorizer, 'check'>
 }
 
 /** An OCI repository name (distribution spec), such as `library/alpine`. */
@@ -28,6 +32,8 @@ export const registryErrorBody = (err: HttpError): unknown => ({ errors: [{ code
  * The registry mirror the container runtime pulls through. Blob GETs go through the
  * swarm; everything else a pull needs (`/v2/`, manifests, token challenges) passes
  * through to the upstream registry unchanged. Writes are refused: this is a mirror.
+ * No blob byte is served before the upstream said this client may read that blob in
+ * that repository.
  */
 export function registryMirrorRoutes (components: RegistryMirrorComponents, init: RegistryMirrorInit): Route[] {
   const log: Logger = components.logger.forComponent('shoal:dfget:mirror')
@@ -53,6 +59,12 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, init
         }
         const authorization = ctx.req.headers.authorization
         const url = `${init.upstream}/v2/${name}/blobs/${digest}`
+        // before anything else: the content may be on disk, on its way for another
+        // client or coming from peers, and none of it is this client's unless the
+        // upstream says so
+        if (!await authorize(ctx, components.authorizer, url, authorization != null ? { authorization } : {})) {
+          return
+        }
         log.debug({ name, digest }, 'blob through the swarm')
         await sendDownload(ctx, components, {
           url,
@@ -72,3 +84,29 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, init
   ]
 }
 
+
+/**
+ * Asks the upstream whether the client may read `url`; when not, answers the request
+ * with the upstream's denial and resolves false.
+ *
+ * @throws {HttpError} 502 when the upstream cannot be asked, 403 when `url` is not an allowed source
+ */
+export async function authorize (ctx: RouteContext, authorizer: Pick<BlobAuthorizer, 'check'>, url: string, headers: Record<string, string>): Promise<boolean> {
+  let denial
+  try {
+    denial = await authorizer.check(url, headers, ctx.signal)
+  } catch (err) {
+    if (err instanceof AuthorizationUnavailableError) {
+      throw new HttpError(502, 'UNAVAILABLE', err.message)
+    }
+    if (err instanceof SourceRefusedError) {
+      throw new HttpError(403, 'DENIED', err.message)
+    }
+    throw err
+  }
+  if (denial != null) {
+    sendDenial(ctx.res, denial)
+    return false
+  }
+  return true
+}

@@ -1,0 +1,175 @@
+import { raceSignal, SourceRefusedError, type ComponentLogger, type Logger } from '@shoal/core'
+import { AuthzCache, authzKey } from './authz-cache.ts'
+import { AuthorizationUnavailableError } from '../errors.ts'
+import type { DfgetMetrics } from '../metrics.ts'
+import type { ServerResponse } from 'node:http'
+
+/** What a HEAD to the source answered. Redirects are answers, not followed. */
+export interface SourceHeadResponse {
+  statusCode: number
+  headers: Readonly<Record<string, string | string[] | undefined>>
+  /** Empty for a HEAD; read only up to a bound. */
+  body: AsyncIterable<Uint8Array>
+}
+
+/**
+ * A HEAD request to the source with the client's headers, redirects not followed: the
+ * one thing the authorizer needs from an HTTP client.
+ */
+export type SourceHead = (url: string, options: { headers: Record<string, string>, signal: AbortSignal }) => Promise<SourceHeadResponse>
+
+export interface BlobAuthorizerInit {
+  /** How long an allowed answer is reused; 0 asks every time. @default 60000 ms */
+  cacheTtl?: number
+  /** Allowed answers kept. @default 10000 */
+  cacheEntries?: number
+  /** Longest one check may take. @default 10000 ms */
+  timeout?: number
+  /** Largest error body passed back to the client. @default 65536 bytes */
+  maxErrorBody?: number
+}
+
+export interface BlobAuthorizerComponents {
+  sourceHead: SourceHead
+  metrics: Pick<DfgetMetrics, 'authzChecks'>
+  logger: ComponentLogger
+}
+
+/** The upstream's "no", to be passed back to the client as it was. */
+export interface Denial {
+  status: number
+  headers: Record<string, string>
+  body: Buffer
+}
+
+/** Response headers of a denial the client needs, for its token exchange. */
+const DENIAL_HEADERS = ['www-authenticate', 'docker-distribution-api-version', 'content-type']
+
+/** Registry error codes for statuses, for a denial that came without a body (as HEAD answers do). */
+const STATUS_CODES: Record<number, [string, string]> = {
+  401: ['UNAUTHORIZED', 'authentication required'],
+  403: ['DENIED', 'requested access to the resource is denied'],
+  404: ['BLOB_UNKNOWN', 'blob unknown to registry'],
+  429: ['TOOMANYREQUESTS', 'too many requests']
+}
+
+/**
+ * Asks the upstream whether this client may read this content, before any of its bytes
+ * leave the daemon, whether they are on disk, on their way for another client, or coming
+ * from peers. The question is a HEAD with the client's own credentials; a 2xx or 3xx is a
+ * yes (registries redirect authorized blob requests to storage), anything else is a no
+ * that goes back to the client unchanged so it can do its token exchange.
+ */
+export class BlobAuthorizer {
+  private readonly components: BlobAuthorizerComponents
+  private readonly log: Logger
+  private readonly cache: AuthzCache
+  private readonly timeout: number
+  private readonly maxErrorBody: number
+  /** Checks in progress, by key; as many as requests in progress at most. */
+  private readonly pending = new Map<string, Promise<Denial | undefined>>()
+
+  constructor (components: BlobAuthorizerComponents, init: BlobAuthorizerInit = {}) {
+    this.components = components
+    this.log = components.logger.forComponent('shoal:dfget:authz')
+    this.cache = new AuthzCache({ ttl: init.cacheTtl ?? 60_000, maxEntries: init.cacheEntries ?? 10_000 })
+    this.timeout = init.timeout ?? 10_000
+    this.maxErrorBody = init.maxErrorBody ?? 65_536
+  }
+
+  /**
+   * Resolves with undefined when the client may read `url`, or with the upstream's
+   * denial. Aborting `signal` stops waiting; the check goes on for whoever else asked.
+   *
+   * @throws {AuthorizationUnavailableError} when the upstream cannot be asked
+   * @throws {SourceRefusedError} when `url` is not a source this daemon may fetch
+   */
+  async check (url: string, headers: Record<string, string>, signal: AbortSignal): Promise<Denial | undefined> {
+    const { metrics } = this.components
+    const key = authzKey(headers, url)
+    if (this.cache.has(key)) {
+      metrics.authzChecks.inc({ result: 'cached' })
+      return undefined
+    }
+    // clients asking the same at once (a node's pods pulling one image) share one HEAD,
+    // which runs to its own timeout whoever of them goes away
+    let pending = this.pending.get(key)
+    if (pending == null) {
+      pending = this.ask(url, headers, key).finally(() => { this.pending.delete(key) })
+      this.pending.set(key, pending)
+    } else {
+      metrics.authzChecks.inc({ result: 'cached' })
+    }
+    return raceSignal(pending, signal)
+  }
+
+  private async ask (url: string, headers: Record<string, string>, key: string): Promise<Denial | undefined> {
+    const { metrics } = this.components
+    const signal = AbortSignal.timeout(this.timeout)
+    let res: SourceHeadResponse
+    let body: Buffer
+    try {
+      res = await raceSignal(this.components.sourceHead(url, { headers, signal }), signal)
+      body = await this.readBounded(res.body, signal)
+    } catch (err) {
+      if (err instanceof SourceRefusedError) {
+        // not a source this daemon may ask at all: the caller refuses it (403)
+        metrics.authzChecks.inc({ result: 'denied' })
+        throw err
+      }
+      metrics.authzChecks.inc({ result: 'error' })
+      this.log.warn({ err, url }, 'cannot ask the upstream whether the client may read this')
+      throw new AuthorizationUnavailableError(`cannot ask ${new URL(url).origin} whether the client may read this: ${(err as Error).message}`, { cause: err })
+    }
+
+    if (res.statusCode >= 200 && res.statusCode < 400) {
+      metrics.authzChecks.inc({ result: 'allowed' })
+      this.cache.allow(key)
+      return undefined
+    }
+    metrics.authzChecks.inc({ result: res.statusCode >= 500 ? 'error' : 'denied' })
+    this.log.debug({ url, status: res.statusCode }, 'upstream denied the client')
+    return this.denial(res, body)
+  }
+
+  private denial (res: SourceHeadResponse, body: Buffer): Denial {
+    const headers: Record<string, string> = {}
+    for (const name of DENIAL_HEADERS) {
+      const value = res.headers[name]
+      const text = Array.isArray(value) ? value.join(', ') : value
+      if (text != null) {
+        headers[name] = text
+      }
+    }
+    if (body.byteLength > 0) {
+      return { status: res.statusCode, headers, body }
+    }
+    // a HEAD answer has no body: say what the registry would have said
+    const [code, message] = STATUS_CODES[res.statusCode] ?? ['UNKNOWN', `upstream answered ${res.statusCode}`]
+    return {
+      status: res.statusCode,
+      headers: { ...headers, 'content-type': 'application/json; charset=utf-8' },
+      body: Buffer.from(JSON.stringify({ errors: [{ code, message, detail: null }] }))
+    }
+  }
+
+  private async readBounded (body: AsyncIterable<Uint8Array>, signal: AbortSignal): Promise<Buffer> {
+    const chunks: Uint8Array[] = []
+    let size = 0
+    for await (const chunk of body) {
+      signal.throwIfAborted()
+      chunks.push(chunk.subarray(0, this.maxErrorBody - size))
+      size += chunk.byteLength
+      if (size >= this.maxErrorBody) {
+        break
+      }
+    }
+    return Buffer.concat(chunks)
+  }
+}
+
+/** Sends a denial to the client as the upstream gave it: status, challenge and error body, no content. */
+export function sendDenial (res: ServerResponse, denial: Denial): void {
+  res.writeHead(denial.status, { ...denial.headers, 'content-length': String(denial.body.byteLength) })
+  res.end(denial.body)
+}
