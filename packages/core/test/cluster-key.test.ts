@@ -1,3 +1,4 @@
+import { createCipheriv, randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -10,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   createP2PNode, generateClusterKey, InvalidConfigError, parseClusterKey, readClusterKeyFile, writeClusterKeyFile
 } from '../src/index.ts'
+import { KeyStream } from '../src/p2p/cluster-protector.ts'
 
 const PING = '/shoal-test/ping/1.0.0'
 
@@ -90,5 +92,25 @@ describe('cluster key', () => {
         expect(stranger.getConnections(inside.peerId)).toEqual([])
       }
     })
+  })
+})
+
+describe('the cluster key stream', () => {
+  it('is ChaCha20, byte for byte, however the data is cut and wherever it sits in memory', () => {
+    const key = randomBytes(32)
+    const data = randomBytes(300_000)
+    const expected = createCipheriv('chacha20', key, Buffer.alloc(16)).update(data)
+    const stream = new KeyStream(key)
+    // pieces of odd sizes at odd offsets inside larger buffers, as socket reads arrive
+    const out: Buffer[] = []
+    for (let at = 0, i = 0; at < data.byteLength; i++) {
+      const size = Math.min([1, 3, 1448, 7, 65_536, 70_001, 2, 9000][i % 8]!, data.byteLength - at)
+      const host = Buffer.alloc(size + 8)
+      const view = host.subarray(i % 5, (i % 5) + size)
+      data.copy(view, 0, at, at + size)
+      out.push(Buffer.from(stream.transform(view)))
+      at += size
+    }
+    expect(Buffer.concat(out).equals(expected)).toBe(true)
   })
 })

@@ -4,9 +4,13 @@ import {
   SupernodeUnavailableError, type ControlRequest, type PeerInfo, type RegisterTaskRequest, type RegisterTaskResponse, type ScheduleRequest,
   type ScheduleResponse
 } from '@shoal/core'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { request, type Dispatcher } from 'undici'
 import type { Libp2p } from 'libp2p'
 import type { z } from 'zod'
+
+/** First pause between tries of a control call; it grows with each try. */
+const RETRY_DELAY = 250
 
 export interface SupernodeClientInit {
   /**
@@ -16,8 +20,10 @@ export interface SupernodeClientInit {
    * the peer id and libp2p addresses.
    */
   address: string
-  /** Per-call timeout on top of any long-poll wait. @default 15000 ms */
+  /** Per-call timeout on top of any long-poll wait, retries included. @default 15000 ms */
   timeout?: number
+  /** Tries per call when the supernode cannot be reached. @default 3 */
+  attempts?: number
 }
 
 export interface SupernodeClientComponents {
@@ -38,6 +44,7 @@ export class SupernodeClient {
   readonly address: string
   private readonly components: SupernodeClientComponents
   private readonly timeout: number
+  private readonly attempts: number
   /** The supernode's libp2p addresses, once known */
   private resolved?: Multiaddr[]
 
@@ -45,6 +52,7 @@ export class SupernodeClient {
     this.components = components
     this.address = init.address
     this.timeout = init.timeout ?? 15_000
+    this.attempts = init.attempts ?? 3
     if (init.address.startsWith('/')) {
       this.resolved = [multiaddr(init.address)]
     }
@@ -78,18 +86,26 @@ export class SupernodeClient {
   private async call<T> (req: ControlRequest, schema: z.ZodType<T> | null, timeout: number, signal?: AbortSignal): Promise<T> {
     const bounded = AbortSignal.any([AbortSignal.timeout(timeout), ...(signal != null ? [signal] : [])])
     const what = req.op
-    let to: Multiaddr[]
     let answer
-    try {
-      to = await this.addresses(bounded)
-      answer = await controlCall(this.components, to, req, { signal: bounded })
-    } catch (err) {
-      signal?.throwIfAborted()
-      // found again on the next call: the supernode may have moved or restarted
-      if (!this.address.startsWith('/')) {
-        this.resolved = undefined
+    // a dial or stream can fail on a loaded host or a connection being replaced; every
+    // call is safe to repeat (registering and reporting again change nothing), so a
+    // few quick retries come before calling the supernode unavailable
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const to = await this.addresses(bounded)
+        answer = await controlCall(this.components, to, req, { signal: bounded })
+        break
+      } catch (err) {
+        signal?.throwIfAborted()
+        // found again on the next call: the supernode may have moved or restarted
+        if (!this.address.startsWith('/')) {
+          this.resolved = undefined
+        }
+        if (attempt >= this.attempts || bounded.aborted) {
+          throw new SupernodeUnavailableError(`supernode ${this.address} unreachable for ${what}: ${(err as Error).message}`, { cause: err })
+        }
+        await sleep(RETRY_DELAY * attempt, bounded).catch(() => {})
       }
-      throw new SupernodeUnavailableError(`supernode ${this.address} unreachable for ${what}: ${(err as Error).message}`, { cause: err })
     }
 
     if (answer.status >= 400) {
