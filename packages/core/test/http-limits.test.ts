@@ -2,7 +2,8 @@ import { once } from 'node:events'
 import { connect, type Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { request } from 'undici'
-import { createHostGuard, createRouter, hostOf, sendJson, silentLogger, startHttpServer, type HttpServer, type HttpServerOptions } from '../src/index.ts'
+import { createRouter, sendJson, silentLogger, startHttpServer, type HttpServer, type HttpServerOptions } from '../src/index.ts'
+import { createHostGuard, hostOf } from '../src/http/host-guard.ts'
 
 describe('Host allow list', () => {
   it('parses Host headers', () => {

@@ -1,7 +1,9 @@
 import { Readable } from 'node:stream'
 import { createMetricsRegistry, silentLogger } from '@shoal/core'
 import { describe, expect, it } from 'vitest'
-import { AuthzCache, authzKey, BlobAuthorizer, DfgetMetrics, type SourceHead } from '../src/index.ts'
+import { DfgetMetrics, type SourceHead } from '../src/index.ts'
+import { AuthzCache, authzKey } from '../src/mirror/authz-cache.ts'
+import { BlobAuthorizer } from '../src/mirror/blob-authorizer.ts'
 import { parseSamples, sample } from '../../../test/harness/metrics.ts'
 
 const URL_A = 'http://registry/v2/team/app/blobs/sha256:' + 'a'.repeat(64)
