@@ -133,13 +133,16 @@ describe('SourceClient: redirects', () => {
       res.writeHead(302, { location: req.url === '/blob' ? '/moved' : `http://localhost:${b.port}/signed?X-Amz-Signature=abc` }).end()
     })
     const res = await client({ allow: [a.url], allowPrivateRedirects: true }).fetch(`${a.url}/blob`, {
-      headers: { authorization: 'Bearer secret', cookie: 'session=1', 'proxy-authorization': 'Basic x', accept: '*/*' }
+      headers: { authorization: 'Bearer secret', cookie: 'session=1', 'proxy-authorization': 'Basic x', 'private-token': 'glpat-1', accept: '*/*' }
     })
     await res.dump()
     expect(a.requests.map(r => [r.path, r.headers.authorization, r.headers.cookie])).toEqual([['/blob', 'Bearer secret', 'session=1'], ['/moved', 'Bearer secret', 'session=1']])
     expect(b.requests).toHaveLength(1)
     expect(b.requests[0]?.headers).not.toHaveProperty('authorization')
     expect(b.requests[0]?.headers).not.toHaveProperty('cookie')
+    // credentials in any header stay with the origin named
+    expect(b.requests[0]?.headers).not.toHaveProperty('private-token')
+    expect(a.requests[0]?.headers['private-token']).toBe('glpat-1')
     expect(b.requests[0]?.headers.accept).toBe('*/*')
     expect(a.requests[0]?.headers).not.toHaveProperty('proxy-authorization')
   })

@@ -9,6 +9,9 @@ import { request, type Dispatcher } from 'undici'
 import type { Libp2p } from 'libp2p'
 import type { z } from 'zod'
 
+/** Largest `/api/v1/status` answer read when finding the supernode. */
+const MAX_STATUS_BODY = 64 * 1024
+
 /** First pause between tries of a control call; it grows with each try. */
 const RETRY_DELAY = 250
 
@@ -88,8 +91,9 @@ export class SupernodeClient {
     const what = req.op
     let answer
     // a dial or stream can fail on a loaded host or a connection being replaced; every
-    // call is safe to repeat (registering and reporting again change nothing), so a
-    // few quick retries come before calling the supernode unavailable
+    // call is safe to repeat (registering again changes nothing; a report sent twice at
+    // most counts a transfer twice in a peer's health), so a few quick retries come
+    // before calling the supernode unavailable
     for (let attempt = 1; ; attempt++) {
       try {
         const to = await this.addresses(bounded)
@@ -133,7 +137,13 @@ export class SupernodeClient {
       return this.resolved
     }
     const res = await request(`${this.address.replace(/\/+$/, '')}${API_PREFIX}/status`, { signal, dispatcher: this.components.dispatcher })
-    const json: unknown = await res.body.json()
+    const text = await readBounded(res.body, MAX_STATUS_BODY)
+    let json: unknown
+    try {
+      json = JSON.parse(text)
+    } catch {
+      json = undefined
+    }
     const parsed = peerAddressSchema.safeParse(json)
     if (res.statusCode !== 200 || !parsed.success) {
       throw new Error(`${this.address}${API_PREFIX}/status answered ${res.statusCode} without a peer id and addresses`)
@@ -142,4 +152,18 @@ export class SupernodeClient {
     this.resolved = addrs.map(a => a.includes('/p2p/') ? multiaddr(a) : multiaddr(a).encapsulate(`/p2p/${peerId}`))
     return this.resolved
   }
+}
+
+/** Reads a body as text, up to `limit` bytes. */
+async function readBounded (body: AsyncIterable<Buffer>, limit: number): Promise<string> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of body) {
+    size += chunk.byteLength
+    if (size > limit) {
+      throw new Error(`answer over ${limit} bytes`)
+    }
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks).toString('utf8')
 }

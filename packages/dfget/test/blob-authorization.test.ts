@@ -239,6 +239,28 @@ describe('private blobs stay private', () => {
     expect(onB.statusCode).toBe(401)
     expect(Buffer.from(await onB.body.arrayBuffer()).includes(blob.data.subarray(0, 32))).toBe(false)
   })
+
+  it('POST /api/v1/downloads does not hand out content by a digest the URL the caller may read does not name', async () => {
+    const blob = add('private/app', PIECE + 5)
+    // host A holds the private blob, keyed by its digest
+    expect((await get(`${a.url}${blob.path}`, { authorization: GOOD })).status).toBe(200)
+    // a URL anyone may read, and the private blob's digest
+    for (const daemon of [a, b]) {
+      let body = Buffer.alloc(0)
+      try {
+        const res = await request(`${daemon.url}/api/v1/downloads`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ url: `${origin.url}/files/public.txt`, digest: blob.digest }),
+          signal: AbortSignal.timeout(20_000)
+        })
+        body = Buffer.from(await res.body.arrayBuffer())
+      } catch {
+        // cut: the public file does not match the digest
+      }
+      expect(body.includes(blob.data.subarray(0, 32))).toBe(false)
+    }
+  })
 })
 
 describe('the daemon is a local surface', () => {

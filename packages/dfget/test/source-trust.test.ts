@@ -82,7 +82,8 @@ describe('the daemon fetches only what it may', () => {
     const ok = await request(`${daemon.url}${API_PREFIX}/downloads`, { method: 'POST', body: JSON.stringify({ url: `${files.url}/file.bin` }), headers: { 'content-type': 'application/json' } })
     expect(ok.statusCode).toBe(200)
     expect(Buffer.from(await ok.body.arrayBuffer()).equals(data)).toBe(true)
-    expect(files.requests).toEqual(['GET /file.bin'])
+    // the HEAD asks whether the caller may read it; then the one GET
+    expect(files.requests).toEqual(['HEAD /file.bin', 'GET /file.bin'])
   })
 
   it('refuses, as a 403, a manifest the registry redirects to a private address', async () => {

@@ -38,7 +38,8 @@ export async function writeClusterKeyFile (path: string): Promise<void> {
   // written whole to a temporary name, then linked into place: link fails if the
   // target exists, so an existing key is never replaced, and no reader sees half a key
   const tmp = `${path}.${process.pid}.tmp`
-  await writeFile(tmp, generateClusterKey(), { mode: 0o600, flush: true })
+  // 'wx': a file planted at the temporary name (a shared directory) is refused, not written through
+  await writeFile(tmp, generateClusterKey(), { mode: 0o600, flush: true, flag: 'wx' })
   try {
     await link(tmp, path)
   } catch (err) {

@@ -1,5 +1,6 @@
 import { createCipheriv, createHmac, randomBytes } from 'node:crypto'
 import { AbstractMultiaddrConnection, byteStream } from '@libp2p/utils'
+import { ProtocolError } from '../errors.ts'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import type { AbortOptions, ConnectionProtector, MessageStream, MultiaddrConnection } from '@libp2p/interface'
 
@@ -17,7 +18,7 @@ const NATIVE_MIN = 8 * 1024
 export interface ClusterProtectorInit {
   /** The 32-byte cluster key (see `parseClusterKey`) */
   key: Uint8Array
-  /** Longest the nonce exchange may take. @default 10000 ms */
+  /** Longest the nonce exchange may take when libp2p gives no signal of its own (it does: its upgrade timeout). @default 10000 ms */
   timeout?: number
 }
 
@@ -35,8 +36,9 @@ export interface ClusterProtectorInit {
  *   (js-libp2p#3585), which `./dev bench transport` hit within a second;
  * - native ChaCha20 costs a fraction of the CPU, and decrypts without extra copies.
  *
- * Keys: HMAC-SHA256(cluster key, label ‖ sender's nonce) per direction, so no key
- * stream is ever reused (each connection brings fresh random nonces).
+ * Keys: HMAC-SHA256(cluster key, label ‖ sender's nonce ‖ receiver's nonce) per
+ * direction, so no key stream is ever reused: each connection brings fresh random
+ * nonces, the two directions differ, and a nonce sent back is refused.
  */
 export function clusterProtector (init: ClusterProtectorInit): () => ConnectionProtector {
   if (init.key.byteLength !== 32) {
@@ -59,19 +61,25 @@ class ClusterProtector implements ConnectionProtector {
     const signal = options.signal ?? AbortSignal.timeout(this.timeout)
     const localNonce = randomBytes(NONCE_LENGTH)
     const bytes = byteStream(connection)
-    const [remote] = await Promise.all([
+    const [remoteList] = await Promise.all([
       bytes.read({ bytes: NONCE_LENGTH, signal }),
       bytes.write(localNonce, { signal })
     ])
+    const remoteNonce = remoteList.subarray()
+    if (Buffer.compare(Buffer.from(remoteNonce), localNonce) === 0) {
+      // our own nonce sent back: both directions would share one key stream
+      throw new ProtocolError('the remote sent back this side\'s nonce')
+    }
     return new ClusterKeyStream({
       maConn: bytes.unwrap() as MultiaddrConnection,
-      outbound: new KeyStream(this.derive(localNonce)),
-      inbound: new KeyStream(this.derive(remote.subarray()))
+      outbound: new KeyStream(this.derive(localNonce, remoteNonce)),
+      inbound: new KeyStream(this.derive(remoteNonce, localNonce))
     })
   }
 
-  private derive (nonce: Uint8Array): Buffer {
-    return createHmac('sha256', this.key).update(KEY_LABEL).update(nonce).digest()
+  /** The key of the direction from the side that sent `from` to the side that sent `to`. */
+  private derive (from: Uint8Array, to: Uint8Array): Buffer {
+    return createHmac('sha256', this.key).update(KEY_LABEL).update(from).update(to).digest()
   }
 }
 
@@ -96,7 +104,8 @@ export class KeyStream {
 
   /**
    * Encrypts (or decrypts) the next `buf.byteLength` bytes: in place for small
-   * buffers, into a new buffer for large ones. Returns the result.
+   * buffers (which must be the caller's to change), into a new buffer for large ones,
+   * which are left as they were. Returns the result.
    */
   transform (buf: Uint8Array): Uint8Array {
     const ahead = Math.min(this.block.byteLength - this.pos, buf.byteLength)
@@ -104,10 +113,12 @@ export class KeyStream {
       if (ahead === 0) {
         return this.cipher.update(buf)
       }
-      // use up what was made ahead, then the rest natively
-      this.xorSpan(buf, 0, ahead)
+      // use up what was made ahead (on a copy: a large buffer may still be its
+      // caller's), then the rest natively
+      const head = new Uint8Array(buf.subarray(0, ahead))
+      this.xorSpan(head, 0, ahead)
       this.pos += ahead
-      return Buffer.concat([buf.subarray(0, ahead), this.cipher.update(buf.subarray(ahead))])
+      return Buffer.concat([head, this.cipher.update(buf.subarray(ahead))])
     }
     // bounded: each pass consumes at least one byte of buf
     for (let i = 0; i < buf.byteLength;) {

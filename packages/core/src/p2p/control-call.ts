@@ -3,6 +3,9 @@ import { FramedStream } from './framed-stream.ts'
 import type { Libp2p } from 'libp2p'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
+/** Control calls open at once to one supernode. */
+const MAX_CONTROL_STREAMS = 4096
+
 export interface ControlCallComponents {
   libp2p: Pick<Libp2p, 'dialProtocol'>
 }
@@ -16,7 +19,9 @@ export interface ControlCallComponents {
  */
 export async function controlCall (components: ControlCallComponents, to: Multiaddr[], request: ControlRequest, options: { signal: AbortSignal }): Promise<ControlResponse> {
   const { signal } = options
-  const stream = await components.libp2p.dialProtocol(to, CONTROL_PROTOCOL, { signal })
+  // every download holds a schedule long-poll: libp2p's default of 64 streams of one
+  // protocol per connection would turn the 65th into an "unavailable" supernode
+  const stream = await components.libp2p.dialProtocol(to, CONTROL_PROTOCOL, { signal, maxOutboundStreams: MAX_CONTROL_STREAMS })
   const framed = new FramedStream(stream, { maxFrameLength: MAX_CONTROL_FRAME })
   try {
     await framed.writeJson(request, { signal })

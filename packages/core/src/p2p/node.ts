@@ -24,9 +24,6 @@ export interface P2PNodeInit {
   clusterKey: Uint8Array | null
 }
 
-/** Longest the private network's nonce exchange may take on a new connection. */
-const PNET_HANDSHAKE_TIMEOUT = 10_000
-
 /**
  * A libp2p node as every Shoal component runs it: a private network (the cluster key)
  * over TCP, Noise encryption, yamux multiplexing, and nothing else (no DHT, no identify
@@ -40,8 +37,8 @@ export async function createP2PNode (init: P2PNodeInit): Promise<Libp2p> {
       ...(init.announce != null && init.announce.length > 0 ? { announce: init.announce } : {})
     },
     transports: [tcp({ outboundSocketInactivityTimeout: 120_000, inboundSocketInactivityTimeout: 120_000 })],
-    // the nonce exchange gets 10 s, not pnet's 1 s: a loaded host answers late
-    ...(init.clusterKey != null ? { connectionProtector: clusterProtector({ key: init.clusterKey, timeout: PNET_HANDSHAKE_TIMEOUT }) } : {}),
+    // libp2p bounds the nonce exchange with its own upgrade timeout
+    ...(init.clusterKey != null ? { connectionProtector: clusterProtector({ key: init.clusterKey }) } : {}),
     connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux()],
     connectionManager: {

@@ -57,7 +57,10 @@ export class PieceServer {
 
   async start (): Promise<void> {
     await this.components.libp2p.handle(PIECE_PROTOCOL, this.handle, {
-      maxInboundStreams: this.maxConcurrentUploads * 4
+      maxInboundStreams: this.maxConcurrentUploads * 4,
+      // this node's own piece fetches to one peer: libp2p's default (64 per connection)
+      // would fail the 65th when many downloads draw on the same peer or supernode
+      maxOutboundStreams: 1024
     })
   }
 

@@ -47,5 +47,9 @@ export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set([
   'host', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'upgrade', 'trailer', 'content-length', 'expect'
 ])
 
-/** Credentials that go only to the origin the caller named, never across a redirect to another. */
-export const CREDENTIAL_HEADERS: ReadonlySet<string> = new Set(['authorization', 'cookie', 'proxy-authorization'])
+/**
+ * The only request headers forwarded across a redirect to another origin: a caller may
+ * carry credentials in any header (`Private-Token`, `X-Api-Key`, ...), and they go only
+ * to the origin it named.
+ */
+export const CROSS_ORIGIN_HEADERS: ReadonlySet<string> = new Set(['accept', 'accept-encoding', 'accept-language', 'user-agent', 'range', 'if-match', 'if-range'])

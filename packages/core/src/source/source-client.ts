@@ -6,7 +6,7 @@ import { raceSignal } from '../race-signal.ts'
 import { createGuardedLookup, defaultResolve, isPublicAddress, type ResolveAll } from './address.ts'
 import { bareHostname, hostLabel, SourceAllowlist } from './allowlist.ts'
 import {
-  CREDENTIAL_HEADERS, DEFAULT_BODY_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONNECTIONS, DEFAULT_HEADERS_TIMEOUT,
+  CROSS_ORIGIN_HEADERS, DEFAULT_BODY_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONNECTIONS, DEFAULT_HEADERS_TIMEOUT,
   DEFAULT_MAX_CONCURRENT_FETCHES, DEFAULT_MAX_REDIRECTS, DEFAULT_MAX_SOURCE_BYTES, DEFAULT_RESPONSE_TIMEOUT,
   DEFAULT_SLOT_TIMEOUT, DEFAULT_STOP_TIMEOUT, DUMP_LIMIT, HOP_BY_HOP_HEADERS
 } from './constants.ts'
@@ -369,7 +369,7 @@ function requestHeaders (input: Record<string, string>, url: URL): Record<string
 }
 
 function withoutCredentials (headers: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(Object.entries(headers).filter(([name]) => !CREDENTIAL_HEADERS.has(name)))
+  return Object.fromEntries(Object.entries(headers).filter(([name]) => CROSS_ORIGIN_HEADERS.has(name)))
 }
 
 function redirectTarget (location: string, base: URL): URL {

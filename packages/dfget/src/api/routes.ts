@@ -2,12 +2,10 @@ import { API_PREFIX, isDigest, readJson, type Route } from '@shoal/core'
 import { z } from 'zod'
 import { authorize } from '../mirror/registry-mirror.ts'
 import { sendDownload, type SendDownloadComponents } from '../mirror/send-download.ts'
-import type { DownloadManager } from '../download/download-manager.ts'
 import type { BlobAuthorizer } from '../mirror/blob-authorizer.ts'
 
 export interface DaemonApiComponents extends SendDownloadComponents {
-  downloads: SendDownloadComponents['downloads'] & Pick<DownloadManager, 'isLocal' | 'swarm'>
-  /** Asked before content this host already has, or is fetching, is served. */
+  /** Asked, with the caller's headers, before anything is served. */
   authorizer: Pick<BlobAuthorizer, 'check'>
 }
 
@@ -20,9 +18,8 @@ export const downloadRequestSchema = z.object({
 
 /**
  * The daemon's own API beside the registry mirror (and the common `/healthz`,
- * `/metrics`, `/api/v1/status`): downloads of any URL through the swarm. Content
- * already on this host, on its way, or coming from peers is served only after a HEAD of
- * the URL with the caller's headers answered 2xx or 3xx.
+ * `/metrics`, `/api/v1/status`): downloads of any URL through the swarm, keyed by URL,
+ * served only after a HEAD of the URL with the caller's headers answered 2xx.
  */
 export function daemonApiRoutes (c: DaemonApiComponents): Route[] {
   return [
@@ -31,15 +28,16 @@ export function daemonApiRoutes (c: DaemonApiComponents): Route[] {
       pattern: new RegExp(`^${API_PREFIX}/downloads$`),
       handler: async (ctx) => {
         const body = await readJson(ctx.req, downloadRequestSchema)
-        // content this host holds or is fetching for someone else, or that peers would
-        // serve, is not the caller's unless the source says so; only a download straight
-        // from the source (no supernode, nothing here) needs no question: the source
-        // answers it itself
-        const served = c.downloads.swarm || await c.downloads.isLocal(body)
-        if (served && !await authorize(ctx, c.authorizer, body.url, body.headers ?? {})) {
+        // asked every time (cached briefly): content this host holds or fetches for
+        // someone else, or that peers serve, is not the caller's unless the source says
+        // so with the caller's own headers, and a 2xx is the only yes from a URL that is
+        // not a registry's blob endpoint
+        if (!await authorize(ctx, c.authorizer, body.url, body.headers ?? {}, { redirectMeansYes: false })) {
           return
         }
-        await sendDownload(ctx, c, body, body.digest != null ? { 'x-shoal-digest': body.digest } : {})
+        // by URL, not by digest: that the caller may read this URL says nothing about
+        // other content that has the digest it names; the digest is checked all the same
+        await sendDownload(ctx, c, { ...body, shareByDigest: false }, body.digest != null ? { 'x-shoal-digest': body.digest } : {})
       }
     }
   ]

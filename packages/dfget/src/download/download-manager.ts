@@ -24,6 +24,15 @@ export interface DownloadManagerComponents {
 export interface DownloadRequest {
   url: string
   digest?: string | undefined
+  /**
+   * Whether content with a digest is one task whatever its URL (fetched once, shared
+   * with the swarm by digest). Right for registry blobs, whose URL (checked with the
+   * registry before anything is served) names the digest. `false` keys the task by URL
+   * and only checks the digest: for `dfget <url> --digest`, where the URL a caller was
+   * allowed to read says nothing about which content a digest it names is.
+   * @default true
+   */
+  shareByDigest?: boolean
   /** Headers for the source (credentials). Only sent to the supernode and the origin. */
   headers?: Record<string, string> | undefined
 }
@@ -63,7 +72,7 @@ export class DownloadManager {
    * waiting; the download itself goes on for whoever else wants it.
    */
   async open (request: DownloadRequest, options: { signal?: AbortSignal } = {}): Promise<Download> {
-    const taskId = taskIdFor(request)
+    const taskId = taskIdOf(request)
     let download = this.active.get(taskId)
     if (download == null) {
       let opening = this.opening.get(taskId)
@@ -79,20 +88,6 @@ export class DownloadManager {
     return download
   }
 
-  /** Whether downloads go through the swarm, whose peers serve pieces without asking the source. */
-  get swarm (): boolean {
-    return this.components.peerTask != null
-  }
-
-  /** Whether this content is complete on this host, or on its way (so serving it would not ask the source). */
-  async isLocal (request: DownloadRequest): Promise<boolean> {
-    const taskId = taskIdFor(request)
-    if (this.active.has(taskId) || this.opening.has(taskId)) {
-      return true
-    }
-    return (await this.components.store.getTask(taskId))?.state === 'success'
-  }
-
   /** Forgets content that failed verification when read back, so the next request fetches it again. */
   async invalidate (taskId: string): Promise<void> {
     this.log.warn({ taskId }, 'stored content failed verification; deleting it')
@@ -105,7 +100,7 @@ export class DownloadManager {
     if (stored?.state !== 'success' || stored.contentLength == null) {
       return undefined
     }
-    const download = new Download({ taskId, url: request.url, digest: request.digest })
+    const download = new Download({ taskId, url: request.url, digest: request.digest, shareByDigest: request.shareByDigest ?? true })
     download.via = 'local'
     download.setGeometry(stored.contentLength, stored.pieceSize)
     for (const piece of await store.listPieces(taskId)) {
@@ -122,7 +117,7 @@ export class DownloadManager {
   }
 
   private start (taskId: string, request: DownloadRequest): Download {
-    const download = new Download({ taskId, url: request.url, digest: request.digest })
+    const download = new Download({ taskId, url: request.url, digest: request.digest, shareByDigest: request.shareByDigest ?? true })
     this.active.set(taskId, download)
     const run = this.run(download, request).finally(() => {
       this.active.delete(taskId)
@@ -189,4 +184,9 @@ export class DownloadManager {
     }
     return !(err instanceof SupernodeRequestError && err.statusCode === 400)
   }
+}
+
+/** The task a request is for: by digest when it is shared by digest, else by URL. */
+function taskIdOf (request: DownloadRequest): string {
+  return taskIdFor(request.shareByDigest === false ? { url: request.url } : request)
 }

@@ -4,6 +4,8 @@ export interface DownloadInit {
   taskId: string
   url: string
   digest?: string | undefined
+  /** The task is keyed by digest and the supernode told the digest. @default true */
+  shareByDigest?: boolean
 }
 
 /** How the content reached this host. */
@@ -18,6 +20,8 @@ export class Download {
   readonly taskId: string
   readonly url: string
   readonly digest: string | undefined
+  /** Whether the swarm knows this content by its digest (else by URL, the digest checked here only) */
+  readonly shareByDigest: boolean
   state: TaskState = 'running'
   via: DownloadVia = 'swarm'
   error: Error | undefined
@@ -36,6 +40,7 @@ export class Download {
     this.taskId = init.taskId
     this.url = init.url
     this.digest = init.digest
+    this.shareByDigest = init.shareByDigest ?? true
     const { promise, resolve } = Promise.withResolvers<void>()
     this.ready = promise
     this.markReady = resolve

@@ -103,7 +103,7 @@ export class PeerTask {
 
     const registration = await client.register({
       url: download.url,
-      ...(download.digest != null ? { digest: download.digest } : {}),
+      ...(download.digest != null && download.shareByDigest ? { digest: download.digest } : {}),
       ...(request.headers != null ? { headers: request.headers } : {}),
       peer: self
     }, { signal })

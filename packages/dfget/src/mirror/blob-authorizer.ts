@@ -42,6 +42,20 @@ export interface Denial {
   body: Buffer
 }
 
+/**
+ * Redirects a registry answers an authorized blob request with (to its storage). Never
+ * 304: a client's own conditional headers could make it.
+ */
+const REDIRECTS = new Set([301, 302, 303, 307, 308])
+
+export interface CheckOptions {
+  /**
+   * Whether a redirect means yes, as it does from a registry's blob endpoint. Not for
+   * other URLs: a login proxy answers strangers with a redirect too. @default true
+   */
+  redirectMeansYes?: boolean
+}
+
 /** Response headers of a denial the client needs, for its token exchange. */
 const DENIAL_HEADERS = ['www-authenticate', 'docker-distribution-api-version', 'content-type']
 
@@ -84,9 +98,10 @@ export class BlobAuthorizer {
    * @throws {AuthorizationUnavailableError} when the upstream cannot be asked
    * @throws {SourceRefusedError} when `url` is not a source this daemon may fetch
    */
-  async check (url: string, headers: Record<string, string>, signal: AbortSignal): Promise<Denial | undefined> {
+  async check (url: string, headers: Record<string, string>, signal: AbortSignal, options: CheckOptions = {}): Promise<Denial | undefined> {
     const { metrics } = this.components
-    const key = authzKey(headers, url)
+    const redirectMeansYes = options.redirectMeansYes ?? true
+    const key = `${authzKey(headers, url)}${redirectMeansYes ? '' : ':2xx'}`
     if (this.cache.has(key)) {
       metrics.authzChecks.inc({ result: 'cached' })
       return undefined
@@ -95,7 +110,7 @@ export class BlobAuthorizer {
     // which runs to its own timeout whoever of them goes away
     let pending = this.pending.get(key)
     if (pending == null) {
-      pending = this.ask(url, headers, key).finally(() => { this.pending.delete(key) })
+      pending = this.ask(url, headers, key, redirectMeansYes).finally(() => { this.pending.delete(key) })
       this.pending.set(key, pending)
     } else {
       metrics.authzChecks.inc({ result: 'cached' })
@@ -103,7 +118,7 @@ export class BlobAuthorizer {
     return raceSignal(pending, signal)
   }
 
-  private async ask (url: string, headers: Record<string, string>, key: string): Promise<Denial | undefined> {
+  private async ask (url: string, headers: Record<string, string>, key: string, redirectMeansYes: boolean): Promise<Denial | undefined> {
     const { metrics } = this.components
     const signal = AbortSignal.timeout(this.timeout)
     let res: SourceHeadResponse
@@ -122,10 +137,18 @@ export class BlobAuthorizer {
       throw new AuthorizationUnavailableError(`cannot ask ${new URL(url).origin} whether the client may read this: ${(err as Error).message}`, { cause: err })
     }
 
-    if (res.statusCode >= 200 && res.statusCode < 400) {
+    if ((res.statusCode >= 200 && res.statusCode < 300) || (redirectMeansYes && REDIRECTS.has(res.statusCode))) {
       metrics.authzChecks.inc({ result: 'allowed' })
       this.cache.allow(key)
       return undefined
+    }
+    if (res.statusCode >= 300 && res.statusCode < 400) {
+      metrics.authzChecks.inc({ result: 'denied' })
+      return {
+        status: 403,
+        headers: { 'content-type': 'application/json; charset=utf-8' },
+        body: Buffer.from(JSON.stringify({ errors: [{ code: 'DENIED', message: `the source answered ${res.statusCode} to a HEAD with this client's headers, which does not show that this client may read it; content this host holds or the swarm shares is served only on a 2xx`, detail: null }] }))
+      }
     }
     metrics.authzChecks.inc({ result: res.statusCode >= 500 ? 'error' : 'denied' })
     this.log.debug({ url, status: res.statusCode }, 'upstream denied the client')

@@ -1,5 +1,5 @@
 import { HttpError, InvalidDigestError, parseDigest, SourceRefusedError, type ComponentLogger, type Logger, type PieceStore, type Route, type RouteContext, type SourceClient } from '@shoal/core'
-import { sendDenial, type BlobAuthorizer } from './blob-authorizer.ts'
+import { sendDenial, type BlobAuthorizer, type CheckOptions } from './blob-authorizer.ts'
 import { sendDownload } from './send-download.ts'
 import { proxyToUpstream } from './upstream-proxy.ts'
 import { AuthorizationUnavailableError } from '../errors.ts'
@@ -84,17 +84,16 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, init
   ]
 }
 
-
 /**
  * Asks the upstream whether the client may read `url`; when not, answers the request
  * with the upstream's denial and resolves false.
  *
  * @throws {HttpError} 502 when the upstream cannot be asked, 403 when `url` is not an allowed source
  */
-export async function authorize (ctx: RouteContext, authorizer: Pick<BlobAuthorizer, 'check'>, url: string, headers: Record<string, string>): Promise<boolean> {
+export async function authorize (ctx: RouteContext, authorizer: Pick<BlobAuthorizer, 'check'>, url: string, headers: Record<string, string>, options: CheckOptions = {}): Promise<boolean> {
   let denial
   try {
-    denial = await authorizer.check(url, headers, ctx.signal)
+    denial = await authorizer.check(url, headers, ctx.signal, options)
   } catch (err) {
     if (err instanceof AuthorizationUnavailableError) {
       throw new HttpError(502, 'UNAVAILABLE', err.message)

@@ -49,7 +49,7 @@ export class ControlApi {
       task = await this.c.tasks.register(body, { signal: ctx.signal })
     } catch (err) {
       if (!ctx.signal.aborted && (err as Error).name === 'TimeoutError') {
-        throw new HttpError(504, 'SOURCE_TIMEOUT', `the source did not answer in time: ${body.url}`)
+        throw new HttpError(504, 'SOURCE_TIMEOUT', `the source did not answer in time: ${new URL(body.url).origin}`)
       }
       throw err
     }

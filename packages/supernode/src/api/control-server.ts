@@ -9,7 +9,7 @@ import type { Libp2p } from 'libp2p'
 export interface ControlServerInit {
   /** Longest one call may take, long polls included. @default 90000 ms */
   callTimeout?: number
-  /** Calls served at once, over all peers. @default 4096 */
+  /** Calls open at once on one connection (one daemon; each download holds a long poll). @default 4096 */
   maxInboundStreams?: number
 }
 

@@ -58,6 +58,9 @@ export class SourceFetcher {
     const { signal } = request
     // the URL is read once: a task reset later (another registrant) does not change this fetch
     const url = task.url
+    // for logs and messages (which other registrants of the task see): a query string
+    // may hold a signature
+    const where = describeUrl(url)
     const started = performance.now()
     let outcome = 'ok'
     // its body holds one of the source client's slots until it ends or is destroyed
@@ -71,7 +74,7 @@ export class SourceFetcher {
 
       if (res.statusCode !== 200) {
         await res.dump()
-        throw new SourceHttpError(res.statusCode, `source answered ${res.statusCode} for ${url}`)
+        throw new SourceHttpError(res.statusCode, `source answered ${res.statusCode} for ${where}`)
       }
 
       const lengthHeader = res.headers['content-length']
@@ -79,7 +82,7 @@ export class SourceFetcher {
       const pieceSize = this.pieceSize ?? pieceSizeFor(contentLength)
       task.start(contentLength, pieceSize)
       await store.putTask({ taskId: task.id, url, ...(task.digest != null ? { digest: task.digest } : {}), contentLength, pieceSize, state: 'running', updatedAt: Date.now() })
-      this.log.info({ taskId: task.id, url, contentLength, pieceSize }, 'fetching source')
+      this.log.info({ taskId: task.id, url: where, contentLength, pieceSize }, 'fetching source')
 
       const verifier = task.digest != null ? new DigestVerifier(task.digest) : undefined
       let total: number
@@ -98,7 +101,7 @@ export class SourceFetcher {
         if (err instanceof ShoalError || signal.aborted) {
           throw err
         }
-        throw new SourceUnavailableError(`reading ${url} failed: ${(err as Error).message}`)
+        throw new SourceUnavailableError(`reading ${where} failed: ${(err as Error).message}`)
       }
       verifier?.verify()
 
@@ -112,7 +115,7 @@ export class SourceFetcher {
           ? 'digest_mismatch'
           : err instanceof SourceRefusedError ? 'refused' : err instanceof SourceTooLargeError ? 'too_large' : 'network_error'
       const e = err as Error & { code?: string, statusCode?: number }
-      this.log.warn({ taskId: task.id, url, err, code: e.code }, 'source fetch failed')
+      this.log.warn({ taskId: task.id, url: where, err, code: e.code }, 'source fetch failed')
       task.fail({
         code: e.code ?? 'ERR_SOURCE_UNAVAILABLE',
         message: e.message,
@@ -127,5 +130,15 @@ export class SourceFetcher {
       metrics.sourceFetches.inc({ result: outcome })
       metrics.sourceFetchDuration.observe({ result: outcome }, (performance.now() - started) / 1000)
     }
+  }
+}
+
+/** A URL without its query or credentials, for logs and messages. */
+function describeUrl (url: string): string {
+  try {
+    const u = new URL(url)
+    return `${u.origin}${u.pathname}`
+  } catch {
+    return '(invalid URL)'
   }
 }
