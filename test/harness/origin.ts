@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
-import { createServer } from 'node:http'
+import { createServer, type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
 export interface OriginFile {
@@ -13,6 +13,11 @@ export interface OriginFile {
   chunked?: boolean
   /** Pause before the body, in ms. */
   delayMs?: number
+  /** The first this many GETs answer `failStatus` (default 503) with no body. */
+  failFirst?: number
+  failStatus?: number
+  /** The first GET sends only this many bytes of its body, then nothing more (a stalled source). */
+  stallFirstAfter?: number
 }
 
 export interface TestOrigin {
@@ -22,6 +27,8 @@ export interface TestOrigin {
   gets: Map<string, number>
   /** Range headers received, per path */
   ranges: Map<string, string[]>
+  /** Request headers of every GET, per path */
+  headers: Map<string, IncomingHttpHeaders[]>
   add(path: string, data: Buffer, extra?: Omit<OriginFile, 'data'>): { url: string, digest: string }
   stop(): Promise<void>
 }
@@ -36,40 +43,48 @@ export async function startTestOrigin (): Promise<TestOrigin> {
   const files = new Map<string, OriginFile>()
   const gets = new Map<string, number>()
   const ranges = new Map<string, string[]>()
+  const headers = new Map<string, IncomingHttpHeaders[]>()
   const server = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://x').pathname
+    const nth = req.method === 'GET' ? (gets.get(path) ?? 0) + 1 : 0
     if (req.method === 'GET') {
-      gets.set(path, (gets.get(path) ?? 0) + 1)
+      gets.set(path, nth)
+      headers.set(path, [...headers.get(path) ?? [], req.headers])
     }
     const file = files.get(path)
     if (file == null) {
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"code":"BLOB_UNKNOWN","message":"not here"}]}')
       return
     }
-    if (file.status != null) {
-      res.writeHead(file.status).end()
+    if (file.status != null || (nth > 0 && nth <= (file.failFirst ?? 0))) {
+      res.writeHead(file.status ?? file.failStatus ?? 503).end()
       return
     }
     let body = file.serve ?? file.data
     let status = 200
-    const headers: Record<string, string> = { 'content-type': 'application/octet-stream' }
+    const out: Record<string, string> = { 'content-type': 'application/octet-stream' }
     const range = req.headers.range
     if (range != null) {
       ranges.set(path, [...ranges.get(path) ?? [], range])
       const start = Number(/^bytes=(\d+)-$/.exec(range)?.[1])
       if (Number.isInteger(start) && start < body.byteLength) {
-        headers['content-range'] = `bytes ${start}-${body.byteLength - 1}/${body.byteLength}`
+        out['content-range'] = `bytes ${start}-${body.byteLength - 1}/${body.byteLength}`
         body = body.subarray(start)
         status = 206
       }
     }
     if (file.chunked !== true) {
-      headers['content-length'] = String(body.byteLength)
+      out['content-length'] = String(body.byteLength)
     }
-    res.writeHead(status, headers)
+    res.writeHead(status, out)
     const send = (): void => {
       if (req.method === 'HEAD') {
         res.end()
+        return
+      }
+      if (nth === 1 && file.stallFirstAfter != null) {
+        // the headers and a prefix, then silence until the client gives up or the origin stops
+        res.write(body.subarray(0, file.stallFirstAfter))
         return
       }
       // in a few writes, so the receiver sees a stream rather than one chunk
@@ -93,6 +108,7 @@ export async function startTestOrigin (): Promise<TestOrigin> {
     files,
     gets,
     ranges,
+    headers,
     add (path, data, extra = {}) {
       files.set(path, { data, ...extra })
       return { url: `${url}${path}`, digest: sha256(data) }

@@ -19,6 +19,8 @@ export interface ManagedProcess {
   logFile: string
   /** SIGTERM, then SIGKILL if it has not exited within `graceMs`. */
   stop(graceMs?: number): Promise<void>
+  /** Sends `signal` (a crash: SIGKILL) and waits for the process to exit. */
+  kill(signal: NodeJS.Signals): Promise<void>
 }
 
 export interface StartOptions {
@@ -51,6 +53,13 @@ export async function startProcess (options: StartOptions): Promise<{ proc: Mana
         const timer = setTimeout(() => child.kill('SIGKILL'), graceMs)
         await exited
         clearTimeout(timer)
+      }
+      log.end()
+    },
+    async kill (signal) {
+      if (child.exitCode == null && child.signalCode == null) {
+        child.kill(signal)
+        await exited
       }
       log.end()
     }

@@ -8,6 +8,7 @@ import { DownloadManager } from './download/download-manager.ts'
 import { OriginFetch } from './download/origin-fetch.ts'
 import { PeerTask } from './download/peer-task.ts'
 import { PieceFetcher } from './download/piece-fetcher.ts'
+import { SupernodeBreaker } from './download/supernode-breaker.ts'
 import { DfgetMetrics } from './metrics.ts'
 import { BlobAuthorizer, type SourceHead } from './mirror/blob-authorizer.ts'
 import { registryErrorBody, registryMirrorRoutes } from './mirror/registry-mirror.ts'
@@ -65,6 +66,18 @@ export interface DaemonInit {
    * address (when a specific IP); other Hosts get 403 (DNS rebinding). @default []
    */
   allowedHosts?: string[]
+  /**
+   * Longest a swarm download may go without a byte of piece data arriving from anywhere
+   * before it goes back to the origin. @default 30000 ms
+   */
+  swarmNoProgressTimeout?: number
+  /**
+   * How long new downloads skip the swarm (straight to the origin) once one found the
+   * supernode unavailable; then one download tries it again. 0 never skips. @default 30000 ms
+   */
+  supernodeCooldown?: number
+  /** Tries of one origin fetch when the origin fails (5xx, unreachable), spaced by exponential back-off with full jitter. @default 4 */
+  originAttempts?: number
   version?: string
 }
 
@@ -146,9 +159,15 @@ export class Daemon {
         metrics,
         logger,
         self: () => this.self()
-      }, { concurrency: this.init.concurrency ?? 4 })
-    const origin = new OriginFetch({ store, source, metrics, logger })
-    this.downloads = new DownloadManager({ store, ...(peerTask != null ? { peerTask } : {}), origin, metrics, logger },
+      }, {
+        concurrency: this.init.concurrency ?? 4,
+        ...(this.init.swarmNoProgressTimeout != null ? { noProgressTimeout: this.init.swarmNoProgressTimeout } : {})
+      })
+    const breaker = new SupernodeBreaker({ open: metrics.supernodeBreakerOpen },
+      this.init.supernodeCooldown != null ? { cooldown: this.init.supernodeCooldown } : {})
+    const origin = new OriginFetch({ store, source, metrics, logger },
+      this.init.originAttempts != null ? { attempts: this.init.originAttempts } : {})
+    this.downloads = new DownloadManager({ store, ...(peerTask != null ? { peerTask, breaker } : {}), origin, metrics, logger },
       this.init.downloadTimeout != null ? { downloadTimeout: this.init.downloadTimeout } : {})
 
     const authorizer = new BlobAuthorizer({ sourceHead: this.sourceHead, metrics, logger }, {

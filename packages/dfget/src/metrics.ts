@@ -14,6 +14,10 @@ export class DfgetMetrics {
   readonly activeDownloads: Gauge
   /** Authorization checks with the upstream before content is served, by result. */
   readonly authzChecks: Counter<'result'>
+  /** 1 while downloads skip the swarm because the supernode was found unavailable (the breaker's cool-down). */
+  readonly supernodeBreakerOpen: Gauge
+  /** Origin fetches tried again after the origin failed (5xx, unreachable). */
+  readonly originRetries: Counter
 
   constructor (registry: Registry) {
     const registers = [registry]
@@ -29,6 +33,8 @@ export class DfgetMetrics {
     this.backToSource = new Counter({ name: 'shoal_dfget_back_to_source_total', help: 'Downloads that fell back to the origin, by reason', labelNames: ['reason'], registers })
     this.activeDownloads = new Gauge({ name: 'shoal_dfget_active_downloads', help: 'Downloads in progress', registers })
     this.authzChecks = new Counter({ name: 'shoal_dfget_authz_checks_total', help: 'Checks that a client may read content before it is served, by result (allowed and denied: the upstream answered; cached: answered without a new upstream request, from a recent allowed answer or a check already in progress for the same client and blob; error: the upstream failed or could not be reached)', labelNames: ['result'], registers })
+    this.supernodeBreakerOpen = new Gauge({ name: 'shoal_dfget_supernode_breaker_open', help: 'Whether downloads skip the swarm for a cool-down because the supernode was found unavailable (1) or try it (0)', registers })
+    this.originRetries = new Counter({ name: 'shoal_dfget_origin_retries_total', help: 'Origin fetches tried again, after a pause with jitter, because the origin failed (5xx, unreachable, stopped sending)', registers })
     for (const result of ['allowed', 'denied', 'error', 'cached']) {
       this.authzChecks.inc({ result }, 0)
     }

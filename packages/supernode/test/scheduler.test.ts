@@ -124,6 +124,17 @@ describe('Scheduler', () => {
     expect(expiring.schedule(task, 'B', new Set(), 1).map(a => a.num)).toEqual([0])
   })
 
+  it('releases what it handed a peer that no longer fetches it (a daemon restarted under the same peer id)', () => {
+    const { scheduler } = setup(['A', 'B'])
+    const task = taskWithPieces(1)
+    expect(scheduler.schedule(task, 'A', new Set(), 1).map(a => a.num)).toEqual([0])
+    // A still fetching piece 0: B waits for it rather than have the supernode seed it twice
+    expect(scheduler.schedule(task, 'A', new Set([0]), 1)).toEqual([])
+    expect(scheduler.schedule(task, 'B', new Set(), 1)).toEqual([])
+    // A came back without piece 0 in flight: it gets the piece now, not after the assignment expires
+    expect(scheduler.schedule(task, 'A', new Set(), 1).map(a => a.num)).toEqual([0])
+  })
+
   it('leaves out a peer after repeated failures, until its cooldown ends', () => {
     const { scheduler, peers } = setup(['A', 'B'], { failureLimit: 2, cooldown: 60_000 })
     const task = taskWithPieces(1)

@@ -30,7 +30,10 @@ const daemonSchema = z.object({
   maxSourceFetches: z.coerce.number().int().min(1).max(1024),
   authCacheTtl: z.coerce.number().int().min(0).max(3_600_000),
   allowedHost: z.array(z.string().min(1).max(255)).default([]),
-  logLevel: configSchemas.logLevel
+  logLevel: configSchemas.logLevel,
+  swarmNoProgressTimeout: configSchemas.duration,
+  supernodeCooldown: z.coerce.number().int().min(0).max(3_600_000),
+  originAttempts: z.coerce.number().int().min(1).max(16)
 })
 
 const downloadSchema = z.object({
@@ -91,6 +94,9 @@ const daemon = program.command('daemon')
   .addOption(new Option('--auth-cache-ttl <ms>', "how long the registry's yes to 'may this client read this blob' is reused; 0 asks every time").default('60000'))
   .addOption(new Option('--allowed-host <name...>', 'Host header names the mirror and API answer to besides localhost, 127.0.0.1, [::1] and the listen address (default: none)').default([]))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
+  .addOption(new Option('--swarm-no-progress-timeout <ms>', 'a swarm download with no piece data arriving from anywhere for this long goes back to the origin').default('30000'))
+  .addOption(new Option('--supernode-cooldown <ms>', 'once the supernode was found unavailable, new downloads go straight to the origin for this long, then one tries it again; 0 never skips it').default('30000'))
+  .addOption(new Option('--origin-attempts <n>', 'tries of one origin fetch when the origin fails (5xx, unreachable), with exponential back-off and jitter; 4xx are not retried').default('4'))
   .showHelpAfterError()
   .action(async () => {
     await runMain('dfget daemon', async (signal) => {
@@ -114,6 +120,9 @@ const daemon = program.command('daemon')
         allowPrivateRedirects: options.allowPrivateRedirects,
         maxSourceBytes: options.maxSourceBytes,
         maxSourceFetches: options.maxSourceFetches,
+        swarmNoProgressTimeout: options.swarmNoProgressTimeout,
+        supernodeCooldown: options.supernodeCooldown,
+        originAttempts: options.originAttempts,
         version
       })
       await serveUntilAborted(d, signal)

@@ -1,10 +1,11 @@
 import {
-  errorCode, raceSignal, SupernodeRequestError, TaskFailedError, taskIdFor,
+  errorCode, raceSignal, SupernodeRequestError, SupernodeUnavailableError, TaskFailedError, taskIdFor,
   type ComponentLogger, type Logger, type PieceStore
 } from '@shoal/core'
 import { Download } from './download.ts'
 import type { OriginFetch } from './origin-fetch.ts'
 import type { PeerTask } from './peer-task.ts'
+import type { SupernodeBreaker } from './supernode-breaker.ts'
 import type { DfgetMetrics } from '../metrics.ts'
 
 export interface DownloadManagerInit {
@@ -16,6 +17,8 @@ export interface DownloadManagerComponents {
   store: Pick<PieceStore, 'getTask' | 'putTask' | 'listPieces' | 'clearPieces' | 'deleteTask'>
   /** The swarm; without one (no supernode configured) every download goes to the origin. */
   peerTask?: Pick<PeerTask, 'run'>
+  /** Skips the swarm for a cool-down once the supernode was found unavailable. @default none: every download tries the swarm */
+  breaker?: Pick<SupernodeBreaker, 'tryAcquire' | 'succeeded' | 'failed' | 'released'>
   origin: Pick<OriginFetch, 'run'>
   metrics: DfgetMetrics
   logger: ComponentLogger
@@ -128,16 +131,18 @@ export class DownloadManager {
   }
 
   private async run (download: Download, request: DownloadRequest): Promise<void> {
-    const { metrics, peerTask, origin, store } = this.components
+    const { metrics, peerTask, origin, store, breaker } = this.components
     const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(this.downloadTimeout)])
     const started = performance.now()
     metrics.activeDownloads.inc()
 
     try {
-      if (peerTask != null) {
+      if (peerTask != null && (breaker?.tryAcquire() ?? true)) {
         try {
           await peerTask.run(download, { headers: request.headers, signal })
+          breaker?.succeeded()
         } catch (err) {
+          this.tellBreaker(err, signal)
           if (signal.aborted || !this.worthFallingBack(err)) {
             throw err
           }
@@ -145,11 +150,17 @@ export class DownloadManager {
           this.log.warn({ taskId: download.taskId, url: download.url, reason, err }, 'swarm cannot deliver; going back to the origin')
           metrics.backToSource.inc({ reason })
           download.via = 'origin'
+          await this.adoptStoredPieces(download)
           await origin.run(download, request.headers, signal)
         }
       } else {
         download.via = 'origin'
-        metrics.backToSource.inc({ reason: 'no_supernode' })
+        const reason = peerTask == null ? 'no_supernode' : 'supernode_cooldown'
+        metrics.backToSource.inc({ reason })
+        if (peerTask != null) {
+          this.log.info({ taskId: download.taskId, url: download.url }, 'supernode recently unavailable; going to the origin')
+        }
+        await this.adoptStoredPieces(download)
         await origin.run(download, request.headers, signal)
       }
 
@@ -168,6 +179,38 @@ export class DownloadManager {
       this.log.warn({ taskId: download.taskId, url: download.url, err: error }, 'download failed')
     } finally {
       metrics.activeDownloads.dec()
+    }
+  }
+
+  private tellBreaker (err: unknown, signal: AbortSignal): void {
+    const { breaker } = this.components
+    if (err instanceof SupernodeUnavailableError && !signal.aborted) {
+      breaker?.failed()
+    } else if (signal.aborted) {
+      breaker?.released()
+    } else {
+      // the supernode answered, even if the answer was "the source failed"
+      breaker?.succeeded()
+    }
+  }
+
+  /**
+   * Verified pieces left by an earlier attempt (a daemon killed mid-download), so the
+   * origin continues after them with a Range request instead of starting over. The
+   * geometry is only a hint for the origin fetch: the response waits for the origin's.
+   */
+  private async adoptStoredPieces (download: Download): Promise<void> {
+    const { store } = this.components
+    const stored = await store.getTask(download.taskId)
+    if (download.pieceSize > 0 || stored == null || stored.pieceSize <= 0 || stored.contentLength == null) {
+      return
+    }
+    download.pieceSize = stored.pieceSize
+    for (const piece of await store.listPieces(download.taskId)) {
+      download.addPiece(piece)
+    }
+    if (download.contiguous > 0) {
+      this.log.info({ taskId: download.taskId, bytes: download.contiguous }, 'resuming from pieces already on disk')
     }
   }
 

@@ -2,6 +2,7 @@ import {
   cutIntoPieces, pieceSizeFor, ShoalError, SourceUnavailableError, TaskFailedError,
   type ComponentLogger, type Logger, type PieceStore, type SourceClient, type SourceResponse
 } from '@shoal/core'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Download } from './download.ts'
 import type { DfgetMetrics } from '../metrics.ts'
 
@@ -11,6 +12,19 @@ export interface OriginFetchComponents {
   source: Pick<SourceClient, 'fetch'>
   metrics: DfgetMetrics
   logger: ComponentLogger
+  /** Jitter source, in [0, 1). @default Math.random */
+  random?: () => number
+}
+
+export interface OriginFetchInit {
+  /** Tries of one origin fetch in all, when the origin fails (5xx, unreachable, stops sending); 4xx are never retried. @default 4 */
+  attempts?: number
+  /** Cap of the first pause between tries; it doubles with each try, and each pause is random below its cap (full jitter). @default 500 ms */
+  retryDelay?: number
+  /** Largest cap of one pause between tries. @default 8000 ms */
+  maxRetryDelay?: number
+  /** No try starts later than this after the first one. @default 60000 ms */
+  retryBudget?: number
 }
 
 /**
@@ -22,10 +36,20 @@ export interface OriginFetchComponents {
 export class OriginFetch {
   private readonly components: OriginFetchComponents
   private readonly log: Logger
+  private readonly attempts: number
+  private readonly retryDelay: number
+  private readonly maxRetryDelay: number
+  private readonly retryBudget: number
+  private readonly random: () => number
 
-  constructor (components: OriginFetchComponents) {
+  constructor (components: OriginFetchComponents, init: OriginFetchInit = {}) {
     this.components = components
     this.log = components.logger.forComponent('shoal:dfget:origin')
+    this.attempts = Math.max(1, init.attempts ?? 4)
+    this.retryDelay = init.retryDelay ?? 500
+    this.maxRetryDelay = init.maxRetryDelay ?? 8_000
+    this.retryBudget = init.retryBudget ?? 60_000
+    this.random = components.random ?? Math.random
   }
 
   /**
@@ -35,6 +59,30 @@ export class OriginFetch {
    * @throws {SourceTooLargeError} when the content is over --max-source-bytes
    */
   async run (download: Download, headers: Record<string, string> | undefined, signal: AbortSignal): Promise<void> {
+    const started = performance.now()
+    // bounded: at most `attempts` tries, none starting after `retryBudget`
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.once(download, headers, signal)
+        return
+      } catch (err) {
+        if (signal.aborted || !retryable(err) || attempt >= this.attempts) {
+          throw err
+        }
+        // full jitter: a fleet of daemons falling back at once does not come back in step
+        const cap = Math.min(this.maxRetryDelay, this.retryDelay * 2 ** (attempt - 1))
+        const delay = Math.floor(this.random() * cap)
+        if (performance.now() - started + delay > this.retryBudget) {
+          throw err
+        }
+        this.components.metrics.originRetries.inc()
+        this.log.warn({ taskId: download.taskId, url: download.url, attempt, delay, err }, 'origin failed; trying again')
+        await sleep(delay, undefined, { signal })
+      }
+    }
+  }
+
+  private async once (download: Download, headers: Record<string, string> | undefined, signal: AbortSignal): Promise<void> {
     const pieceSize = download.pieceSize
     const resumeAt = pieceSize > 0 ? download.contiguous : 0
     const requestHeaders: Record<string, string> = { ...headers }
@@ -103,6 +151,14 @@ export class OriginFetch {
       throw new SourceUnavailableError(`reading ${download.url} failed: ${(err as Error).message}`)
     }
   }
+}
+
+/** The origin is failing (5xx, unreachable, stopped sending), not saying no (4xx). */
+function retryable (err: unknown): boolean {
+  if (err instanceof TaskFailedError) {
+    return err.sourceStatus != null && err.sourceStatus >= 500
+  }
+  return err instanceof SourceUnavailableError
 }
 
 function headerNumber (value: string | string[] | undefined): number | null {

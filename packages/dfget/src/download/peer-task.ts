@@ -144,7 +144,8 @@ export class PeerTask {
           running: [...inflight.keys()],
           results: results.splice(0, MAX_RESULTS_PER_CALL),
           limit: free,
-          waitMs: inflight.size === 0 ? this.pollWait : 0
+          // a long poll never outlasts the no-progress time, so the fallback is not late
+          waitMs: inflight.size === 0 ? Math.max(0, Math.min(this.pollWait, Math.ceil(this.noProgressTimeout - stalledFor))) : 0
         }, { signal })
         if (answer.state === 'failed') {
           throw new TaskFailedError(answer.error?.message ?? 'source failed', { sourceStatus: answer.error?.sourceStatus, reason: answer.error?.code })
@@ -183,7 +184,15 @@ export class PeerTask {
         throw new PieceSourcesExhaustedError(`piece ${exhausted[0]} failed on every source ${exhausted[1]} times`)
       }
       if (inflight.size > 0) {
-        await Promise.race(inflight.values())
+        // fetches that trickle nothing are cut off by the no-progress time, not only by
+        // the piece fetcher's own (longer) idle timeout
+        const left = this.noProgressTimeout - (performance.now() - progress.at)
+        const wake = new AbortController()
+        try {
+          await Promise.race([...inflight.values(), sleep(Math.max(0, left) + 1, AbortSignal.any([signal, wake.signal]))])
+        } finally {
+          wake.abort()
+        }
       }
       // else the long poll came back empty: the pieces this host lacks are on their way
       // to others, or the source is still arriving at the supernode; ask again

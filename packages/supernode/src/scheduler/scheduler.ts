@@ -100,6 +100,13 @@ export class Scheduler {
       if (running.has(num) || task.holds(num, peerId)) {
         continue
       }
+      // the requester names every piece it is fetching: an assignment of this one to it
+      // is stale (a daemon restarted under the same peer id), and must not keep the
+      // piece's seeding slot until it expires
+      const stale = this.assignments.get(`${task.id}/${peerId}/${num}`)
+      if (stale != null) {
+        this.release(`${task.id}/${peerId}/${num}`, stale)
+      }
       window.push({ num, rarity: (task.holders.get(num)?.size ?? 0) + (this.inflight.get(`${task.id}/${num}`) ?? 0) })
     }
     window.sort((a, b) => a.rarity - b.rarity || a.num - b.num)
