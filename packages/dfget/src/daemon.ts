@@ -65,6 +65,16 @@ export interface DaemonInit {
    * address (when a specific IP); other Hosts get 403 (DNS rebinding). @default []
    */
   allowedHosts?: string[]
+  /**
+   * Bytes of pieces this host may keep; over the high watermark, least recently used
+   * complete tasks nobody is using are evicted down to the low one. 0: no limit.
+   * @default 0
+   */
+  diskQuota?: number
+  /** Fraction of the quota at which eviction starts. @default 0.9 */
+  diskHighWatermark?: number
+  /** Fraction of the quota eviction brings usage down to. @default 0.8 */
+  diskLowWatermark?: number
   version?: string
 }
 
@@ -125,7 +135,8 @@ export class Daemon {
       p2pAnnounce: init.p2pAnnounce,
       metricPrefix: 'shoal_dfget',
       maxConcurrentUploads: init.maxConcurrentUploads ?? 16,
-      clusterKey: init.clusterKey
+      clusterKey: init.clusterKey,
+      disk: { quota: init.diskQuota ?? 0, highWatermark: init.diskHighWatermark ?? 0.9, lowWatermark: init.diskLowWatermark ?? 0.8 }
     })
   }
 

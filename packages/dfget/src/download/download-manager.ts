@@ -1,5 +1,5 @@
 import {
-  errorCode, raceSignal, SupernodeRequestError, TaskFailedError, taskIdFor,
+  errorCode, raceSignal, StoreWriteError, SupernodeRequestError, TaskFailedError, taskIdFor,
   type ComponentLogger, type Logger, type PieceStore
 } from '@shoal/core'
 import { Download } from './download.ts'
@@ -13,7 +13,7 @@ export interface DownloadManagerInit {
 }
 
 export interface DownloadManagerComponents {
-  store: Pick<PieceStore, 'getTask' | 'putTask' | 'listPieces' | 'clearPieces' | 'deleteTask'>
+  store: Pick<PieceStore, 'getTask' | 'putTask' | 'listPieces' | 'clearPieces' | 'deleteTask' | 'checkTask' | 'pin' | 'evict'>
   /** The swarm; without one (no supernode configured) every download goes to the origin. */
   peerTask?: Pick<PeerTask, 'run'>
   origin: Pick<OriginFetch, 'run'>
@@ -93,9 +93,13 @@ export class DownloadManager {
     return (await this.components.store.getTask(taskId))?.state === 'success'
   }
 
-  /** Forgets content that failed verification when read back, so the next request fetches it again. */
-  async invalidate (taskId: string): Promise<void> {
-    this.log.warn({ taskId }, 'stored content failed verification; deleting it')
+  /**
+   * Forgets content that failed verification or could not be read back (its data file
+   * gone or short), so the next request fetches it again. A download in progress keeps
+   * its own course: only what is on disk is forgotten.
+   */
+  async invalidate (taskId: string, reason = 'failed verification'): Promise<void> {
+    this.log.warn({ taskId, reason }, 'stored content is damaged; deleting it')
     await this.components.store.deleteTask(taskId)
   }
 
@@ -105,6 +109,9 @@ export class DownloadManager {
     if (stored?.state !== 'success' || stored.contentLength == null) {
       return undefined
     }
+    // the index against the disk: pieces whose bytes are gone are dropped here, before
+    // any header goes out, and fetched again below
+    await store.checkTask(taskId)
     const download = new Download({ taskId, url: request.url, digest: request.digest })
     download.via = 'local'
     download.setGeometry(stored.contentLength, stored.pieceSize)
@@ -137,6 +144,8 @@ export class DownloadManager {
     const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(this.downloadTimeout)])
     const started = performance.now()
     metrics.activeDownloads.inc()
+    // a download in progress is never evicted
+    const unpin = store.pin(download.taskId)
 
     try {
       if (peerTask != null) {
@@ -147,6 +156,10 @@ export class DownloadManager {
             throw err
           }
           const reason = errorCode(err)
+          if (err instanceof StoreWriteError) {
+            // this host's disk, not the swarm: make room, then the origin may fit
+            await store.evict({ force: true, need: download.contentLength ?? 0, signal }).catch((e: unknown) => { this.log.error({ err: e }, 'eviction failed') })
+          }
           this.log.warn({ taskId: download.taskId, url: download.url, reason, err }, 'swarm cannot deliver; going back to the origin')
           metrics.backToSource.inc({ reason })
           download.via = 'origin'
@@ -172,6 +185,7 @@ export class DownloadManager {
       metrics.downloads.inc({ result: 'failed', via: download.via })
       this.log.warn({ taskId: download.taskId, url: download.url, err: error }, 'download failed')
     } finally {
+      unpin()
       metrics.activeDownloads.dec()
     }
   }

@@ -1,5 +1,5 @@
 import {
-  errorCode, PieceSourcesExhaustedError, TaskFailedError,
+  errorCode, PieceSourcesExhaustedError, StoreWriteError, TaskFailedError,
   type ComponentLogger, type Logger, type PeerInfo, type PieceAssignment, type PieceResult, type PieceStore
 } from '@shoal/core'
 import type { Download } from './download.ts'
@@ -244,6 +244,11 @@ export class PeerTask {
         return outcome
       } catch (err) {
         signal.throwIfAborted()
+        if (err instanceof StoreWriteError) {
+          // this host's disk failed (full): not the source's fault, so no failure is
+          // reported against it; the download ends and the manager decides what next
+          throw err
+        }
         const code = errorCode(err)
         metrics.pieces.inc({ source: source.kind, result: code })
         this.log.debug({ taskId: download.taskId, num: piece.num, source: source.peerId, code, err }, 'piece fetch failed')

@@ -1,4 +1,4 @@
-import { DigestMismatchError, HttpError, SourceRefusedError, TaskFailedError, type PieceStore, type RouteContext, type SourceClient } from '@shoal/core'
+import { DigestMismatchError, HttpError, SourceRefusedError, StoreReadError, StoreWriteError, TaskFailedError, type PieceStore, type RouteContext, type SourceClient } from '@shoal/core'
 import { streamContent } from '../download/content-stream.ts'
 import type { DownloadManager, DownloadRequest } from '../download/download-manager.ts'
 import type { DfgetMetrics } from '../metrics.ts'
@@ -23,6 +23,10 @@ const SOURCE_STATUS_CODES: Record<number, string> = {
 export function downloadError (err: Error | undefined): HttpError {
   if (err instanceof SourceRefusedError) {
     return new HttpError(403, 'DENIED', err.message)
+  }
+  if (err instanceof StoreWriteError) {
+    // this host's disk is full or failing: the client may try another mirror or the registry
+    return new HttpError(507, 'UNAVAILABLE', `this host cannot store the content: ${err.message}`)
   }
   if (err instanceof TaskFailedError && err.sourceStatus != null && err.sourceStatus >= 400 && err.sourceStatus < 500) {
     return new HttpError(err.sourceStatus, SOURCE_STATUS_CODES[err.sourceStatus] ?? 'UNKNOWN', err.message)
@@ -63,6 +67,9 @@ export async function sendDownload (ctx: RouteContext, components: SendDownloadC
   } catch (err) {
     if (err instanceof DigestMismatchError) {
       await components.downloads.invalidate(download.taskId)
+    } else if (err instanceof StoreReadError) {
+      // the data file is gone or short: this request is cut, the next one fetches again
+      await components.downloads.invalidate(download.taskId, err.message)
     }
     throw err
   }
