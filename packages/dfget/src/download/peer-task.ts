@@ -122,12 +122,17 @@ export class PeerTask {
     const failedRounds = new Map<number, number>()
     let pieceCount = download.pieceCount
     const progress = { at: performance.now() }
+    // a piece this host could not store (disk full) ends the download: no use asking for more
+    let localFailure: StoreWriteError | undefined
 
     // Bounded: every pass fetches, waits on a fetch or long-polls; a piece failing on
     // every source ends it after maxPieceRounds, no byte arriving for noProgressTimeout
     // ends it, and the caller's signal carries the download timeout.
     while (true) {
       signal.throwIfAborted()
+      if (localFailure != null) {
+        throw localFailure
+      }
       if (pieceCount != null && download.have.size >= pieceCount && inflight.size === 0) {
         break
       }
@@ -171,6 +176,12 @@ export class PeerTask {
                 const rounds = (failedRounds.get(piece.num) ?? 0) + 1
                 failedRounds.set(piece.num, rounds)
               }
+            })
+            .catch((err: unknown) => {
+              if (err instanceof StoreWriteError) {
+                localFailure ??= err
+              }
+              throw err
             })
             .finally(() => { inflight.delete(piece.num) })
           job.catch(() => {}) // the loop sees the failure through Promise.race
