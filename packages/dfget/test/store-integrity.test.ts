@@ -3,6 +3,7 @@ import { rm, truncate } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import { taskIdFor } from '@shoal/core'
+import { sample, scrape } from '../../../test/harness/metrics.ts'
 import { sha256, startTestOrigin, type TestOrigin } from '../../../test/harness/origin.ts'
 import { startSwarm, type TestSwarm } from './fixtures/swarm.ts'
 import type { Daemon } from '../src/index.ts'
@@ -93,5 +94,60 @@ describe('store integrity: a damaged data file is fetched again', () => {
     await b.store.start()
     const pieces = await b.store.listPieces(taskId)
     expect(pieces.map(p => p.num)).toEqual([0, 1])
+  })
+})
+
+describe('disk quota: least recently used layers make room, and are fetched again when wanted', () => {
+  let origin: TestOrigin
+  let swarm: TestSwarm
+
+  beforeAll(async () => {
+    origin = await startTestOrigin()
+    swarm = await startSwarm(origin.url, { daemons: 0, pieceSize: PIECE, supernodeInit: { diskQuota: 10 * PIECE, diskHighWatermark: 0.9, diskLowWatermark: 0.7 } })
+  })
+
+  afterAll(async () => {
+    await swarm.stop()
+    await origin.stop()
+  })
+
+  const metric = async (url: string, name: string): Promise<number> => sample(await scrape(`${url}/metrics`), name)
+
+  it('the daemon and the supernode evict the oldest complete layer over the high watermark; a peer asking for it gets NOT_FOUND, the next pull fetches it again', async () => {
+    const d = await swarm.addDaemon({ init: { diskQuota: 10 * PIECE, diskHighWatermark: 0.9, diskLowWatermark: 0.7 } })
+    const layers = [0, 1].map(() => {
+      const data = randomBytes(4 * PIECE)
+      const digest = sha256(data)
+      const path = `/v2/library/app/blobs/${digest}`
+      origin.add(path, data)
+      return { data, path, taskId: taskIdFor({ url: `${origin.url}${path}`, digest }) }
+    })
+    const [first, second] = layers as [typeof layers[0], typeof layers[0]]
+    expect((await pull(`${d.url}${first.path}`)).body.equals(first.data)).toBe(true)
+    expect(await metric(d.url, 'shoal_dfget_disk_bytes')).toBe(4 * PIECE)
+    await new Promise(resolve => setTimeout(resolve, 10))
+    expect((await pull(`${d.url}${second.path}`)).body.equals(second.data)).toBe(true)
+
+    // 8 of 10 pieces is under 0.9: nothing evicted yet; a third layer goes over
+    const third = randomBytes(2 * PIECE)
+    const thirdPath = `/v2/library/app/blobs/${sha256(third)}`
+    origin.add(thirdPath, third)
+    expect((await pull(`${d.url}${thirdPath}`)).body.equals(third)).toBe(true)
+    await d.store.evict()
+    await swarm.supernode.store.evict()
+
+    expect(await d.store.getTask(first.taskId)).toBeUndefined()
+    expect(await d.store.getTask(second.taskId)).toBeDefined()
+    expect(await metric(d.url, 'shoal_dfget_evictions_total')).toBeGreaterThanOrEqual(1)
+    expect(await metric(d.url, 'shoal_dfget_disk_bytes')).toBeLessThanOrEqual(7 * PIECE)
+    expect(await metric(swarm.supernode.url, 'shoal_supernode_evictions_total')).toBeGreaterThanOrEqual(1)
+    expect(() => swarm.supernode.tasks.get(first.taskId)).toThrow()
+    expect(await swarm.supernode.store.getPiece(first.taskId, 0)).toBeUndefined()
+
+    const gets = origin.gets.get(first.path) ?? 0
+    const again = await pull(`${d.url}${first.path}`)
+    expect(again.complete).toBe(true)
+    expect(again.body.equals(first.data)).toBe(true)
+    expect(origin.gets.get(first.path)).toBe(gets + 1)
   })
 })
