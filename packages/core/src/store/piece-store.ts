@@ -2,6 +2,7 @@ import { constants } from 'node:fs'
 import { mkdir, open, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Level } from 'level'
+import { StoreWriteError } from '../errors.ts'
 import { diskQuota, overHighWatermark, pickEvictions, type DiskQuota, type DiskQuotaInit } from './disk-quota.ts'
 import { PieceWriter } from './piece-writer.ts'
 import { damagedPieces } from './store-integrity.ts'
@@ -226,8 +227,13 @@ export class PieceStore {
     return join(this.dataDir, 'tasks', `${taskId}.data`)
   }
 
+  /** @throws {StoreWriteError} when the index cannot be written (a full disk) */
   async putTask (task: StoredTask): Promise<void> {
-    await this.meta.put(taskKey(task.taskId), task, { sync: true })
+    try {
+      await this.meta.put(taskKey(task.taskId), task, { sync: true })
+    } catch (err) {
+      throw new StoreWriteError(`cannot record task ${task.taskId}: ${(err as Error).message}`, { cause: err })
+    }
   }
 
   async getTask (taskId: string): Promise<StoredTask | undefined> {
@@ -358,14 +364,18 @@ export class PieceStore {
     return reader
   }
 
-  /** Forgets a task and deletes its data. */
+  /**
+   * Forgets a task and deletes its data. The data file goes first: on a full disk that
+   * frees the room the index needs, and an index entry left without its file (a crash
+   * in between) is dropped by the check at start.
+   */
   async deleteTask (taskId: string): Promise<void> {
+    await rm(this.dataPath(taskId), { force: true })
     const prefix = piecePrefix(taskId)
     await this.meta.clear({ gte: prefix, lt: `${prefix}~` })
     await this.meta.del(taskKey(taskId))
     await this.meta.del(usedKey(taskId))
     this.usage.forget(taskId)
-    await rm(this.dataPath(taskId), { force: true })
   }
 
   /** Drops a task's piece records (its data file stays, to be overwritten). */

@@ -182,6 +182,11 @@ export class DownloadManager {
     } catch (err) {
       const error = signal.aborted && !(err instanceof TaskFailedError) ? new Error(`download of ${download.url} aborted: ${String(signal.reason)}`, { cause: err }) : err as Error
       download.fail(error)
+      if (err instanceof StoreWriteError) {
+        // the disk is full: what this download stored is of no use to anyone, and in the
+        // way (readers already streaming keep their open file)
+        await store.deleteTask(download.taskId).catch((e: unknown) => { this.log.error({ err: e, taskId: download.taskId }, 'cannot delete a partly stored task') })
+      }
       metrics.downloads.inc({ result: 'failed', via: download.via })
       this.log.warn({ taskId: download.taskId, url: download.url, err: error }, 'download failed')
     } finally {
