@@ -42,6 +42,8 @@ export interface PieceStoreComponents {
 }
 
 const PIECE_NUM_WIDTH = 9
+/** Last use goes to the index at most this often per task. */
+const USE_PERSIST_MS = 10_000
 
 interface PendingRecord {
   taskId: string
@@ -195,10 +197,17 @@ export class PieceStore {
     }
   }
 
-  /** Records that a task was used now: kept in the index (unsynced: it is a hint). */
+  /**
+   * Records that a task was used now: in memory, and in the index (unsynced: it is a
+   * hint) at most every {@link USE_PERSIST_MS}, not once per piece served.
+   */
   private touch (taskId: string): void {
-    this.usage.touch(taskId)
-    this.meta.put(usedKey(taskId), Date.now()).catch((err: unknown) => { this.log.debug({ err, taskId }, 'cannot record last use') })
+    const now = Date.now()
+    const last = this.usage.lastUsed(taskId)
+    this.usage.touch(taskId, now)
+    if (now - last >= USE_PERSIST_MS) {
+      this.meta.put(usedKey(taskId), now).catch((err: unknown) => { this.log.debug({ err, taskId }, 'cannot record last use') })
+    }
   }
 
   private evictIfOver (): void {
