@@ -168,6 +168,25 @@ export class StoreReadError extends ShoalError {
   override readonly code = 'ERR_STORE_READ'
 }
 
+/**
+ * This host could not write or sync piece data (the disk is full, a disk error). The
+ * local disk's fault, never the sending peer's: nothing was recorded.
+ */
+export class StoreWriteError extends ShoalError {
+  override name = 'StoreWriteError'
+  override readonly code = 'ERR_STORE_WRITE'
+  /** The system error code, such as `ENOSPC`, when there was one. */
+  readonly sysCode?: string
+
+  constructor (message: string, options: { cause?: unknown } = {}) {
+    super(message, options)
+    const sys = (options.cause as { code?: unknown } | undefined)?.code
+    if (typeof sys === 'string') {
+      this.sysCode = sys
+    }
+  }
+}
+
 /** A piece transfer stalled: no bytes for its idle timeout, or not done within its time limit. */
 export class PieceTimeoutError extends ShoalError {
   override name = 'PieceTimeoutError'

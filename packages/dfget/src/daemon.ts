@@ -78,6 +78,16 @@ export interface DaemonInit {
   supernodeCooldown?: number
   /** Tries of one origin fetch when the origin fails (5xx, unreachable), spaced by exponential back-off with full jitter. @default 4 */
   originAttempts?: number
+  /**
+   * Bytes of pieces this host may keep; over the high watermark, least recently used
+   * complete tasks nobody is using are evicted down to the low one. 0: no limit.
+   * @default 0
+   */
+  diskQuota?: number
+  /** Fraction of the quota at which eviction starts. @default 0.9 */
+  diskHighWatermark?: number
+  /** Fraction of the quota eviction brings usage down to. @default 0.8 */
+  diskLowWatermark?: number
   version?: string
 }
 
@@ -138,7 +148,8 @@ export class Daemon {
       p2pAnnounce: init.p2pAnnounce,
       metricPrefix: 'shoal_dfget',
       maxConcurrentUploads: init.maxConcurrentUploads ?? 16,
-      clusterKey: init.clusterKey
+      clusterKey: init.clusterKey,
+      disk: { quota: init.diskQuota ?? 0, highWatermark: init.diskHighWatermark ?? 0.9, lowWatermark: init.diskLowWatermark ?? 0.8 }
     })
   }
 

@@ -2,8 +2,9 @@ import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { createMetricsRegistry, PieceStore, silentLogger, SupernodeUnavailableError, TaskFailedError } from '@shoal/core'
+import { createMetricsRegistry, PieceStore, silentLogger, StoreWriteError, SupernodeUnavailableError, TaskFailedError } from '@shoal/core'
 import { DfgetMetrics, DownloadManager, type Download } from '../src/index.ts'
+import { downloadError } from '../src/mirror/send-download.ts'
 
 const URL_A = 'http://origin/a'
 
@@ -67,6 +68,28 @@ describe('DownloadManager', () => {
     expect(failed.state).toBe('failed')
     expect(calls404).toEqual(['swarm'])
     await m404.stop()
+  })
+
+  it('on a full disk makes room and tries the origin; a disk that stays full is a 507, not the swarm\'s fault', async () => {
+    const calls: string[] = []
+    const forced: unknown[] = []
+    const evict = store.evict.bind(store)
+    store.evict = async (options) => { forced.push(options?.force); return await evict(options) }
+    const m = manager(fakeFetch(calls, 'swarm', new StoreWriteError('no space left on device')), fakeFetch(calls, 'origin'))
+    const d = await m.open({ url: URL_A })
+    await d.waitForChange(AbortSignal.timeout(1_000))
+    await m.stop()
+    expect(calls).toEqual(['swarm', 'origin'])
+    expect(forced).toEqual([true])
+
+    const full = manager(fakeFetch([], 'swarm', new StoreWriteError('no space')), fakeFetch([], 'origin', new StoreWriteError('no space')))
+    const failed = await full.open({ url: 'http://origin/full' })
+    await failed.waitForChange(AbortSignal.timeout(1_000))
+    await full.stop()
+    expect(failed.state).toBe('failed')
+    const answer = downloadError(failed.error)
+    expect(answer.status).toBe(507)
+    expect(answer.message).toMatch(/cannot store/)
   })
 
   it('goes to the origin directly when there is no supernode', async () => {

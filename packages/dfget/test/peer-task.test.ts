@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
-  createMetricsRegistry, PeerBusyError, PieceStore, silentLogger,
+  createMetricsRegistry, PeerBusyError, PieceStore, silentLogger, StoreWriteError,
   type PieceAssignment, type PieceResult, type PieceSource, type RegisterTaskResponse, type ScheduleRequest, type ScheduleResponse, type StoredPiece
 } from '@shoal/core'
 import { DfgetMetrics, Download, PeerTask, type FetchOptions, type PeerTaskComponents } from '../src/index.ts'
@@ -82,6 +82,27 @@ describe('PeerTask', () => {
     expect(reported.filter(r => r.ok).map(r => r.source)).toEqual(['QmSupernode', 'QmSupernode', 'QmSupernode'])
     const samples = await metrics.pieces.get()
     expect(samples.values.find(v => v.labels.source === 'peer' && v.labels.result === 'TimeoutError')?.value).toBe(3)
+  })
+
+  it('blames no peer when this host cannot write a piece (disk full): the download ends with the local error', async () => {
+    const { client, reported } = fakeSupernode(3, 4)
+    const metrics = new DfgetMetrics(createMetricsRegistry({ processMetrics: false }))
+    const asked: string[] = []
+    const fetcher = {
+      fetch: async (_taskId: string, piece: PieceAssignment, source: PieceSource): Promise<StoredPiece> => {
+        asked.push(`${piece.num}@${source.kind}`)
+        if (piece.num === 1) {
+          throw new StoreWriteError('cannot write piece 1: no space left on device', { cause: Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' }) })
+        }
+        return { num: piece.num, offset: piece.offset, length: piece.length, digest: piece.digest }
+      }
+    }
+    const task = new PeerTask({ client, fetcher, store, metrics, logger: silentLogger(), self: () => ({ peerId: 'QmSelf', addrs: [], hostname: 'self' }) })
+    const download = new Download({ taskId: TASK, url: 'http://origin/blob' })
+    await expect(task.run(download, { signal: AbortSignal.timeout(10_000) })).rejects.toThrow(StoreWriteError)
+    expect(reported.filter(r => !r.ok)).toEqual([])
+    // the next source is not tried for a local failure either
+    expect(asked.filter(a => a.startsWith('1@'))).toEqual(['1@peer'])
   })
 
   it('hands a piece back when its peer is busy, instead of having the supernode serve it once more', async () => {

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, truncate } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -75,6 +75,15 @@ describe('piece transfer over /shoal/piece/1.0.0', () => {
     await holderStore.writePiece(lost, { num: 0, offset: 0, length: 1000 }, (async function * () { yield bytes })())
     await rm(holderStore.dataPath(lost))
     await expect(fetcher.fetch(lost, { num: 0, offset: 0, length: 1000, digest: sha(bytes), sources: [source] }, source)).rejects.toThrow(PieceNotFoundError)
+  })
+
+  it('answers NOT_FOUND for a recorded piece whose data file is short, and stops holding it', async () => {
+    const short = 'e'.repeat(64)
+    const bytes = randomBytes(1000)
+    await holderStore.writePiece(short, { num: 0, offset: 0, length: 1000 }, (async function * () { yield bytes })())
+    await truncate(holderStore.dataPath(short), 600)
+    await expect(fetcher.fetch(short, { num: 0, offset: 0, length: 1000, digest: sha(bytes), sources: [source] }, source)).rejects.toThrow(PieceNotFoundError)
+    expect(await holderStore.getPiece(short, 0)).toBeUndefined()
   })
 
   it('gives up on an unreachable source within its timeout', async () => {

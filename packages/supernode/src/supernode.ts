@@ -42,6 +42,16 @@ export interface SupernodeInit {
   maxSourceBytes?: number
   /** Source responses open at once. @default 32 */
   maxSourceFetches?: number
+  /**
+   * Bytes of pieces the supernode may keep; over the high watermark, least recently used
+   * complete tasks nobody is reading are evicted down to the low one. 0: no limit.
+   * @default 0
+   */
+  diskQuota?: number
+  /** Fraction of the quota at which eviction starts. @default 0.9 */
+  diskHighWatermark?: number
+  /** Fraction of the quota eviction brings usage down to. @default 0.8 */
+  diskLowWatermark?: number
   version?: string
 }
 
@@ -97,7 +107,8 @@ export class Supernode {
       p2pAnnounce: init.p2pAnnounce,
       metricPrefix: 'shoal_supernode',
       maxConcurrentUploads: this.uploadSlots,
-      clusterKey: init.clusterKey
+      clusterKey: init.clusterKey,
+      disk: { quota: init.diskQuota ?? 0, highWatermark: init.diskHighWatermark ?? 0.9, lowWatermark: init.diskLowWatermark ?? 0.8 }
     })
     const fetcher = new SourceFetcher({ store: this.store, source: this.source, logger: this.logger, metrics: this.metrics },
       init.pieceSize != null ? { pieceSize: init.pieceSize } : {})

@@ -1,7 +1,9 @@
 import { join } from 'node:path'
+import { Counter, Gauge } from 'prom-client'
 import { PieceStore } from '../store/piece-store.ts'
 import { createP2PNode, loadOrCreatePrivateKey } from './node.ts'
 import { PieceServer } from './piece-server.ts'
+import type { DiskQuotaInit } from '../store/disk-quota.ts'
 import type { ComponentLogger } from '../logger.ts'
 import type { PeerAddress } from '../protocol/api.ts'
 import type { Libp2p } from 'libp2p'
@@ -20,6 +22,8 @@ export interface PeerNodeInit {
   maxConcurrentUploads?: number
   /** The cluster's pre-shared key; see `readClusterKeyFile`. */
   clusterKey: Uint8Array
+  /** The piece store's disk limit. @default no quota; watermarks 0.9 / 0.8 */
+  disk?: DiskQuotaInit
 }
 
 export interface PeerNodeComponents {
@@ -41,7 +45,24 @@ export class PeerNode {
   constructor (components: PeerNodeComponents, init: PeerNodeInit) {
     this.components = components
     this.init = init
-    this.store = new PieceStore({ logger: components.logger }, { dataDir: init.dataDir })
+    this.store = new PieceStore({ logger: components.logger }, { dataDir: init.dataDir, ...(init.disk != null ? { disk: init.disk } : {}) })
+    const { store } = this
+    new Gauge({
+      name: `${init.metricPrefix}_disk_bytes`,
+      help: 'Bytes of verified pieces in the piece store',
+      registers: [components.metrics],
+      collect () { this.set(store.bytesStored) }
+    })
+    const evictions = new Counter({
+      name: `${init.metricPrefix}_evictions_total`,
+      help: 'Tasks evicted from the piece store to stay under the disk quota',
+      registers: [components.metrics]
+    })
+    store.onTaskDropped((_taskId, reason) => {
+      if (reason === 'evicted') {
+        evictions.inc()
+      }
+    })
   }
 
   async start (): Promise<void> {

@@ -3,7 +3,8 @@ import { MAX_CONTROL_MESSAGE, MAX_DATA_FRAME, PIECE_PROTOCOL, pieceRequestSchema
 import { errorCode, ProtocolError, StoreReadError } from '../errors.ts'
 import { FramedStream } from './framed-stream.ts'
 import type { ComponentLogger, Logger } from '../logger.ts'
-import type { PieceStore, TaskReader } from '../store/piece-store.ts'
+import type { PieceStore } from '../store/piece-store.ts'
+import type { TaskReader } from '../store/task-reader.ts'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Libp2p } from 'libp2p'
 import type { Registry } from 'prom-client'
@@ -19,7 +20,7 @@ export interface PieceServerInit {
 
 export interface PieceServerComponents {
   libp2p: Pick<Libp2p, 'handle' | 'unhandle'>
-  store: Pick<PieceStore, 'getPiece' | 'openReader'>
+  store: Pick<PieceStore, 'getPiece' | 'openReader' | 'checkTask'>
   logger: ComponentLogger
   metrics: Registry
 }
@@ -74,6 +75,7 @@ export class PieceServer {
     const remote = connection.remotePeer.toString()
     let result = 'error'
     let counted = false
+    let requested: string | undefined
 
     try {
       let request
@@ -88,6 +90,7 @@ export class PieceServer {
         throw err
       }
 
+      requested = request.taskId
       if (this.active >= this.maxConcurrentUploads) {
         result = 'busy'
         await this.answer(framed, { status: 'error', code: 'BUSY', message: `all ${this.maxConcurrentUploads} upload slots are taken` }, signal)
@@ -103,14 +106,20 @@ export class PieceServer {
         return
       }
 
-      let reader: TaskReader
+      let reader: TaskReader | undefined
       try {
         reader = await this.components.store.openReader(request.taskId)
+        await reader.ensure(piece.offset + piece.length)
       } catch (err) {
+        await reader?.close()
         if (!(err instanceof StoreReadError)) {
           throw err
         }
-        this.log.warn({ err, taskId: request.taskId }, 'a recorded piece has no data file')
+        // the index says more than the disk holds: drop what is not there (the owner of
+        // the task hears of it and stops offering those pieces), and say NOT_FOUND, so
+        // the requester moves on instead of retrying a cut stream
+        this.log.warn({ err, taskId: request.taskId }, 'a recorded piece is not in its data file')
+        await this.dropDamaged(request.taskId)
         result = 'not_found'
         await this.answer(framed, { status: 'error', code: 'NOT_FOUND', message: `no data for piece ${request.num} of task ${request.taskId}` }, signal)
         return
@@ -133,6 +142,9 @@ export class PieceServer {
       result = 'ok'
       this.log.debug({ taskId: request.taskId, num: request.num, peer: remote }, 'served piece')
     } catch (err) {
+      if (err instanceof StoreReadError && requested != null) {
+        await this.dropDamaged(requested)
+      }
       this.log.warn({ err, code: errorCode(err), peer: remote }, 'serving a piece failed')
       stream.abort(err as Error)
     } finally {
@@ -141,6 +153,14 @@ export class PieceServer {
       }
       framed.release()
       this.uploadPieces.inc({ result })
+    }
+  }
+
+  private async dropDamaged (taskId: string): Promise<void> {
+    try {
+      await this.components.store.checkTask(taskId)
+    } catch (err) {
+      this.log.error({ err, taskId }, 'cannot check a damaged task')
     }
   }
 

@@ -1,9 +1,13 @@
 import { constants } from 'node:fs'
-import { mkdir, open, rm, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Level } from 'level'
-import { StoreReadError } from '../errors.ts'
+import { StoreWriteError } from '../errors.ts'
+import { diskQuota, overHighWatermark, pickEvictions, type DiskQuota, type DiskQuotaInit } from './disk-quota.ts'
 import { PieceWriter } from './piece-writer.ts'
+import { damagedPieces } from './store-integrity.ts'
+import { StoreUsage } from './store-usage.ts'
+import { openTaskReader, type TaskReader } from './task-reader.ts'
 import type { TaskState } from '../protocol/api.ts'
 import type { PieceWriterOptions, StoredPiece } from './piece-writer.ts'
 import type { PieceRange } from '../pieces.ts'
@@ -23,13 +27,23 @@ export interface StoredTask {
 export interface PieceStoreInit {
   /** Directory holding `tasks/<taskId>.data` files and the `meta` database */
   dataDir: string
+  /** The disk limit: quota in bytes (0: none) and watermarks. @default no limit; watermarks 0.9 / 0.8 */
+  disk?: DiskQuotaInit
 }
+
+/** Why a task left the store on its own: its data was damaged, or it was evicted for space. */
+export type TaskDropReason = 'damaged' | 'evicted'
+
+/** Told when the store drops a task's pieces by itself; the owner of the task forgets them. */
+export type TaskDropListener = (taskId: string, reason: TaskDropReason) => void
 
 export interface PieceStoreComponents {
   logger: ComponentLogger
 }
 
 const PIECE_NUM_WIDTH = 9
+/** Last use goes to the index at most this often per task. */
+const USE_PERSIST_MS = 10_000
 
 interface PendingRecord {
   taskId: string
@@ -38,18 +52,8 @@ interface PendingRecord {
   reject: (err: Error) => void
 }
 
-/** Reads a task's data file; see {@link PieceStore.openReader}. */
-export interface TaskReader {
-  /**
-   * Fills `buffer` (or its first `length` bytes) from `position`.
-   *
-   * @throws {StoreReadError} when the file ends first: the data is not what the index says
-   */
-  readFully(buffer: Uint8Array, position: number, length?: number): Promise<void>
-  close(): Promise<void>
-}
-
 const taskKey = (taskId: string): string => `task!${taskId}`
+const usedKey = (taskId: string): string => `used!${taskId}`
 const piecePrefix = (taskId: string): string => `piece!${taskId}!`
 const pieceKey = (taskId: string, num: number): string => `${piecePrefix(taskId)}${String(num).padStart(PIECE_NUM_WIDTH, '0')}`
 
@@ -70,18 +74,146 @@ export class PieceStore {
   private db?: Level<string, unknown>
   private pending: PendingRecord[] = []
   private committing?: Promise<void>
+  private evicting?: Promise<void>
+  private readonly usage = new StoreUsage()
+  private readonly limits: DiskQuota
+  private readonly listeners: TaskDropListener[] = []
 
   constructor (components: PieceStoreComponents, init: PieceStoreInit) {
     this.dataDir = init.dataDir
     this.log = components.logger.forComponent('shoal:store')
+    this.limits = diskQuota(init.disk)
   }
 
+  /**
+   * Opens the index and checks it against the data files: pieces whose bytes are not
+   * on disk (file missing or short) are dropped, so they are fetched again.
+   */
   async start (): Promise<void> {
     await mkdir(join(this.dataDir, 'tasks'), { recursive: true })
     const db = new Level<string, unknown>(join(this.dataDir, 'meta'), { valueEncoding: 'json' })
     await db.open()
     this.db = db
-    this.log.debug({ dataDir: this.dataDir }, 'piece store open')
+    // bounded by the tasks in the index
+    for (const task of await this.listTasks()) {
+      await this.checkTask(task.taskId)
+      this.usage.touch(task.taskId, (await this.meta.get(usedKey(task.taskId)) as number | undefined) ?? task.updatedAt)
+    }
+    this.log.debug({ dataDir: this.dataDir, bytes: this.usage.total }, 'piece store open')
+  }
+
+  /** Bytes of recorded pieces on disk. */
+  get bytesStored (): number {
+    return this.usage.total
+  }
+
+  /** Calls `listener` whenever the store drops a task (damaged data, eviction). */
+  onTaskDropped (listener: TaskDropListener): void {
+    this.listeners.push(listener)
+  }
+
+  /**
+   * Marks a task in use (a download running, a client reading): it is not evicted until
+   * the returned function is called. Readers and writers pin their task themselves.
+   */
+  pin (taskId: string): () => void {
+    return this.usage.pin(taskId)
+  }
+
+  /**
+   * Compares a task's recorded pieces with its data file and drops those whose bytes are
+   * not there (file missing, or ending before the piece does). Listeners hear of it.
+   *
+   * @returns the pieces dropped
+   */
+  async checkTask (taskId: string, options: { signal?: AbortSignal } = {}): Promise<StoredPiece[]> {
+    const pieces = await this.listPieces(taskId)
+    for (const p of pieces) {
+      this.usage.addPiece(taskId, p.num, p.length)
+    }
+    options.signal?.throwIfAborted()
+    const damaged = await damagedPieces(this.dataPath(taskId), pieces)
+    if (damaged.length > 0) {
+      this.log.warn({ taskId, pieces: damaged.length, of: pieces.length }, 'data file is missing or shorter than its index; dropping those pieces')
+      await this.meta.batch(damaged.map(p => ({ type: 'del' as const, key: pieceKey(taskId, p.num) })), { sync: true })
+      this.usage.dropPieces(taskId, damaged.map(p => p.num))
+      this.emit(taskId, 'damaged')
+    }
+    return damaged
+  }
+
+  /**
+   * Evicts complete tasks nobody is using, least recently used first, while usage is over
+   * the high watermark, down to the low one. `force` evicts down to the low watermark
+   * and at least `need` bytes besides, whatever the usage (a write found the disk full).
+   * One eviction runs at a time.
+   *
+   * @returns the tasks evicted
+   */
+  async evict (options: { force?: boolean, need?: number, signal?: AbortSignal } = {}): Promise<string[]> {
+    // bounded: each pass waits for one running eviction to end
+    while (this.evicting != null) {
+      await this.evicting
+    }
+    const { promise, resolve } = Promise.withResolvers<void>()
+    this.evicting = promise
+    try {
+      const candidates = (await this.listTasks()).map(t => ({
+        taskId: t.taskId,
+        bytes: this.usage.taskBytes(t.taskId),
+        lastUsed: this.usage.lastUsed(t.taskId),
+        complete: t.state === 'success',
+        inUse: this.usage.inUse(t.taskId)
+      }))
+      const picked = pickEvictions(this.limits, this.usage.total, candidates, options)
+      const evicted: string[] = []
+      for (const taskId of picked) {
+        options.signal?.throwIfAborted()
+        // checked again right before: a reader may have come meanwhile
+        if (this.usage.inUse(taskId)) {
+          continue
+        }
+        await this.deleteTask(taskId)
+        evicted.push(taskId)
+        this.emit(taskId, 'evicted')
+      }
+      if (evicted.length > 0) {
+        this.log.info({ evicted: evicted.length, bytes: this.usage.total, quota: this.limits.quota }, 'evicted least recently used tasks')
+      }
+      return evicted
+    } finally {
+      this.evicting = undefined
+      resolve()
+    }
+  }
+
+  private emit (taskId: string, reason: TaskDropReason): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(taskId, reason)
+      } catch (err) {
+        this.log.error({ err, taskId }, 'a task drop listener failed')
+      }
+    }
+  }
+
+  /**
+   * Records that a task was used now: in memory, and in the index (unsynced: it is a
+   * hint) at most every {@link USE_PERSIST_MS}, not once per piece served.
+   */
+  private touch (taskId: string): void {
+    const now = Date.now()
+    const last = this.usage.lastUsed(taskId)
+    this.usage.touch(taskId, now)
+    if (now - last >= USE_PERSIST_MS) {
+      this.meta.put(usedKey(taskId), now).catch((err: unknown) => { this.log.debug({ err, taskId }, 'cannot record last use') })
+    }
+  }
+
+  private evictIfOver (): void {
+    if (this.evicting == null && overHighWatermark(this.limits, this.usage.total)) {
+      this.evict().catch((err: unknown) => { this.log.error({ err }, 'eviction failed') })
+    }
   }
 
   async stop (): Promise<void> {
@@ -104,8 +236,13 @@ export class PieceStore {
     return join(this.dataDir, 'tasks', `${taskId}.data`)
   }
 
+  /** @throws {StoreWriteError} when the index cannot be written (a full disk) */
   async putTask (task: StoredTask): Promise<void> {
-    await this.meta.put(taskKey(task.taskId), task, { sync: true })
+    try {
+      await this.meta.put(taskKey(task.taskId), task, { sync: true })
+    } catch (err) {
+      throw new StoreWriteError(`cannot record task ${task.taskId}: ${(err as Error).message}`, { cause: err })
+    }
   }
 
   async getTask (taskId: string): Promise<StoredTask | undefined> {
@@ -140,7 +277,8 @@ export class PieceStore {
    */
   async openPieceWriter (taskId: string, range: PieceRange, options: PieceWriterOptions = {}): Promise<PieceWriter> {
     const file = await open(this.dataPath(taskId), constants.O_RDWR | constants.O_CREAT, 0o644)
-    return new PieceWriter(file, range, options, async (piece) => { await this.recordPiece(taskId, piece) })
+    this.touch(taskId)
+    return new PieceWriter(file, range, options, async (piece) => { await this.recordPiece(taskId, piece) }, this.usage.pin(taskId))
   }
 
   /**
@@ -191,8 +329,10 @@ export class PieceStore {
       try {
         await this.meta.batch(synced.map(r => ({ type: 'put' as const, key: pieceKey(r.taskId, r.piece.num), value: r.piece })), { sync: true })
         for (const r of synced) {
+          this.usage.addPiece(r.taskId, r.piece.num, r.piece.length)
           r.resolve()
         }
+        this.evictIfOver()
       } catch (err) {
         this.log.error({ err, pieces: synced.length }, 'cannot record pieces')
         for (const r of synced) {
@@ -228,41 +368,29 @@ export class PieceStore {
 
   /** Opens a task's data for reading; close the reader when done. */
   async openReader (taskId: string): Promise<TaskReader> {
-    let file: FileHandle
-    try {
-      file = await open(this.dataPath(taskId), constants.O_RDONLY)
-    } catch (err) {
-      throw new StoreReadError(`cannot open the data of task ${taskId}: ${(err as Error).message}`, { cause: err })
-    }
-    return {
-      async readFully (buffer, position, length = buffer.byteLength) {
-        let done = 0
-        // bounded: every pass reads at least one byte, or throws
-        while (done < length) {
-          const { bytesRead } = await file.read(buffer, done, length - done, position + done)
-          if (bytesRead === 0) {
-            throw new StoreReadError(`data of task ${taskId} ends at ${position + done}, before ${position + length}`)
-          }
-          done += bytesRead
-        }
-      },
-      async close () {
-        await file.close()
-      }
-    }
+    const reader = await openTaskReader(this.dataPath(taskId), taskId, () => this.usage.pin(taskId))
+    this.touch(taskId)
+    return reader
   }
 
-  /** Forgets a task and deletes its data. */
+  /**
+   * Forgets a task and deletes its data. The data file goes first: on a full disk that
+   * frees the room the index needs, and an index entry left without its file (a crash
+   * in between) is dropped by the check at start.
+   */
   async deleteTask (taskId: string): Promise<void> {
+    await rm(this.dataPath(taskId), { force: true })
     const prefix = piecePrefix(taskId)
     await this.meta.clear({ gte: prefix, lt: `${prefix}~` })
     await this.meta.del(taskKey(taskId))
-    await rm(this.dataPath(taskId), { force: true })
+    await this.meta.del(usedKey(taskId))
+    this.usage.forget(taskId)
   }
 
   /** Drops a task's piece records (its data file stays, to be overwritten). */
   async clearPieces (taskId: string): Promise<void> {
     const prefix = piecePrefix(taskId)
     await this.meta.clear({ gte: prefix, lt: `${prefix}~` })
+    this.usage.dropPieces(taskId)
   }
 }

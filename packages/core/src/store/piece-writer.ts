@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto'
-import { PieceDigestMismatchError, PieceLengthMismatchError } from '../errors.ts'
+import { PieceDigestMismatchError, PieceLengthMismatchError, StoreWriteError } from '../errors.ts'
 import type { PieceRange } from '../pieces.ts'
 import type { FileHandle } from 'node:fs/promises'
 
@@ -70,19 +70,26 @@ export class PieceWriter {
   private batch: Uint8Array[] = []
   private batchBytes = 0
   private closed = false
+  private readonly onClose: (() => void) | undefined
 
-  constructor (file: FileHandle, range: PieceRange, options: PieceWriterOptions, record: (piece: StoredPiece) => Promise<void>) {
+  /** `onClose` runs once when the writer is done (committed, failed or aborted). */
+  constructor (file: FileHandle, range: PieceRange, options: PieceWriterOptions, record: (piece: StoredPiece) => Promise<void>, onClose?: () => void) {
     this.file = file
     this.range = range
     this.options = options
     this.record = record
+    this.onClose = onClose
   }
 
   get bytesWritten (): number {
     return this.written
   }
 
-  /** Takes a chunk. The caller must not change it afterwards: it may be written later. */
+  /**
+   * Takes a chunk. The caller must not change it afterwards: it may be written later.
+   *
+   * @throws {StoreWriteError} when a batch cannot be written (a full disk)
+   */
   async write (chunk: Uint8Array): Promise<void> {
     if (this.written + chunk.byteLength > this.range.length) {
       throw new PieceLengthMismatchError(`piece ${this.range.num} is ${this.range.length} bytes but more arrived`)
@@ -108,7 +115,11 @@ export class PieceWriter {
     this.flushed += this.batchBytes
     this.batch = []
     this.batchBytes = 0
-    await writevAll(this.file, buffers, at)
+    try {
+      await writevAll(this.file, buffers, at)
+    } catch (err) {
+      throw new StoreWriteError(`cannot write piece ${this.range.num} at ${at}: ${(err as Error).message}`, { cause: err })
+    }
   }
 
   /**
@@ -116,6 +127,7 @@ export class PieceWriter {
    * to disk and entered in the index. Resolves once it is durable.
    *
    * @throws {PieceLengthMismatchError | PieceDigestMismatchError}
+   * @throws {StoreWriteError} when the bytes cannot be written or synced (a full disk): nothing is recorded
    */
   async commit (): Promise<StoredPiece> {
     try {
@@ -131,7 +143,11 @@ export class PieceWriter {
       await this.flush()
       await this.close()
       const piece: StoredPiece = { num: this.range.num, offset: this.range.offset, length: this.written, digest }
-      await this.record(piece)
+      try {
+        await this.record(piece)
+      } catch (err) {
+        throw err instanceof StoreWriteError ? err : new StoreWriteError(`cannot record piece ${this.range.num}: ${(err as Error).message}`, { cause: err })
+      }
       return piece
     } finally {
       await this.close()
@@ -147,7 +163,11 @@ export class PieceWriter {
   private async close (): Promise<void> {
     if (!this.closed) {
       this.closed = true
-      await this.file.close()
+      try {
+        await this.file.close()
+      } finally {
+        this.onClose?.()
+      }
     }
   }
 }

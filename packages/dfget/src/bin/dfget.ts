@@ -28,6 +28,9 @@ const daemonSchema = z.object({
   allowPrivateRedirects: z.boolean().default(false),
   maxSourceBytes: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER),
   maxSourceFetches: z.coerce.number().int().min(1).max(1024),
+  diskQuota: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  diskHighWatermark: z.coerce.number().gt(0).max(1),
+  diskLowWatermark: z.coerce.number().gt(0).max(1),
   authCacheTtl: z.coerce.number().int().min(0).max(3_600_000),
   allowedHost: z.array(z.string().min(1).max(255)).default([]),
   logLevel: configSchemas.logLevel,
@@ -91,6 +94,9 @@ const daemon = program.command('daemon')
   .addOption(new Option('--allow-private-redirects', 'follow source redirects to loopback, private and link-local addresses').default(false))
   .addOption(new Option('--max-source-bytes <bytes>', 'largest source accepted from the origin, in bytes').default(String(sourceDefaults.DEFAULT_MAX_SOURCE_BYTES), '64 GiB'))
   .addOption(new Option('--max-source-fetches <n>', 'origin and registry responses open at once').default(String(sourceDefaults.DEFAULT_MAX_CONCURRENT_FETCHES)))
+  .addOption(new Option('--disk-quota <bytes>', 'bytes of pieces kept on disk; above the high watermark the least recently used complete layers are evicted (0: no limit)').default('0'))
+  .addOption(new Option('--disk-high-watermark <fraction>', 'fraction of --disk-quota at which eviction starts').default('0.9'))
+  .addOption(new Option('--disk-low-watermark <fraction>', 'fraction of --disk-quota eviction brings usage down to').default('0.8'))
   .addOption(new Option('--auth-cache-ttl <ms>', "how long the registry's yes to 'may this client read this blob' is reused; 0 asks every time").default('60000'))
   .addOption(new Option('--allowed-host <name...>', 'Host header names the mirror and API answer to besides localhost, 127.0.0.1, [::1] and the listen address (default: none)').default([]))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
@@ -123,6 +129,9 @@ const daemon = program.command('daemon')
         swarmNoProgressTimeout: options.swarmNoProgressTimeout,
         supernodeCooldown: options.supernodeCooldown,
         originAttempts: options.originAttempts,
+        diskQuota: options.diskQuota,
+        diskHighWatermark: options.diskHighWatermark,
+        diskLowWatermark: options.diskLowWatermark,
         version
       })
       await serveUntilAborted(d, signal)

@@ -1,11 +1,24 @@
-import { DigestVerifier, type PieceStore, type TaskReader } from '@shoal/core'
+import { once } from 'node:events'
+import { DigestVerifier, StoreWriteError, type PieceStore, type TaskReader } from '@shoal/core'
 import type { Download } from './download.ts'
 import type { Writable } from 'node:stream'
+
+/**
+ * The rest of the content from `offset` on, straight from its source and not stored:
+ * what a reader falls back to when this host cannot store the download (disk full).
+ */
+export type ContentFallback = (offset: number, options: { signal: AbortSignal }) => Promise<AsyncIterable<Uint8Array>>
 
 export interface StreamContentOptions {
   signal: AbortSignal
   /** Called with the byte count of each chunk sent. */
   onBytes?: (bytes: number) => void
+  /**
+   * When the download fails because this host cannot store it, the bytes after those
+   * sent come from here instead, hashed and held back the same way. @default none: the
+   * failure is thrown
+   */
+  fallback?: ContentFallback
 }
 
 /** Bytes read from disk at once, and sent to the client in one write. */
@@ -82,21 +95,25 @@ export async function streamContent (download: Download, store: Pick<PieceStore,
   const pool = new BufferPool(READ_SIZE, BUFFERS)
   let reader: TaskReader | undefined
   let sent = 0
-  let held: { buf: Buffer, length: number } | undefined
+  let held: { buf: Buffer, length: number, pooled: boolean } | undefined
   let writeError: Error | undefined
 
-  const send = (chunk: { buf: Buffer, length: number }): void => {
+  /** Returns whether the socket wants more now (false: wait for 'drain'). */
+  const send = (chunk: { buf: Buffer, length: number, pooled: boolean }): boolean => {
     if (writeError != null) {
       throw writeError
     }
     // the socket may keep the buffer until its bytes are out; it comes back to the pool then
-    out.write(chunk.buf.subarray(0, chunk.length), (err) => {
+    const more = out.write(chunk.buf.subarray(0, chunk.length), (err) => {
       if (err != null) {
         writeError ??= err
       }
-      pool.give(chunk.buf)
+      if (chunk.pooled) {
+        pool.give(chunk.buf)
+      }
     })
     options.onBytes?.(chunk.length)
+    return more
   }
 
   try {
@@ -119,11 +136,25 @@ export async function streamContent (download: Download, store: Pick<PieceStore,
         if (held != null) {
           send(held)
         }
-        held = { buf, length }
+        held = { buf, length, pooled: true }
         sent += length
         continue
       }
       if (download.state === 'failed') {
+        if (download.error instanceof StoreWriteError && options.fallback != null) {
+          // bounded by the source's length (checked by the digest) and the signal
+          for await (const chunk of await options.fallback(sent, { signal })) {
+            signal.throwIfAborted()
+            const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+            verifier?.update(buf)
+            if (held != null && !send(held)) {
+              await once(out, 'drain', { signal })
+            }
+            held = { buf, length: buf.byteLength, pooled: false }
+            sent += buf.byteLength
+          }
+          break
+        }
         throw download.error ?? new Error('download failed')
       }
       if (download.state === 'success' && sent >= download.contiguous) {

@@ -1,5 +1,5 @@
 import {
-  errorCode, raceSignal, SupernodeRequestError, SupernodeUnavailableError, TaskFailedError, taskIdFor,
+  errorCode, raceSignal, StoreWriteError, SupernodeRequestError, SupernodeUnavailableError, TaskFailedError, taskIdFor,
   type ComponentLogger, type Logger, type PieceStore
 } from '@shoal/core'
 import { Download } from './download.ts'
@@ -14,7 +14,7 @@ export interface DownloadManagerInit {
 }
 
 export interface DownloadManagerComponents {
-  store: Pick<PieceStore, 'getTask' | 'putTask' | 'listPieces' | 'clearPieces' | 'deleteTask'>
+  store: Pick<PieceStore, 'getTask' | 'putTask' | 'listPieces' | 'clearPieces' | 'deleteTask' | 'checkTask' | 'pin' | 'evict'>
   /** The swarm; without one (no supernode configured) every download goes to the origin. */
   peerTask?: Pick<PeerTask, 'run'>
   /** Skips the swarm for a cool-down once the supernode was found unavailable. @default none: every download tries the swarm */
@@ -91,9 +91,13 @@ export class DownloadManager {
     return download
   }
 
-  /** Forgets content that failed verification when read back, so the next request fetches it again. */
-  async invalidate (taskId: string): Promise<void> {
-    this.log.warn({ taskId }, 'stored content failed verification; deleting it')
+  /**
+   * Forgets content that failed verification or could not be read back (its data file
+   * gone or short), so the next request fetches it again. A download in progress keeps
+   * its own course: only what is on disk is forgotten.
+   */
+  async invalidate (taskId: string, reason = 'failed verification'): Promise<void> {
+    this.log.warn({ taskId, reason }, 'stored content is damaged; deleting it')
     await this.components.store.deleteTask(taskId)
   }
 
@@ -103,6 +107,9 @@ export class DownloadManager {
     if (stored?.state !== 'success' || stored.contentLength == null) {
       return undefined
     }
+    // the index against the disk: pieces whose bytes are gone are dropped here, before
+    // any header goes out, and fetched again below
+    await store.checkTask(taskId)
     const download = new Download({ taskId, url: request.url, digest: request.digest, shareByDigest: request.shareByDigest ?? true })
     download.via = 'local'
     download.setGeometry(stored.contentLength, stored.pieceSize)
@@ -135,6 +142,8 @@ export class DownloadManager {
     const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(this.downloadTimeout)])
     const started = performance.now()
     metrics.activeDownloads.inc()
+    // a download in progress is never evicted
+    const unpin = store.pin(download.taskId)
 
     try {
       if (peerTask != null && (breaker?.tryAcquire() ?? true)) {
@@ -147,6 +156,10 @@ export class DownloadManager {
             throw err
           }
           const reason = errorCode(err)
+          if (err instanceof StoreWriteError) {
+            // this host's disk, not the swarm: make room, then the origin may fit
+            await store.evict({ force: true, need: download.contentLength ?? 0, signal }).catch((e: unknown) => { this.log.error({ err: e }, 'eviction failed') })
+          }
           this.log.warn({ taskId: download.taskId, url: download.url, reason, err }, 'swarm cannot deliver; going back to the origin')
           metrics.backToSource.inc({ reason })
           download.via = 'origin'
@@ -175,9 +188,15 @@ export class DownloadManager {
     } catch (err) {
       const error = signal.aborted && !(err instanceof TaskFailedError) ? new Error(`download of ${download.url} aborted: ${String(signal.reason)}`, { cause: err }) : err as Error
       download.fail(error)
+      if (err instanceof StoreWriteError) {
+        // the disk is full: what this download stored is of no use to anyone, and in the
+        // way (readers already streaming keep their open file)
+        await store.deleteTask(download.taskId).catch((e: unknown) => { this.log.error({ err: e, taskId: download.taskId }, 'cannot delete a partly stored task') })
+      }
       metrics.downloads.inc({ result: 'failed', via: download.via })
       this.log.warn({ taskId: download.taskId, url: download.url, err: error }, 'download failed')
     } finally {
+      unpin()
       metrics.activeDownloads.dec()
     }
   }

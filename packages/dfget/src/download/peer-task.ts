@@ -1,5 +1,5 @@
 import {
-  errorCode, PieceSourcesExhaustedError, TaskFailedError,
+  errorCode, PieceSourcesExhaustedError, StoreWriteError, TaskFailedError,
   type ComponentLogger, type Logger, type PeerInfo, type PieceAssignment, type PieceResult, type PieceStore
 } from '@shoal/core'
 import type { Download } from './download.ts'
@@ -122,12 +122,17 @@ export class PeerTask {
     const failedRounds = new Map<number, number>()
     let pieceCount = download.pieceCount
     const progress = { at: performance.now() }
+    // a piece this host could not store (disk full) ends the download: no use asking for more
+    let localFailure: StoreWriteError | undefined
 
     // Bounded: every pass fetches, waits on a fetch or long-polls; a piece failing on
     // every source ends it after maxPieceRounds, no byte arriving for noProgressTimeout
     // ends it, and the caller's signal carries the download timeout.
     while (true) {
       signal.throwIfAborted()
+      if (localFailure != null) {
+        throw localFailure
+      }
       if (pieceCount != null && download.have.size >= pieceCount && inflight.size === 0) {
         break
       }
@@ -172,6 +177,12 @@ export class PeerTask {
                 const rounds = (failedRounds.get(piece.num) ?? 0) + 1
                 failedRounds.set(piece.num, rounds)
               }
+            })
+            .catch((err: unknown) => {
+              if (err instanceof StoreWriteError) {
+                localFailure ??= err
+              }
+              throw err
             })
             .finally(() => { inflight.delete(piece.num) })
           job.catch(() => {}) // the loop sees the failure through Promise.race
@@ -253,6 +264,11 @@ export class PeerTask {
         return outcome
       } catch (err) {
         signal.throwIfAborted()
+        if (err instanceof StoreWriteError) {
+          // this host's disk failed (full): not the source's fault, so no failure is
+          // reported against it; the download ends and the manager decides what next
+          throw err
+        }
         const code = errorCode(err)
         metrics.pieces.inc({ source: source.kind, result: code })
         this.log.debug({ taskId: download.taskId, num: piece.num, source: source.peerId, code, err }, 'piece fetch failed')

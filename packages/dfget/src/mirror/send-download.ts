@@ -1,5 +1,8 @@
-import { DigestMismatchError, HttpError, SourceRefusedError, TaskFailedError, type PieceStore, type RouteContext, type SourceClient } from '@shoal/core'
-import { streamContent } from '../download/content-stream.ts'
+import {
+  DigestMismatchError, HttpError, SourceRefusedError, SourceUnavailableError, StoreReadError, StoreWriteError, TaskFailedError,
+  type PieceStore, type RouteContext, type SourceClient
+} from '@shoal/core'
+import { streamContent, type ContentFallback } from '../download/content-stream.ts'
 import type { DownloadManager, DownloadRequest } from '../download/download-manager.ts'
 import type { DfgetMetrics } from '../metrics.ts'
 
@@ -8,7 +11,32 @@ export interface SendDownloadComponents {
   store: PieceStore
   metrics: DfgetMetrics
   /** Says whether this daemon may fetch a URL at all, before anything is asked of anyone. */
-  source: Pick<SourceClient, 'check'>
+  source: Pick<SourceClient, 'check' | 'fetch'>
+}
+
+/**
+ * The content from `offset` on, straight from the origin and not stored: for a reader
+ * whose download failed because this host's disk is full. The digest is still checked
+ * by the reader, across what it sent from disk and what comes from here.
+ */
+function uncachedOrigin (components: SendDownloadComponents, request: DownloadRequest): ContentFallback {
+  return async (offset, { signal }) => {
+    components.metrics.backToSource.inc({ reason: 'ERR_STORE_WRITE' })
+    const headers: Record<string, string> = { ...request.headers, ...(offset > 0 ? { range: `bytes=${offset}-` } : {}) }
+    const res = await components.source.fetch(request.url, { method: 'GET', headers, signal })
+    const start = res.statusCode === 206 ? /^bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''))?.[1] : '0'
+    if ((res.statusCode !== 200 && res.statusCode !== 206) || Number(start) !== offset) {
+      await res.dump()
+      throw new SourceUnavailableError(`origin answered ${res.statusCode} (${String(res.headers['content-range'] ?? 'no range')}) for the rest of ${request.url} from ${offset}`)
+    }
+    return (async function * () {
+      try {
+        yield * res.body as AsyncIterable<Uint8Array>
+      } finally {
+        res.body.destroy()
+      }
+    })()
+  }
 }
 
 /** Registry error codes for the statuses a source can answer with. */
@@ -23,6 +51,10 @@ const SOURCE_STATUS_CODES: Record<number, string> = {
 export function downloadError (err: Error | undefined): HttpError {
   if (err instanceof SourceRefusedError) {
     return new HttpError(403, 'DENIED', err.message)
+  }
+  if (err instanceof StoreWriteError) {
+    // this host's disk is full or failing: the client may try another mirror or the registry
+    return new HttpError(507, 'UNAVAILABLE', `this host cannot store the content: ${err.message}`)
   }
   if (err instanceof TaskFailedError && err.sourceStatus != null && err.sourceStatus >= 400 && err.sourceStatus < 500) {
     return new HttpError(err.sourceStatus, SOURCE_STATUS_CODES[err.sourceStatus] ?? 'UNKNOWN', err.message)
@@ -57,12 +89,16 @@ export async function sendDownload (ctx: RouteContext, components: SendDownloadC
   try {
     await streamContent(download, components.store, res, {
       signal,
-      onBytes: (n) => { components.metrics.servedBytes.inc(n) }
+      onBytes: (n) => { components.metrics.servedBytes.inc(n) },
+      fallback: uncachedOrigin(components, request)
     })
     res.end()
   } catch (err) {
     if (err instanceof DigestMismatchError) {
       await components.downloads.invalidate(download.taskId)
+    } else if (err instanceof StoreReadError) {
+      // the data file is gone or short: this request is cut, the next one fetches again
+      await components.downloads.invalidate(download.taskId, err.message)
     }
     throw err
   }

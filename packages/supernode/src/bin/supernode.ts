@@ -22,6 +22,9 @@ const optionsSchema = z.object({
   allowPrivateRedirects: z.boolean().default(false),
   maxSourceBytes: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER),
   maxSourceFetches: z.coerce.number().int().min(1).max(1024),
+  diskQuota: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  diskHighWatermark: z.coerce.number().gt(0).max(1),
+  diskLowWatermark: z.coerce.number().gt(0).max(1),
   logLevel: configSchemas.logLevel
 })
 
@@ -41,6 +44,9 @@ const program = new Command('supernode')
   .addOption(new Option('--allow-private-redirects', 'follow source redirects to loopback, private and link-local addresses').default(false))
   .addOption(new Option('--max-source-bytes <bytes>', 'largest source accepted, in bytes').default(String(sourceDefaults.DEFAULT_MAX_SOURCE_BYTES), '64 GiB'))
   .addOption(new Option('--max-source-fetches <n>', 'source responses open at once').default(String(sourceDefaults.DEFAULT_MAX_CONCURRENT_FETCHES)))
+  .addOption(new Option('--disk-quota <bytes>', 'bytes of pieces kept on disk; above the high watermark the least recently used complete layers are evicted (0: no limit)').default('0'))
+  .addOption(new Option('--disk-high-watermark <fraction>', 'fraction of --disk-quota at which eviction starts').default('0.9'))
+  .addOption(new Option('--disk-low-watermark <fraction>', 'fraction of --disk-quota eviction brings usage down to').default('0.8'))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
   .showHelpAfterError()
 
@@ -61,6 +67,9 @@ program.action(async () => {
       allowPrivateRedirects: options.allowPrivateRedirects,
       maxSourceBytes: options.maxSourceBytes,
       maxSourceFetches: options.maxSourceFetches,
+      diskQuota: options.diskQuota,
+      diskHighWatermark: options.diskHighWatermark,
+      diskLowWatermark: options.diskLowWatermark,
       version
     })
     await serveUntilAborted(supernode, signal)

@@ -44,6 +44,11 @@ export class TaskManager {
    */
   async start (): Promise<void> {
     const { store } = this.components
+    // the store checked its index against the data files as it opened: a damaged task
+    // is missing pieces here, and dropped
+    store.onTaskDropped((taskId, reason) => {
+      this.dropped(taskId, reason).catch((err: unknown) => { this.log.error({ err, taskId }, 'cannot forget a dropped task') })
+    })
     for (const stored of await store.listTasks()) {
       if (stored.state !== 'success' || stored.contentLength == null) {
         await store.deleteTask(stored.taskId)
@@ -117,6 +122,38 @@ export class TaskManager {
     const fetch = this.components.fetcher.fetch(task, { headers, signal: this.controller.signal })
       .finally(() => { this.fetches.delete(task.id) })
     this.fetches.set(task.id, fetch)
+  }
+
+  /**
+   * The store dropped pieces of a task by itself. Evicted: the task is forgotten, and
+   * peers asking for its pieces get NOT_FOUND (the store no longer has them). Damaged
+   * (a short read): the pieces no longer on disk are no longer offered; a complete task
+   * that lost some is forgotten and deleted, so the next registration fetches it again.
+   */
+  async dropped (taskId: string, reason: 'damaged' | 'evicted'): Promise<void> {
+    const task = this.tasks.get(taskId)
+    if (task == null) {
+      return
+    }
+    const { store } = this.components
+    const kept = new Set((await store.listPieces(taskId)).map(p => p.num))
+    for (const num of [...task.pieces.keys()]) {
+      if (!kept.has(num)) {
+        task.pieces.delete(num)
+        task.holders.delete(num)
+      }
+    }
+    task.changed()
+    if (this.fetches.has(taskId) || task.state !== 'success') {
+      return
+    }
+    if (reason === 'evicted' || task.pieces.size !== task.pieceCount) {
+      this.log.warn({ taskId, reason }, 'forgetting a task the store dropped')
+      this.tasks.delete(taskId)
+      if (reason === 'damaged') {
+        await store.deleteTask(taskId)
+      }
+    }
   }
 
   /** Forgets a departed peer everywhere. */
