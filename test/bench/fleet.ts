@@ -3,11 +3,14 @@
  * pull one image at once, as in a release, three ways in one run: straight from the
  * origin (Debian's docker-registry), through a Distribution pull-through cache, and
  * through Shoal. Every host runs the same client (skopeo: the manifest, then every blob,
- * verified). Then a sweep over fleet sizes for Shoal and the direct pull.
+ * verified). Then, with --kill-daemons, Shoal again with that fraction of the daemons
+ * SIGKILLed mid-pull, against the fault-free Shoal run. Then a sweep over fleet sizes for
+ * Shoal and the direct pull.
  *
  *   ./dev bench fleet [--hosts 16] [--layers-mib 64,64] [--host-link 10] [--origin-link 20]
  *                     [--supernode-link 20] [--modes direct,cache,shoal] [--sweep 4,8,16,24]
- *                     [--sweep-modes shoal,direct] [--json FILE] [--svg-dir DIR] [--keep]
+ *                     [--sweep-modes shoal,direct] [--kill-daemons F] [--json FILE]
+ *                     [--svg-dir DIR] [--keep]
  *
  * Needs root, iproute2 (ip, tc), skopeo, curl and docker-registry.
  */
@@ -18,6 +21,8 @@ import { parseArgs } from 'node:util'
 import { generateImage, type GeneratedImage } from '../harness/image.ts'
 import { REPO_ROOT } from '../harness/processes.ts'
 import { which } from '../harness/require-binary.ts'
+import { faultRows, summarizeFault } from './lib/fault-report.ts'
+import { faultLabel, KILL_MOMENT, type FaultPlan } from './lib/faults.ts'
 import { Fleet, MODE_LABELS, MODES, type Mode, type ModeRun } from './lib/fleet.ts'
 import { machineSummary } from './lib/machine.ts'
 import { removeStaleNetworks } from './lib/netns.ts'
@@ -38,6 +43,7 @@ const { values } = parseArgs({
     modes: { type: 'string', default: 'direct,cache,shoal' },
     sweep: { type: 'string', default: '4,8,16,24' },
     'sweep-modes': { type: 'string', default: 'shoal,direct' },
+    'kill-daemons': { type: 'string' },
     'daemon-args': { type: 'string', default: '' },
     'supernode-args': { type: 'string', default: '' },
     'node-args': { type: 'string', default: '' },
@@ -59,6 +65,11 @@ const USAGE = `usage: ./dev bench fleet [options]
   --modes LIST          headline modes: direct, cache, shoal (default all three)
   --sweep LIST          fleet sizes for the sweep; '' for none (default 4,8,16,24)
   --sweep-modes LIST    modes in the sweep (default shoal,direct)
+  --kill-daemons F      also run Shoal with the fraction F (0 < F < 1) of the hosts' daemons
+                        SIGKILLed once ${KILL_MOMENT}
+                        (round(F × hosts), at least one and never all, every k-th host from
+                        the last); reported for the survivors against the fault-free Shoal
+                        run of the same size, which runs first
   --daemon-args ARGS    extra flags for every dfget daemon (space-separated)
   --supernode-args ARGS extra flags for the supernode
   --node-args ARGS      flags for node in the Shoal processes (space-separated)
@@ -104,6 +115,18 @@ const supernodeRate = positive('supernode-link', values['supernode-link'], 10_00
 const modes = modesOf('modes', values.modes)
 const sweep = list(values.sweep).map(s => positive('sweep', s, 64))
 const sweepModes = modesOf('sweep-modes', values['sweep-modes'])
+// the faults to inject, each in its own Shoal run (--kill-supernode joins when the harness starts two supernodes)
+const faults: FaultPlan[] = []
+if (values['kill-daemons'] != null) {
+  const fraction = Number(values['kill-daemons'])
+  if (!(fraction > 0 && fraction < 1)) {
+    fail('--kill-daemons takes a fraction above 0 and below 1')
+  }
+  faults.push({ kind: 'kill-daemons', fraction })
+}
+if (faults.length > 0 && hosts < 2) {
+  fail('a fault run needs at least 2 hosts: one killed, one surviving')
+}
 if (!Number.isInteger(hosts) || sweep.some(n => !Number.isInteger(n)) || layerSizes.length === 0) {
   fail('--hosts and --sweep take whole numbers, --layers-mib at least one size')
 }
@@ -222,6 +245,30 @@ try {
     say(`Shoal: peak RSS ${(shoal.daemonPeakRss / 1e6).toFixed(0)} MB for the largest daemon, ${(shoal.supernodePeakRss / 1e6).toFixed(0)} MB for the supernode`)
   }
 
+  // faults: the fault-free Shoal run of the same size first (the headline's, when it has one)
+  const faultRuns: ModeRun[] = []
+  const faultFree = faults.length > 0 ? await runOnce('shoal', hosts) : undefined
+  for (const fault of faults) {
+    teardown.signal.throwIfAborted()
+    say(`running ${MODE_LABELS.shoal} with ${hosts} hosts, ${faultLabel(fault)}...`)
+    const result = await fleet.runMode('shoal', hosts, image, values['no-warmup'] ? undefined : warmup, fault)
+    for (const f of result.failures) {
+      say(`  survivor failed: ${f}`)
+    }
+    faultRuns.push(result)
+  }
+  const faultSummaries = faultRuns.map(r => summarizeFault(r, faultFree!, ideal, imageBytes))
+  if (faultRuns.length > 0) {
+    say()
+    say(`faults: ${hosts} hosts; the fault runs' figures are the survivors' (killed hosts' pulls fail, as expected, and are not counted)`)
+    say(textTable(faultRows(faultSummaries, faultFree!, ideal, imageBytes)))
+    for (const s of faultSummaries) {
+      say(s.injected
+        ? `${s.label}: killed ${s.killed.join(', ')} at ${s.atSeconds!.toFixed(1)} s, once ${KILL_MOMENT}; survivors' back to source ${JSON.stringify(s.backToSource)}`
+        : `${s.label}: NOT injected: the pulls ended before ${KILL_MOMENT}`)
+    }
+  }
+
   const sweepRuns: ModeRun[] = []
   for (const n of sweep) {
     for (const mode of sweepModes) {
@@ -240,10 +287,11 @@ try {
     date: new Date().toISOString(),
     command: `./dev bench fleet ${process.argv.slice(2).join(' ')}`.trim(),
     machine: await machineSummary(),
-    config: { hosts, layerSizes, hostRate, originRate, supernodeRate, modes, sweep, sweepModes, warmup: !values['no-warmup'], daemonArgs: values['daemon-args'], supernodeArgs: values['supernode-args'], nodeArgs: values['node-args'] },
+    config: { hosts, layerSizes, hostRate, originRate, supernodeRate, modes, sweep, sweepModes, faults, killMoment: KILL_MOMENT, warmup: !values['no-warmup'], daemonArgs: values['daemon-args'], supernodeArgs: values['supernode-args'], nodeArgs: values['node-args'] },
     imageBytes,
     idealSeconds: ideal,
     headline: headline.map((r, i) => ({ ...r, summary: headlineSummaries[i] })),
+    faults: faultRuns.map((r, i) => ({ ...r, summary: faultSummaries[i] })),
     sweep: sweepRuns.map((r, i) => ({ ...r, summary: sweepSummaries[i] }))
   }
   const jsonPath = values.json ?? join(REPO_ROOT, '.shoal', 'bench', 'results', `${runId}.json`)

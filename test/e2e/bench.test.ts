@@ -61,6 +61,39 @@ describe.skipIf(skip != null)(`benchmarks at a toy size${skip != null ? ` (skipp
     expect(await namespaces()).toEqual([])
   })
 
+  it('fleet with faults: one of four daemons SIGKILLed mid-pull, the three survivors still complete, verified', async () => {
+    const json = join(dir, 'fleet-kill.json')
+    // 6 MiB over 4 MB/s host links: about 1.6 s ideal, so the kill lands well inside the pull
+    const res = await run(process.execPath, [`${REPO_ROOT}test/bench/fleet.ts`, '--hosts', '4', '--layers-mib', '4,2', '--host-link', '4', '--modes', 'shoal', '--sweep', '', '--no-warmup', '--kill-daemons', '0.25', '--json', json], { timeoutMs: 60_000 })
+    expect(res.code, res.stderr + res.stdout).toBe(0)
+    expect(res.stdout).toMatch(/faults: 4 hosts/)
+    expect(res.stdout).toMatch(/killed h4 at /)
+    const report = JSON.parse(await readFile(json, 'utf8')) as {
+      headline: Array<{ mode: string, failures: string[] }>
+      faults: Array<{ mode: string, seconds: Array<number | null>, failures: string[], fault: { kind: string, victims: string[], injected: boolean, atSeconds: number, victimPulls: Array<{ host: string }> }, summary: { killed: string[], survivors: number, survivorsFailed: number, seconds: { p99: number } | null, ratioToFaultFree: { p99: number } | null } }>
+    }
+    // the fault-free run of the same size first
+    expect(report.headline.map(r => r.mode)).toEqual(['shoal'])
+    expect(report.headline[0]!.failures).toEqual([])
+    expect(report.faults).toHaveLength(1)
+    const f = report.faults[0]!
+    expect(f.fault.kind).toBe('kill-daemons')
+    expect(f.fault.injected).toBe(true)
+    expect(f.fault.atSeconds).toBeGreaterThan(0)
+    expect(f.fault.victims).toEqual(['h4'])
+    expect(f.fault.victimPulls.map(p => p.host)).toEqual(['h4'])
+    expect(f.summary.killed).toEqual(['h4'])
+    // the survivors: every pull done (skopeo verifies each blob's digest), none failed
+    expect(f.failures).toEqual([])
+    expect(f.summary.survivors).toBe(3)
+    expect(f.summary.survivorsFailed).toBe(0)
+    expect(f.seconds.slice(0, 3).every(s => s != null && s > 0)).toBe(true)
+    expect(f.seconds[3]).toBeNull()
+    expect(f.summary.seconds!.p99).toBeGreaterThan(0)
+    expect(f.summary.ratioToFaultFree!.p99).toBeGreaterThan(0)
+    expect(await namespaces()).toEqual([])
+  })
+
   it('data path: direct, cold, peer to peer and warm all deliver the verified layer', async () => {
     const json = join(dir, 'data-path.json')
     const res = await run(process.execPath, [`${REPO_ROOT}test/bench/data-path.ts`, '--size-mib', '16', '--runs', '1', '--json', json], { timeoutMs: 120_000 })

@@ -5,6 +5,7 @@ import { parseSamples, sample, scrape, type Samples } from '../../harness/metric
 import { run, type ManagedProcess } from '../../harness/processes.ts'
 import { pushImage, startDockerRegistry } from '../../harness/registry.ts'
 import { startDaemon, startSupernode } from '../../harness/swarm.ts'
+import { awaitKillMoment, daemonVictims, KILL_MOMENT, killAll, type FaultOutcome, type FaultPlan } from './faults.ts'
 import { TestNetwork, type NetNode } from './netns.ts'
 import { cpuSeconds, peakRss, threadCpuSeconds } from './proc-stats.ts'
 import type { Teardown } from './teardown.ts'
@@ -61,9 +62,12 @@ export interface ShoalRunStats {
 export interface ModeRun {
   mode: Mode
   hosts: number
-  /** Completion time per host, seconds, in host order; null for a host whose pull failed */
+  /** Completion time per host, seconds, in host order; null for a host whose pull failed or that a fault killed */
   seconds: Array<number | null>
+  /** Failed pulls of the hosts no fault hit (a fault's victims are in `fault.victimPulls`) */
   failures: string[]
+  /** The fault injected, if any; Shoal's stats and CPU then cover the survivors only */
+  fault?: FaultOutcome
   /** Bytes the origin sent on its link during the run (headers included) */
   originEgressBytes: number
   /** Blob GETs the origin answered during the run */
@@ -132,10 +136,15 @@ export class Fleet {
     return (command, args) => this.net.command(node, command, args)
   }
 
+  /** Each pull's timeout */
+  private pullTimeoutMs (image: GeneratedImage, hosts: number): number {
+    return Math.max(120_000, Math.ceil(image.layerBytes / this.init.hostRate * 1000) * hosts)
+  }
+
   /** Every host pulls `image` from `registry` with skopeo, all starting at once. */
   private async pullAll (hosts: NetNode[], registry: string, image: GeneratedImage, dir: string): Promise<Array<{ seconds: number | null, error: string | undefined }>> {
     // each pull is bounded by its timeout
-    const timeoutMs = Math.max(120_000, Math.ceil(image.layerBytes / this.init.hostRate * 1000) * hosts.length)
+    const timeoutMs = this.pullTimeoutMs(image, hosts.length)
     const started = performance.now()
     return Promise.all(hosts.map(async (host) => {
       const out = join(dir, host.name)
@@ -153,16 +162,25 @@ export class Fleet {
    * Runs one mode with the first `n` hosts, all starting at once; tears down what the
    * mode started. With `warmup`, Shoal's hosts first pull that image through their
    * daemons (not measured): a release reaches daemons that have been running for days,
-   * not processes that have yet to compile their hot code.
+   * not processes that have yet to compile their hot code. With `fault` (Shoal only),
+   * the fault is injected once the pulls are under way (`faults.ts`), and the victims'
+   * pulls, expected to fail, are reported apart from the survivors'.
    */
-  async runMode (mode: Mode, n: number, image: GeneratedImage, warmup?: GeneratedImage): Promise<ModeRun> {
-    const dir = join(this.init.dir, `${mode}-${n}`)
+  async runMode (mode: Mode, n: number, image: GeneratedImage, warmup?: GeneratedImage, fault?: FaultPlan): Promise<ModeRun> {
+    if (fault != null && mode !== 'shoal') {
+      throw new Error(`fault ${fault.kind} needs the Shoal mode`)
+    }
+    const dir = join(this.init.dir, fault == null ? `${mode}-${n}` : `${mode}-${n}-${fault.kind}`)
     await mkdir(dir, { recursive: true })
     const hosts = this.hostNodes.slice(0, n)
+    const victims = new Set(fault == null ? [] : daemonVictims(n, fault.fraction))
+    // what the run measures: the hosts no fault hits (all of them without a fault)
+    const measured = hosts.filter((_, i) => !victims.has(i))
     const stops: Array<() => Promise<void>> = []
     try {
       let registry: string
       let shoalPids: Array<number | undefined> = []
+      let daemons: ManagedProcess[] = []
       let supernodeUrl = ''
       if (mode === 'direct') {
         registry = `${this.origin!.address}:${ORIGIN_PORT}`
@@ -183,7 +201,7 @@ export class Fleet {
         })
         stops.push(async () => { await supernode.proc.stop(15_000) })
         supernodeUrl = supernode.url
-        const daemons: ManagedProcess[] = []
+        daemons = []
         // started a few at a time: two cores, and each start compiles the same code
         for (let i = 0; i < hosts.length; i += 4) {
           const batch = await Promise.all(hosts.slice(i, i + 4).map(async host => startDaemon({
@@ -200,7 +218,7 @@ export class Fleet {
           daemons.push(...batch.map(d => d.proc))
         }
         stops.push(async () => { await Promise.allSettled(daemons.map(async d => { await d.stop(15_000) })) })
-        shoalPids = [supernode.proc.child.pid, ...daemons.map(d => d.child.pid)]
+        shoalPids = [supernode.proc.child.pid, ...daemons.filter((_, i) => !victims.has(i)).map(d => d.child.pid)]
         registry = MIRROR
         if (warmup != null) {
           const warm = await this.pullAll(hosts, MIRROR, warmup, join(dir, 'warmup'))
@@ -211,14 +229,18 @@ export class Fleet {
         }
       }
 
-      const metricsBefore = mode === 'shoal' ? await this.scrapeShoal(hosts, supernodeUrl) : undefined
+      const metricsBefore = mode === 'shoal' ? await this.scrapeShoal(measured, supernodeUrl) : undefined
       const egressBefore = await this.net.txBytes(this.origin!)
       const logBefore = (await stat(this.originLog)).size
       const cpuBefore = totalCpuSeconds(shoalPids)
       const threadsBefore = shoalPids.slice(1).map(threadCpuSeconds)
       const supernodeCpuBefore = cpuSeconds(shoalPids[0])
       // every host starts at once, as in a release
-      const results = await this.pullAll(hosts, registry, image, join(dir, 'pulled'))
+      let ended = false
+      const pulls = this.pullAll(hosts, registry, image, join(dir, 'pulled')).finally(() => { ended = true })
+      const injection = fault == null ? undefined : this.inject(fault, hosts, daemons, victims, image, () => ended)
+      const results = await pulls
+      const outcome = await injection
       const cpuAfter = totalCpuSeconds(shoalPids)
       const supernodeCpu = cpuSeconds(shoalPids[0]) - supernodeCpuBefore
       const rss = { supernode: peakRss(shoalPids[0]), daemons: Math.max(0, ...shoalPids.slice(1).map(peakRss)) }
@@ -234,13 +256,17 @@ export class Fleet {
       const runResult: ModeRun = {
         mode,
         hosts: n,
-        seconds: results.map(r => r.seconds),
-        failures: results.flatMap(r => r.error != null ? [r.error] : []),
+        seconds: results.map((r, i) => victims.has(i) ? null : r.seconds),
+        failures: results.flatMap((r, i) => r.error != null && !victims.has(i) ? [r.error] : []),
         originEgressBytes: egress,
         originBlobGets: blobGets
       }
+      if (outcome != null) {
+        outcome.victimPulls = [...victims].map(i => ({ host: hosts[i]!.name, ...results[i]! }))
+        runResult.fault = outcome
+      }
       if (mode === 'shoal') {
-        runResult.shoal = { ...this.shoalStats(metricsBefore!, await this.scrapeShoal(hosts, supernodeUrl), cpuAfter - cpuBefore, supernodeCpu), daemonPeakRss: rss.daemons, supernodePeakRss: rss.supernode, daemonCpuByThread }
+        runResult.shoal = { ...this.shoalStats(metricsBefore!, await this.scrapeShoal(measured, supernodeUrl), cpuAfter - cpuBefore, supernodeCpu), daemonPeakRss: rss.daemons, supernodePeakRss: rss.supernode, daemonCpuByThread }
       }
       return runResult
     } finally {
@@ -251,6 +277,24 @@ export class Fleet {
         await rm(dir, { recursive: true, force: true })
       }
     }
+  }
+
+  /**
+   * Injects `fault` into the running pulls: waits for the kill moment, then kills the
+   * victims and waits until they are gone. Bounded by the pulls' timeout.
+   */
+  private async inject (fault: FaultPlan, hosts: NetNode[], daemons: ManagedProcess[], victims: Set<number>, image: GeneratedImage, ended: () => boolean): Promise<FaultOutcome> {
+    const atSeconds = await awaitKillMoment({
+      pids: daemons.map(d => d.child.pid),
+      threshold: (image.layerBytes + image.config.size) / 3,
+      deadlineMs: this.pullTimeoutMs(image, hosts.length),
+      ended,
+      signal: this.teardown.signal
+    })
+    if (atSeconds != null) {
+      await killAll(daemons.filter((_, i) => victims.has(i)))
+    }
+    return { kind: fault.kind, plan: fault, victims: [...victims].map(i => hosts[i]!.name), trigger: KILL_MOMENT, atSeconds, injected: atSeconds != null, victimPulls: [] }
   }
 
   /** Blob GETs in the origin's access log since byte `from`. */
