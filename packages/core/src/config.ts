@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { InvalidConfigError } from './errors.ts'
 import { formatIssues, type HostPort } from './http/server.ts'
 import { LOG_LEVELS, type LogLevel } from './logger.ts'
+import { parseByteRate } from './rate/byte-rate.ts'
 
 /**
  * Parses `host:port` (`[v6]:port` for IPv6). Port 0 asks the OS for a free port.
@@ -40,6 +41,15 @@ export const configSchemas = {
   multiaddr: z.string().regex(/^\/(ip4|ip6|dns|dns4|dns6)\/[^/]+\/tcp\/\d+/, 'must be a TCP multiaddr such as /ip4/0.0.0.0/tcp/65002'),
   logLevel: z.enum(LOG_LEVELS as [LogLevel, ...LogLevel[]]),
   duration: z.coerce.number().int().positive(),
+  /** Bytes per second, 0 for no limit: `10485760`, `100MB`, `1GiB` (see `parseByteRate`). */
+  byteRate: z.union([z.number(), z.string()]).transform((value, ctx) => {
+    const bytes = typeof value === 'number' ? (Number.isSafeInteger(value) && value >= 0 ? value : null) : parseByteRate(value)
+    if (bytes == null) {
+      ctx.addIssue({ code: 'custom', message: 'must be bytes per second, 0 for no limit: a whole number (10485760) or one with a unit (100MB, 10MiB, 1GiB; K/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024)' })
+      return z.NEVER
+    }
+    return bytes
+  }),
   path: z.string().min(1)
 }
 

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os'
 import {
-  commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, PeerNode, SourceClient, startHttpServer,
+  commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, DEFAULT_RATE, PeerNode, SourceClient, startHttpServer, TokenBucket,
   type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerInfo, type PieceStore
 } from '@shoal/core'
 import { daemonApiRoutes } from './api/routes.ts'
@@ -88,6 +88,14 @@ export interface DaemonInit {
   diskHighWatermark?: number
   /** Fraction of the quota eviction brings usage down to. @default 0.8 */
   diskLowWatermark?: number
+  /**
+   * Bytes per second of all piece data arriving from peers and the supernode plus bytes
+   * from the origin, summed (a token bucket holding 1 s of the rate); 0: no limit.
+   * @default 0
+   */
+  downloadRate?: number
+  /** Bytes per second of piece data sent to other peers, summed (a token bucket holding 1 s of the rate); 0: no limit. @default 0 */
+  uploadRate?: number
   version?: string
 }
 
@@ -120,6 +128,7 @@ export class Daemon {
   private readonly ownsDispatcher: boolean
   private readonly source: SourceClient
   private readonly sourceHead: SourceHead
+  private readonly downloadLimit: TokenBucket
   private heartbeat?: NodeJS.Timeout
   private downloads?: DownloadManager
   private client?: SupernodeClient
@@ -142,7 +151,10 @@ export class Daemon {
       ...(init.maxSourceFetches != null ? { maxConcurrentFetches: init.maxSourceFetches } : {})
     })
     this.sourceHead = components.sourceHead ?? (async (url, { headers, signal }) => this.source.fetch(url, { method: 'HEAD', headers, signal, redirect: 'manual' }))
-    this.node = new PeerNode({ logger: this.logger, metrics: this.registry }, {
+    const { rateLimitedSeconds } = this.metrics
+    this.downloadLimit = new TokenBucket({ onWait: (seconds) => { rateLimitedSeconds.inc({ direction: 'download' }, seconds) } }, { rate: init.downloadRate ?? DEFAULT_RATE })
+    const uploadLimit = new TokenBucket({ onWait: (seconds) => { rateLimitedSeconds.inc({ direction: 'upload' }, seconds) } }, { rate: init.uploadRate ?? DEFAULT_RATE })
+    this.node = new PeerNode({ logger: this.logger, metrics: this.registry, ...(uploadLimit.limited ? { uploadLimit } : {}) }, {
       dataDir: init.dataDir,
       p2pListen: init.p2pListen,
       p2pAnnounce: init.p2pAnnounce,
@@ -155,6 +167,7 @@ export class Daemon {
 
   async start (): Promise<void> {
     const { logger, store, metrics, dispatcher, source } = this
+    const downloadLimit = this.downloadLimit.limited ? { downloadLimit: this.downloadLimit } : {}
     await this.node.start()
     const libp2p = this.node.libp2p
 
@@ -165,7 +178,7 @@ export class Daemon {
       ? undefined
       : new PeerTask({
         client: this.client,
-        fetcher: new PieceFetcher({ libp2p, store }),
+        fetcher: new PieceFetcher({ libp2p, store, ...downloadLimit }),
         store,
         metrics,
         logger,
@@ -176,7 +189,7 @@ export class Daemon {
       })
     const breaker = new SupernodeBreaker({ open: metrics.supernodeBreakerOpen },
       this.init.supernodeCooldown != null ? { cooldown: this.init.supernodeCooldown } : {})
-    const origin = new OriginFetch({ store, source, metrics, logger },
+    const origin = new OriginFetch({ store, source, metrics, logger, ...downloadLimit },
       this.init.originAttempts != null ? { attempts: this.init.originAttempts } : {})
     this.downloads = new DownloadManager({ store, ...(peerTask != null ? { peerTask, breaker } : {}), origin, metrics, logger },
       this.init.downloadTimeout != null ? { downloadTimeout: this.init.downloadTimeout } : {})

@@ -18,6 +18,8 @@ export class DfgetMetrics {
   readonly supernodeBreakerOpen: Gauge
   /** Origin fetches tried again after the origin failed (5xx, unreachable). */
   readonly originRetries: Counter
+  /** Seconds pieces and origin bytes waited for the --download-rate / --upload-rate token bucket, by direction. */
+  readonly rateLimitedSeconds: Counter<'direction'>
 
   constructor (registry: Registry) {
     const registers = [registry]
@@ -35,6 +37,10 @@ export class DfgetMetrics {
     this.authzChecks = new Counter({ name: 'shoal_dfget_authz_checks_total', help: 'Checks that a client may read content before it is served, by result (allowed and denied: the upstream answered; cached: answered without a new upstream request, from a recent allowed answer or a check already in progress for the same client and blob; error: the upstream failed or could not be reached)', labelNames: ['result'], registers })
     this.supernodeBreakerOpen = new Gauge({ name: 'shoal_dfget_supernode_breaker_open', help: 'Whether downloads skip the swarm for a cool-down because the supernode was found unavailable (1) or try it (0)', registers })
     this.originRetries = new Counter({ name: 'shoal_dfget_origin_retries_total', help: 'Origin fetches tried again, after a pause with jitter, because the origin failed (5xx, unreachable, stopped sending)', registers })
+    this.rateLimitedSeconds = new Counter({ name: 'shoal_dfget_rate_limited_seconds_total', help: 'Seconds transfers waited for the rate limit, by direction (download: --download-rate, upload: --upload-rate); summed over concurrent transfers, so it may grow faster than the clock', labelNames: ['direction'], registers })
+    for (const direction of ['download', 'upload']) {
+      this.rateLimitedSeconds.inc({ direction }, 0)
+    }
     for (const result of ['allowed', 'denied', 'error', 'cached']) {
       this.authzChecks.inc({ result }, 0)
     }

@@ -16,6 +16,8 @@ export class SupernodeMetrics {
   readonly assignments: Counter<'source'>
   readonly tasks: Gauge<'state'>
   readonly peers: Gauge
+  /** Seconds piece uploads waited for the --upload-rate token bucket (direction="upload"). */
+  readonly rateLimitedSeconds: Counter<'direction'>
 
   constructor (registry: Registry) {
     const registers = [registry]
@@ -24,6 +26,8 @@ export class SupernodeMetrics {
     this.sourceFetchDuration = new Histogram({ name: 'shoal_supernode_source_fetch_duration_seconds', help: 'Time to fetch a whole task from its source', labelNames: ['result'], buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300], registers })
     this.registrations = new Counter({ name: 'shoal_supernode_task_registrations_total', help: 'Task registrations by daemons, by outcome (new: the source is fetched; cached: already held or in flight; failed)', labelNames: ['outcome'], registers })
     this.scheduleRequests = new Counter({ name: 'shoal_supernode_schedule_requests_total', help: 'Schedule (piece task) requests answered', registers })
+    this.rateLimitedSeconds = new Counter({ name: 'shoal_supernode_rate_limited_seconds_total', help: 'Seconds transfers waited for the rate limit, by direction (upload: --upload-rate); summed over concurrent transfers, so it may grow faster than the clock', labelNames: ['direction'], registers })
+    this.rateLimitedSeconds.inc({ direction: 'upload' }, 0)
     this.assignments = new Counter({ name: 'shoal_supernode_piece_assignments_total', help: 'Pieces handed out, by the kind of their first source (peer or supernode)', labelNames: ['source'], registers })
     const state = (): SupernodeState | undefined => this.state
     this.tasks = new Gauge({

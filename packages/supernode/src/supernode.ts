@@ -1,5 +1,5 @@
 import {
-  commonRoutes, createMetricsRegistry, createRouter, PeerNode, SourceClient, startHttpServer,
+  commonRoutes, createMetricsRegistry, createRouter, DEFAULT_RATE, PeerNode, SourceClient, startHttpServer, TokenBucket,
   type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerAddress, type PieceStore
 } from '@shoal/core'
 import { ControlApi } from './api/control-api.ts'
@@ -52,6 +52,8 @@ export interface SupernodeInit {
   diskHighWatermark?: number
   /** Fraction of the quota eviction brings usage down to. @default 0.8 */
   diskLowWatermark?: number
+  /** Bytes per second of piece data sent to daemons, summed (a token bucket holding 1 s of the rate); 0: no limit. @default 0 */
+  uploadRate?: number
   version?: string
 }
 
@@ -101,7 +103,9 @@ export class Supernode {
       ...(init.maxSourceFetches != null ? { maxConcurrentFetches: init.maxSourceFetches } : {})
     })
     this.uploadSlots = init.maxConcurrentUploads ?? 32
-    this.node = new PeerNode({ logger: this.logger, metrics: this.registry }, {
+    const { rateLimitedSeconds } = this.metrics
+    const uploadLimit = new TokenBucket({ onWait: (seconds) => { rateLimitedSeconds.inc({ direction: 'upload' }, seconds) } }, { rate: init.uploadRate ?? DEFAULT_RATE })
+    this.node = new PeerNode({ logger: this.logger, metrics: this.registry, ...(uploadLimit.limited ? { uploadLimit } : {}) }, {
       dataDir: init.dataDir,
       p2pListen: init.p2pListen,
       p2pAnnounce: init.p2pAnnounce,

@@ -5,6 +5,7 @@ import { createP2PNode, loadOrCreatePrivateKey } from './node.ts'
 import { PieceServer } from './piece-server.ts'
 import type { DiskQuotaInit } from '../store/disk-quota.ts'
 import type { ComponentLogger } from '../logger.ts'
+import type { RateLimit } from '../rate/token-bucket.ts'
 import type { PeerAddress } from '../protocol/api.ts'
 import type { Libp2p } from 'libp2p'
 import type { Registry } from 'prom-client'
@@ -29,6 +30,8 @@ export interface PeerNodeInit {
 export interface PeerNodeComponents {
   logger: ComponentLogger
   metrics: Registry
+  /** This host's upload limit for the piece server. @default none */
+  uploadLimit?: RateLimit
 }
 
 /**
@@ -69,7 +72,13 @@ export class PeerNode {
     await this.store.start()
     const privateKey = await loadOrCreatePrivateKey(join(this.init.dataDir, 'peer.key'))
     this.node = await createP2PNode({ listen: this.init.p2pListen, announce: this.init.p2pAnnounce, privateKey, clusterKey: this.init.clusterKey })
-    this.server = new PieceServer({ libp2p: this.node, store: this.store, logger: this.components.logger, metrics: this.components.metrics }, {
+    this.server = new PieceServer({
+      libp2p: this.node,
+      store: this.store,
+      logger: this.components.logger,
+      metrics: this.components.metrics,
+      ...(this.components.uploadLimit != null ? { uploadLimit: this.components.uploadLimit } : {})
+    }, {
       metricPrefix: this.init.metricPrefix,
       maxConcurrentUploads: this.init.maxConcurrentUploads
     })

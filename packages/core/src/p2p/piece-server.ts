@@ -5,6 +5,7 @@ import { FramedStream } from './framed-stream.ts'
 import type { ComponentLogger, Logger } from '../logger.ts'
 import type { PieceStore } from '../store/piece-store.ts'
 import type { TaskReader } from '../store/task-reader.ts'
+import type { RateLimit } from '../rate/token-bucket.ts'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Libp2p } from 'libp2p'
 import type { Registry } from 'prom-client'
@@ -14,7 +15,10 @@ export interface PieceServerInit {
   metricPrefix: string
   /** Pieces served at once; further requests are answered `BUSY`. @default 16 */
   maxConcurrentUploads?: number
-  /** Longest one piece may take to serve before the stream is cut. @default 120000 ms */
+  /**
+   * Longest one piece may take to serve before the stream is cut; time spent waiting
+   * for the upload limit's tokens does not count. @default 120000 ms
+   */
   pieceTimeout?: number
 }
 
@@ -23,6 +27,8 @@ export interface PieceServerComponents {
   store: Pick<PieceStore, 'getPiece' | 'openReader' | 'checkTask'>
   logger: ComponentLogger
   metrics: Registry
+  /** This host's upload limit, shared by every piece served; waited on before each frame. @default none */
+  uploadLimit?: RateLimit
 }
 
 /**
@@ -70,7 +76,8 @@ export class PieceServer {
   }
 
   private readonly handle = async (stream: Stream, connection: Connection): Promise<void> => {
-    const signal = AbortSignal.timeout(this.pieceTimeout)
+    const deadline = new Deadline(this.pieceTimeout)
+    const signal = deadline.signal
     const framed = new FramedStream(stream, { maxFrameLength: MAX_CONTROL_MESSAGE })
     const remote = connection.remotePeer.toString()
     let result = 'error'
@@ -130,6 +137,15 @@ export class PieceServer {
         // hold on to it until the connection drains
         for (let sent = 0; sent < piece.length;) {
           const frame = Buffer.allocUnsafe(Math.min(MAX_DATA_FRAME, piece.length - sent))
+          if (this.components.uploadLimit != null) {
+            // backpressure, not loss: the frame is read and sent only once the limit allows
+            deadline.pause()
+            try {
+              await this.components.uploadLimit.take(frame.byteLength, { signal })
+            } finally {
+              deadline.resume()
+            }
+          }
           await reader.readFully(frame, piece.offset + sent)
           await framed.writeFrame(frame, { signal })
           sent += frame.byteLength
@@ -148,6 +164,7 @@ export class PieceServer {
       this.log.warn({ err, code: errorCode(err), peer: remote }, 'serving a piece failed')
       stream.abort(err as Error)
     } finally {
+      deadline.clear()
       if (counted) {
         this.active--
       }
@@ -167,5 +184,46 @@ export class PieceServer {
   private async answer (framed: FramedStream, header: PieceResponseHeader, signal: AbortSignal): Promise<void> {
     await framed.writeJson(header, { signal })
     await framed.stream.close({ signal })
+  }
+}
+
+/** A timeout that can be paused (while waiting for the rate limit), aborting `signal` when it runs out. */
+class Deadline {
+  private readonly controller = new AbortController()
+  private remaining: number
+  private startedAt = 0
+  private timer?: NodeJS.Timeout
+
+  constructor (ms: number) {
+    this.remaining = ms
+    this.resume()
+  }
+
+  get signal (): AbortSignal {
+    return this.controller.signal
+  }
+
+  pause (): void {
+    if (this.timer != null) {
+      clearTimeout(this.timer)
+      this.timer = undefined
+      this.remaining -= performance.now() - this.startedAt
+    }
+  }
+
+  resume (): void {
+    if (this.timer == null && !this.controller.signal.aborted) {
+      this.startedAt = performance.now()
+      this.timer = setTimeout(() => {
+        this.controller.abort(new DOMException('The operation timed out.', 'TimeoutError'))
+      }, Math.max(0, this.remaining))
+      // like AbortSignal.timeout: a pending piece does not keep the process alive
+      this.timer.unref()
+    }
+  }
+
+  clear (): void {
+    clearTimeout(this.timer)
+    this.timer = undefined
   }
 }

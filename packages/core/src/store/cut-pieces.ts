@@ -2,6 +2,7 @@ import { SourceUnavailableError } from '../errors.ts'
 import { pieceRange } from '../pieces.ts'
 import type { PieceStore } from './piece-store.ts'
 import type { PieceWriter, StoredPiece } from './piece-writer.ts'
+import type { RateLimit } from '../rate/token-bucket.ts'
 
 export interface CutPiecesOptions {
   /** Total content length, or null when the source did not say. */
@@ -14,6 +15,11 @@ export interface CutPiecesOptions {
   /** Called with every chunk as it arrives, before it is written. */
   onChunk?: (chunk: Uint8Array) => void
   signal?: AbortSignal
+  /**
+   * Waited on for each chunk's bytes before the next chunk is read, so a limited
+   * download slows the source (the body pauses) instead of buffering it. @default none
+   */
+  limit?: RateLimit
 }
 
 /**
@@ -58,6 +64,7 @@ export async function cutIntoPieces (store: PieceStore, taskId: string, body: As
           num++
         }
       }
+      await options.limit?.take(buf.byteLength, options.signal != null ? { signal: options.signal } : {})
     }
 
     if (expected != null && total !== expected) {

@@ -2,7 +2,7 @@
 // first: re-executes node with the flags Shoal is measured with, if it was not started with them
 import '@shoal/core/node-flags'
 import { Command, Option } from 'commander'
-import { configSchemas, createLogger, InvalidConfigError, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
+import { configSchemas, createLogger, DEFAULT_RATE, InvalidConfigError, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
 import { z } from 'zod'
 import { downloadToFile, parseHeaders } from '../cli/download-command.ts'
 import { Daemon } from '../daemon.ts'
@@ -36,7 +36,9 @@ const daemonSchema = z.object({
   logLevel: configSchemas.logLevel,
   swarmNoProgressTimeout: configSchemas.duration,
   supernodeCooldown: z.coerce.number().int().min(0).max(3_600_000),
-  originAttempts: z.coerce.number().int().min(1).max(16)
+  originAttempts: z.coerce.number().int().min(1).max(16),
+  downloadRate: configSchemas.byteRate,
+  uploadRate: configSchemas.byteRate
 })
 
 const downloadSchema = z.object({
@@ -103,6 +105,8 @@ const daemon = program.command('daemon')
   .addOption(new Option('--swarm-no-progress-timeout <ms>', 'a swarm download with no piece data arriving from anywhere for this long goes back to the origin').default('30000'))
   .addOption(new Option('--supernode-cooldown <ms>', 'once the supernode was found unavailable, new downloads go straight to the origin for this long, then one tries it again; 0 never skips it').default('30000'))
   .addOption(new Option('--origin-attempts <n>', 'tries of one origin fetch when the origin fails (5xx, unreachable), with exponential back-off and jitter; 4xx are not retried').default('4'))
+  .addOption(new Option('--download-rate <bytes/s>', 'piece data from peers and the supernode plus origin bytes, bytes per second summed: 10485760, 100MB, 1GiB (0: no limit)').default(String(DEFAULT_RATE)))
+  .addOption(new Option('--upload-rate <bytes/s>', 'piece data sent to other peers, bytes per second summed over all uploads: 10485760, 100MB, 1GiB (0: no limit)').default(String(DEFAULT_RATE)))
   .showHelpAfterError()
   .action(async () => {
     await runMain('dfget daemon', async (signal) => {
@@ -132,6 +136,8 @@ const daemon = program.command('daemon')
         diskQuota: options.diskQuota,
         diskHighWatermark: options.diskHighWatermark,
         diskLowWatermark: options.diskLowWatermark,
+        downloadRate: options.downloadRate,
+        uploadRate: options.uploadRate,
         version
       })
       await serveUntilAborted(d, signal)

@@ -1,6 +1,6 @@
 import {
   cutIntoPieces, pieceSizeFor, ShoalError, SourceUnavailableError, TaskFailedError,
-  type ComponentLogger, type Logger, type PieceStore, type SourceClient, type SourceResponse
+  type ComponentLogger, type Logger, type PieceStore, type RateLimit, type SourceClient, type SourceResponse
 } from '@shoal/core'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Download } from './download.ts'
@@ -12,6 +12,8 @@ export interface OriginFetchComponents {
   source: Pick<SourceClient, 'fetch'>
   metrics: DfgetMetrics
   logger: ComponentLogger
+  /** This host's download limit, shared with the swarm's piece fetches. @default none */
+  downloadLimit?: RateLimit
   /** Jitter source, in [0, 1). @default Math.random */
   random?: () => number
 }
@@ -141,6 +143,7 @@ export class OriginFetch {
         pieceSize: size,
         firstPiece,
         signal,
+        ...(this.components.downloadLimit != null ? { limit: this.components.downloadLimit } : {}),
         onPiece: (piece) => { download.addPiece(piece) },
         onChunk: (chunk) => { metrics.downloadBytes.inc({ source: 'origin' }, chunk.byteLength) }
       })

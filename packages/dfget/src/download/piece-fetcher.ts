@@ -1,6 +1,6 @@
 import {
   FramedStream, MAX_DATA_FRAME, PeerBusyError, PIECE_PROTOCOL, PieceDigestMismatchError, PieceLengthMismatchError, PieceNotFoundError,
-  pieceResponseHeaderSchema, PieceTimeoutError, ProtocolError, type PieceAssignment, type PieceSource, type PieceStore, type StoredPiece
+  pieceResponseHeaderSchema, PieceTimeoutError, ProtocolError, type PieceAssignment, type PieceSource, type PieceStore, type RateLimit, type StoredPiece
 } from '@shoal/core'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Libp2p } from 'libp2p'
@@ -8,6 +8,13 @@ import type { Libp2p } from 'libp2p'
 export interface PieceFetcherComponents {
   libp2p: Pick<Libp2p, 'dialProtocol'>
   store: PieceStore
+  /**
+   * This host's download limit, shared by every piece fetch and the origin: each frame's
+   * bytes are taken before the next frame is read, so the source is slowed through the
+   * stream's backpressure. Time spent waiting for it is not the source's silence.
+   * @default none
+   */
+  downloadLimit?: RateLimit
 }
 
 export interface PieceFetcherInit {
@@ -59,10 +66,22 @@ export class PieceFetcher {
     armIdle()
 
     try {
+      const limit = this.components.downloadLimit
+      const pace = limit == null
+        ? undefined
+        : async (bytes: number): Promise<void> => {
+          // the idle timer is about the source: it does not run while we hold back
+          clearTimeout(idle)
+          try {
+            await limit.take(bytes, { signal })
+          } finally {
+            armIdle()
+          }
+        }
       return await this.transfer(taskId, piece, source, signal, (bytes) => {
         armIdle()
         options.onBytes?.(bytes)
-      })
+      }, pace)
     } catch (err) {
       // our own timers abort with a PieceTimeoutError; libp2p may wrap or replace the
       // abort reason on the way out, so report the timeout itself
@@ -76,7 +95,7 @@ export class PieceFetcher {
     }
   }
 
-  private async transfer (taskId: string, piece: PieceAssignment, source: PieceSource, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<StoredPiece> {
+  private async transfer (taskId: string, piece: PieceAssignment, source: PieceSource, signal: AbortSignal, onBytes: (bytes: number) => void, pace?: (bytes: number) => Promise<void>): Promise<StoredPiece> {
     const stream = await this.components.libp2p.dialProtocol(addressesOf(source), PIECE_PROTOCOL, { signal })
     const framed = new FramedStream(stream, { maxFrameLength: MAX_DATA_FRAME })
 
@@ -102,6 +121,7 @@ export class PieceFetcher {
           for (const buf of frame) {
             await writer.write(buf)
           }
+          await pace?.(frame.byteLength)
         }
         const stored = await writer.commit()
         await stream.close({ signal }).catch(() => {})

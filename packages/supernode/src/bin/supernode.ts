@@ -2,7 +2,7 @@
 // first: re-executes node with the flags Shoal is measured with, if it was not started with them
 import '@shoal/core/node-flags'
 import { Command, Option } from 'commander'
-import { configSchemas, createLogger, MIN_PIECE_SIZE, MAX_PIECE_SIZE, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
+import { configSchemas, createLogger, DEFAULT_RATE, MIN_PIECE_SIZE, MAX_PIECE_SIZE, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
 import { z } from 'zod'
 import { Supernode } from '../supernode.ts'
 
@@ -25,7 +25,8 @@ const optionsSchema = z.object({
   diskQuota: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
   diskHighWatermark: z.coerce.number().gt(0).max(1),
   diskLowWatermark: z.coerce.number().gt(0).max(1),
-  logLevel: configSchemas.logLevel
+  logLevel: configSchemas.logLevel,
+  uploadRate: configSchemas.byteRate
 })
 
 const program = new Command('supernode')
@@ -48,6 +49,7 @@ const program = new Command('supernode')
   .addOption(new Option('--disk-high-watermark <fraction>', 'fraction of --disk-quota at which eviction starts').default('0.9'))
   .addOption(new Option('--disk-low-watermark <fraction>', 'fraction of --disk-quota eviction brings usage down to').default('0.8'))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
+  .addOption(new Option('--upload-rate <bytes/s>', 'piece data sent to daemons, bytes per second summed over all uploads: 10485760, 100MB, 1GiB (0: no limit)').default(String(DEFAULT_RATE)))
   .showHelpAfterError()
 
 program.action(async () => {
@@ -70,6 +72,7 @@ program.action(async () => {
       diskQuota: options.diskQuota,
       diskHighWatermark: options.diskHighWatermark,
       diskLowWatermark: options.diskLowWatermark,
+      uploadRate: options.uploadRate,
       version
     })
     await serveUntilAborted(supernode, signal)
