@@ -5,6 +5,7 @@ import {
 } from '@shoal/core'
 import { daemonApiRoutes } from './api/routes.ts'
 import { DownloadManager } from './download/download-manager.ts'
+import { heldTasks } from './download/held-tasks.ts'
 import { OriginFetch } from './download/origin-fetch.ts'
 import { PeerTask } from './download/peer-task.ts'
 import { PieceFetcher } from './download/piece-fetcher.ts'
@@ -44,7 +45,10 @@ export interface DaemonInit {
   downloadTimeout?: number
   /** Pieces served at once to other peers. @default 16 */
   maxConcurrentUploads?: number
-  /** How often the daemon tells the supernode it is alive. @default 60000 ms */
+  /**
+   * How often the daemon tells every supernode it is alive and which complete tasks it
+   * holds (at most 4096, most recently used first). @default 60000 ms
+   */
   announceInterval?: number
   /** The name this host gives the supernode. @default os.hostname() */
   hostname?: string
@@ -195,11 +199,17 @@ export class Daemon {
     })
 
     if (this.clients.length > 0) {
+      // with the complete tasks held here, so a restarted supernode knows the swarm again
       const announce = (): void => {
-        for (const client of this.clients) {
-          client.announce(this.self(), { signal: AbortSignal.timeout(10_000) })
-            .catch((err: unknown) => { this.log.debug({ err, supernode: client.address }, 'announcing to the supernode failed') })
-        }
+        heldTasks(store)
+          .catch((err: unknown) => { this.log.warn({ err }, 'cannot list the tasks held here'); return [] })
+          .then(tasks => {
+            for (const client of this.clients) {
+              client.announce({ ...this.self(), tasks }, { signal: AbortSignal.timeout(10_000) })
+                .catch((err: unknown) => { this.log.debug({ err, supernode: client.address }, 'announcing to the supernode failed') })
+            }
+          })
+          .catch(() => {})
       }
       announce()
       this.heartbeat = setInterval(announce, this.init.announceInterval ?? 60_000)

@@ -156,6 +156,29 @@ export class TaskManager {
     }
   }
 
+  /**
+   * A peer reports holding these tasks whole (its announce): it becomes a holder of
+   * every piece this supernode has of each one it knows, so it is offered as a source
+   * again, after a restart of this supernode or when a task moved here from another.
+   * Unknown and failed tasks are skipped.
+   * @returns how many of the tasks were known
+   */
+  recordHeld (peerId: string, taskIds: readonly string[]): number {
+    let known = 0
+    // bounded by the announce schema (at most MAX_ANNOUNCED_TASKS ids)
+    for (const taskId of taskIds) {
+      const task = this.tasks.get(taskId)
+      if (task == null || task.state === 'failed') {
+        continue
+      }
+      known++
+      for (const num of task.pieces.keys()) {
+        task.addHolder(num, peerId)
+      }
+    }
+    return known
+  }
+
   /** Forgets a departed peer everywhere. */
   removePeer (peerId: string): void {
     for (const task of this.tasks.values()) {
