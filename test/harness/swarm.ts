@@ -90,8 +90,8 @@ export interface DaemonOptions {
   dir: string
   name: string
   registry: string
-  /** The supernode's HTTP address or libp2p multiaddr; null for none */
-  supernode: string | null
+  /** The supernode's HTTP address or libp2p multiaddr (or several); null for none */
+  supernode: string | string[] | null
   /** Cluster key file. @default {@link testClusterKey} */
   clusterKey?: string
   extraArgs?: string[]
@@ -115,7 +115,7 @@ export async function startDaemon (options: DaemonOptions): Promise<DaemonHandle
       '--listen', options.listen ?? '127.0.0.1:0',
       '--p2p-listen', options.p2pListen ?? '/ip4/127.0.0.1/tcp/0',
       '--registry', options.registry,
-      '--supernode', options.supernode ?? 'none',
+      '--supernode', ...[options.supernode ?? 'none'].flat(),
       '--data-dir', join(dir, 'data'),
       '--cluster-key', options.clusterKey ?? await testClusterKey(),
       '--hostname', options.name,

@@ -5,10 +5,12 @@ import {
 } from '@shoal/core'
 import { daemonApiRoutes } from './api/routes.ts'
 import { DownloadManager } from './download/download-manager.ts'
+import { heldTasks } from './download/held-tasks.ts'
 import { OriginFetch } from './download/origin-fetch.ts'
 import { PeerTask } from './download/peer-task.ts'
 import { PieceFetcher } from './download/piece-fetcher.ts'
-import { SupernodeBreaker } from './download/supernode-breaker.ts'
+import { openBreakersGauge, SupernodeBreaker } from './download/supernode-breaker.ts'
+import { SupernodeRing } from './download/supernode-ring.ts'
 import { DfgetMetrics } from './metrics.ts'
 import { BlobAuthorizer, type SourceHead } from './mirror/blob-authorizer.ts'
 import { registryErrorBody, registryMirrorRoutes } from './mirror/registry-mirror.ts'
@@ -23,10 +25,12 @@ export interface DaemonInit {
   registry: string
   /**
    * The supernode: its libp2p multiaddr, or its HTTP address (the control plane is then
-   * found through its `/api/v1/status`); null sends every download straight to the
-   * origin. @default /ip4/127.0.0.1/tcp/8003
+   * found through its `/api/v1/status`); or several of them: each task goes to the one
+   * its rendezvous hash on the address strings picks (the same on every daemon given
+   * the same strings), and moves to the next when that one is unavailable. null sends
+   * every download straight to the origin. @default /ip4/127.0.0.1/tcp/8003
    */
-  supernode: string | null
+  supernode: string | string[] | null
   /** libp2p listen multiaddrs, where other daemons fetch this host's pieces. @default ['/ip4/0.0.0.0/tcp/65002'] */
   p2pListen: string[]
   /** Addresses announced instead of the listen addresses. @default [] */
@@ -41,7 +45,10 @@ export interface DaemonInit {
   downloadTimeout?: number
   /** Pieces served at once to other peers. @default 16 */
   maxConcurrentUploads?: number
-  /** How often the daemon tells the supernode it is alive. @default 60000 ms */
+  /**
+   * How often the daemon tells every supernode it is alive and which complete tasks it
+   * holds (at most 4096, most recently used first). @default 60000 ms
+   */
   announceInterval?: number
   /** The name this host gives the supernode. @default os.hostname() */
   hostname?: string
@@ -131,7 +138,7 @@ export class Daemon {
   private readonly downloadLimit: TokenBucket
   private heartbeat?: NodeJS.Timeout
   private downloads?: DownloadManager
-  private client?: SupernodeClient
+  private clients: SupernodeClient[] = []
   private http?: HttpServer
   private readonly controller = new AbortController()
 
@@ -171,27 +178,22 @@ export class Daemon {
     await this.node.start()
     const libp2p = this.node.libp2p
 
-    if (this.init.supernode != null) {
-      this.client = new SupernodeClient({ libp2p, dispatcher }, { address: this.init.supernode })
-    }
-    const peerTask = this.client == null
-      ? undefined
-      : new PeerTask({
-        client: this.client,
-        fetcher: new PieceFetcher({ libp2p, store, ...downloadLimit }),
-        store,
-        metrics,
-        logger,
-        self: () => this.self()
-      }, {
+    const addresses = this.init.supernode == null ? [] : [this.init.supernode].flat()
+    this.clients = addresses.map(address => new SupernodeClient({ libp2p, dispatcher }, { address }))
+    const fetcher = new PieceFetcher({ libp2p, store, ...downloadLimit })
+    const gauge = openBreakersGauge(metrics.supernodeBreakerOpen)
+    const routes = this.clients.map(client => ({
+      id: client.address,
+      peerTask: new PeerTask({ client, fetcher, store, metrics, logger, self: () => this.self() }, {
         concurrency: this.init.concurrency ?? 4,
         ...(this.init.swarmNoProgressTimeout != null ? { noProgressTimeout: this.init.swarmNoProgressTimeout } : {})
-      })
-    const breaker = new SupernodeBreaker({ open: metrics.supernodeBreakerOpen },
-      this.init.supernodeCooldown != null ? { cooldown: this.init.supernodeCooldown } : {})
+      }),
+      breaker: new SupernodeBreaker({ open: gauge(client.address) },
+        this.init.supernodeCooldown != null ? { cooldown: this.init.supernodeCooldown } : {})
+    }))
     const origin = new OriginFetch({ store, source, metrics, logger, ...downloadLimit },
       this.init.originAttempts != null ? { attempts: this.init.originAttempts } : {})
-    this.downloads = new DownloadManager({ store, ...(peerTask != null ? { peerTask, breaker } : {}), origin, metrics, logger },
+    this.downloads = new DownloadManager({ store, ...(routes.length > 0 ? { supernodes: new SupernodeRing(routes) } : {}), origin, metrics, logger },
       this.init.downloadTimeout != null ? { downloadTimeout: this.init.downloadTimeout } : {})
 
     const authorizer = new BlobAuthorizer({ sourceHead: this.sourceHead, metrics, logger }, {
@@ -209,10 +211,18 @@ export class Daemon {
       errorBody: registryErrorBody
     })
 
-    if (this.client != null) {
+    if (this.clients.length > 0) {
+      // with the complete tasks held here, so a restarted supernode knows the swarm again
       const announce = (): void => {
-        this.client?.announce(this.self(), { signal: AbortSignal.timeout(10_000) })
-          .catch((err: unknown) => { this.log.debug({ err }, 'announcing to the supernode failed') })
+        heldTasks(store)
+          .catch((err: unknown) => { this.log.warn({ err }, 'cannot list the tasks held here'); return [] })
+          .then(tasks => {
+            for (const client of this.clients) {
+              client.announce({ ...this.self(), tasks }, { signal: AbortSignal.timeout(10_000) })
+                .catch((err: unknown) => { this.log.debug({ err, supernode: client.address }, 'announcing to the supernode failed') })
+            }
+          })
+          .catch(() => {})
       }
       announce()
       this.heartbeat = setInterval(announce, this.init.announceInterval ?? 60_000)
@@ -227,10 +237,8 @@ export class Daemon {
     clearInterval(this.heartbeat)
     this.controller.abort(new Error('daemon stopping'))
     // the client exists only once the node started, so self() is safe here
-    if (this.client != null) {
-      await this.client.leave(this.self().peerId, { signal: AbortSignal.timeout(2_000) })
-        .catch((err: unknown) => { this.log.debug({ err }, 'could not tell the supernode this peer is leaving') })
-    }
+    await Promise.all(this.clients.map(async client => client.leave(this.self().peerId, { signal: AbortSignal.timeout(2_000) })
+      .catch((err: unknown) => { this.log.debug({ err, supernode: client.address }, 'could not tell the supernode this peer is leaving') })))
     await this.http?.close()
     await this.downloads?.stop()
     await this.node.stop()

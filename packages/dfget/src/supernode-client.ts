@@ -1,7 +1,7 @@
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import {
   API_PREFIX, apiErrorSchema, controlCall, peerAddressSchema, registerTaskResponseSchema, scheduleResponseSchema, SupernodeRequestError,
-  SupernodeUnavailableError, type ControlRequest, type PeerInfo, type RegisterTaskRequest, type RegisterTaskResponse, type ScheduleRequest,
+  SupernodeUnavailableError, type AnnounceRequest, type ControlRequest, type PeerInfo, type RegisterTaskRequest, type RegisterTaskResponse, type ScheduleRequest,
   type ScheduleResponse
 } from '@shoal/core'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -70,8 +70,8 @@ export class SupernodeClient {
     return this.call({ op: 'schedule', taskId, body }, scheduleResponseSchema, this.timeout + (body.waitMs ?? 0), options.signal)
   }
 
-  /** Tells the supernode this peer is alive and where to reach it. */
-  async announce (peer: PeerInfo, options: { signal?: AbortSignal } = {}): Promise<void> {
+  /** Tells the supernode this peer is alive, where to reach it, and (optionally) which complete tasks it holds. */
+  async announce (peer: PeerInfo | AnnounceRequest, options: { signal?: AbortSignal } = {}): Promise<void> {
     await this.call({ op: 'announce', body: peer }, null, this.timeout, options.signal)
   }
 

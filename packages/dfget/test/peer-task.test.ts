@@ -145,4 +145,43 @@ describe('PeerTask', () => {
     await expect(task.run(download, { signal: AbortSignal.timeout(10_000) })).rejects.toMatchObject({ code: 'ERR_PIECE_SOURCES_EXHAUSTED' })
     expect(Date.now() - started).toBeLessThan(3_000)
   })
+
+  // A download moved to another supernode reports its stored pieces at registration,
+  // while that supernode is still fetching the source: it records no holder for pieces
+  // it does not have yet and keeps assigning them. Skipping them silently stalled the
+  // download until the no-progress time sent it to the origin.
+  it('reports again a piece it already has when it is assigned it, and fetches only the others', async () => {
+    const { client, reported } = fakeSupernode(3, 4)
+    let first = true
+    const forgetful: PeerTaskComponents['client'] = {
+      register: client.register,
+      schedule: async (taskId, body, options) => {
+        if (first) {
+          // the registration-time report, lost
+          first = false
+          return client.schedule(taskId, { ...body, results: [] }, options)
+        }
+        return client.schedule(taskId, body, options)
+      }
+    }
+    await store.putTask({ taskId: TASK, url: 'http://origin/blob', contentLength: 12, pieceSize: 4, state: 'running', updatedAt: Date.now() })
+    for (const num of [0, 1]) {
+      await store.writePiece(TASK, { num, offset: num * 4, length: 4 }, (async function * () { yield Buffer.from('abcd') })())
+    }
+    const asked: number[] = []
+    const fetcher = {
+      fetch: async (_taskId: string, piece: PieceAssignment): Promise<StoredPiece> => {
+        asked.push(piece.num)
+        return { num: piece.num, offset: piece.offset, length: piece.length, digest: piece.digest }
+      }
+    }
+    const metrics = new DfgetMetrics(createMetricsRegistry({ processMetrics: false }))
+    const task = new PeerTask({ client: forgetful, fetcher, store, metrics, logger: silentLogger(), self: () => ({ peerId: 'QmSelf', addrs: [], hostname: 'self' }) },
+      { noProgressTimeout: 2_000, pollWait: 50 })
+    const download = new Download({ taskId: TASK, url: 'http://origin/blob' })
+    await task.run(download, { signal: AbortSignal.timeout(10_000) })
+    expect(download.have.size).toBe(3)
+    expect(asked).toEqual([2])
+    expect(reported.filter(r => r.ok && r.source === 'QmSelf').map(r => r.num).sort()).toEqual([0, 1])
+  })
 })

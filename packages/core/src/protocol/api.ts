@@ -29,6 +29,20 @@ export const peerInfoSchema = peerAddressSchema.extend({
 })
 export type PeerInfo = z.infer<typeof peerInfoSchema>
 
+/** Most complete tasks a daemon reports in one announce. */
+export const MAX_ANNOUNCED_TASKS = 4096
+
+/**
+ * The announce (on connect, then every heartbeat): the peer, and optionally the
+ * complete tasks it holds (most recently used first, at most {@link MAX_ANNOUNCED_TASKS}),
+ * so a supernode that restarted, or that a task moved to, offers it as a source again.
+ * Older daemons send no `tasks`; older supernodes ignore it.
+ */
+export const announceRequestSchema = peerInfoSchema.extend({
+  tasks: z.array(taskIdSchema).max(MAX_ANNOUNCED_TASKS).optional()
+})
+export type AnnounceRequest = z.infer<typeof announceRequestSchema>
+
 export const TASK_STATES = ['running', 'success', 'failed'] as const
 export type TaskState = typeof TASK_STATES[number]
 

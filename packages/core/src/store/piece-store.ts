@@ -102,6 +102,11 @@ export class PieceStore {
     this.log.debug({ dataDir: this.dataDir, bytes: this.usage.total }, 'piece store open')
   }
 
+  /** When a task was last read or written (ms since the epoch; 0 if never). */
+  lastUsed (taskId: string): number {
+    return this.usage.lastUsed(taskId)
+  }
+
   /** Bytes of recorded pieces on disk. */
   get bytesStored (): number {
     return this.usage.total

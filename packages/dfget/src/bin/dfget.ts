@@ -6,6 +6,7 @@ import { configSchemas, createLogger, DEFAULT_RATE, InvalidConfigError, packageV
 import { z } from 'zod'
 import { downloadToFile, parseHeaders } from '../cli/download-command.ts'
 import { Daemon } from '../daemon.ts'
+import { MAX_SUPERNODES } from '../download/supernode-ring.ts'
 
 const version = packageVersion(import.meta.url)
 
@@ -13,9 +14,11 @@ const daemonSchema = z.object({
   config: z.string().optional(),
   listen: configSchemas.hostPort,
   registry: configSchemas.httpUrl,
-  supernode: z.union([z.literal('none').transform(() => null), configSchemas.multiaddr, configSchemas.httpUrl], {
+  // one address or several (--supernode a b, or a YAML list); 'none' alone: no swarm
+  supernode: z.preprocess(v => typeof v === 'string' ? [v] : v, z.array(z.union([z.literal('none'), configSchemas.multiaddr, configSchemas.httpUrl], {
     error: "must be the supernode's libp2p multiaddr (/ip4/10.0.0.5/tcp/8003), its http:// address, or none"
-  }),
+  })).min(1).max(MAX_SUPERNODES))
+    .transform(list => list.includes('none') ? null : [...new Set(list)]),
   p2pListen: z.array(configSchemas.multiaddr).min(1),
   p2pAnnounce: z.array(configSchemas.multiaddr).default([]),
   dataDir: configSchemas.path,
@@ -83,7 +86,7 @@ const daemon = program.command('daemon')
   .addOption(new Option('-c, --config <file>', 'YAML file with any of these options, in camelCase; flags win (default: none)'))
   .addOption(new Option('--listen <host:port>', 'registry mirror and API address').default('127.0.0.1:65001'))
   .addOption(new Option('--registry <url>', 'upstream registry the mirror stands in for').default('https://registry-1.docker.io'))
-  .addOption(new Option('--supernode <address>', "the supernode's libp2p multiaddr, or its http:// address; 'none' fetches everything from the origin").default('/ip4/127.0.0.1/tcp/8003'))
+  .addOption(new Option('--supernode <address...>', "the supernode's libp2p multiaddr, or its http:// address; several spread tasks over them by rendezvous hashing (give every daemon the same strings) and fail over to the next; 'none' fetches everything from the origin").default(['/ip4/127.0.0.1/tcp/8003']))
   .addOption(new Option('--cluster-key <file>', 'the cluster key every supernode and daemon shares (dfctl cluster-key generate)').default('/etc/shoal/cluster.key'))
   .addOption(new Option('--p2p-listen <multiaddr...>', 'libp2p (TCP) addresses peers fetch pieces from').default(['/ip4/0.0.0.0/tcp/65002']))
   .addOption(new Option('--p2p-announce <multiaddr...>', 'addresses to announce instead of the listen addresses').default([]))

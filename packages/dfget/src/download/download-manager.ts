@@ -5,6 +5,7 @@ import {
 import { Download } from './download.ts'
 import type { OriginFetch } from './origin-fetch.ts'
 import type { PeerTask } from './peer-task.ts'
+import { SupernodeRing } from './supernode-ring.ts'
 import type { SupernodeBreaker } from './supernode-breaker.ts'
 import type { DfgetMetrics } from '../metrics.ts'
 
@@ -19,9 +20,23 @@ export interface DownloadManagerComponents {
   peerTask?: Pick<PeerTask, 'run'>
   /** Skips the swarm for a cool-down once the supernode was found unavailable. @default none: every download tries the swarm */
   breaker?: Pick<SupernodeBreaker, 'tryAcquire' | 'succeeded' | 'failed' | 'released'>
+  /**
+   * Several supernodes, each with its own swarm client and breaker: a task goes to the
+   * first in its rendezvous order that is not cooling down, and moves to the next when
+   * that one is unavailable. Takes the place of `peerTask` and `breaker`. @default none
+   */
+  supernodes?: SupernodeRing<SwarmRoute>
   origin: Pick<OriginFetch, 'run'>
   metrics: DfgetMetrics
   logger: ComponentLogger
+}
+
+/** One supernode, as the download manager uses it. */
+export interface SwarmRoute {
+  /** The supernode's address as configured: what tasks are hashed against, and for logs. */
+  id: string
+  peerTask: Pick<PeerTask, 'run'>
+  breaker?: Pick<SupernodeBreaker, 'tryAcquire' | 'succeeded' | 'failed' | 'released'> | undefined
 }
 
 export interface DownloadRequest {
@@ -57,11 +72,14 @@ export class DownloadManager {
   private readonly opening = new Map<string, Promise<Download>>()
   private readonly running = new Set<Promise<void>>()
   private readonly controller = new AbortController()
+  private readonly ring?: SupernodeRing<SwarmRoute>
 
   constructor (components: DownloadManagerComponents, init: DownloadManagerInit = {}) {
     this.components = components
     this.log = components.logger.forComponent('shoal:dfget:downloads')
     this.downloadTimeout = init.downloadTimeout ?? 1_800_000
+    this.ring = components.supernodes ??
+      (components.peerTask != null ? new SupernodeRing([{ id: 'supernode', peerTask: components.peerTask, breaker: components.breaker }]) : undefined)
   }
 
   async stop (): Promise<void> {
@@ -138,7 +156,7 @@ export class DownloadManager {
   }
 
   private async run (download: Download, request: DownloadRequest): Promise<void> {
-    const { metrics, peerTask, origin, store, breaker } = this.components
+    const { metrics, origin, store } = this.components
     const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(this.downloadTimeout)])
     const started = performance.now()
     metrics.activeDownloads.inc()
@@ -146,33 +164,10 @@ export class DownloadManager {
     const unpin = store.pin(download.taskId)
 
     try {
-      if (peerTask != null && (breaker?.tryAcquire() ?? true)) {
-        try {
-          await peerTask.run(download, { headers: request.headers, signal })
-          breaker?.succeeded()
-        } catch (err) {
-          this.tellBreaker(err, signal)
-          if (signal.aborted || !this.worthFallingBack(err)) {
-            throw err
-          }
-          const reason = errorCode(err)
-          if (err instanceof StoreWriteError) {
-            // this host's disk, not the swarm: make room, then the origin may fit
-            await store.evict({ force: true, need: download.contentLength ?? 0, signal }).catch((e: unknown) => { this.log.error({ err: e }, 'eviction failed') })
-          }
-          this.log.warn({ taskId: download.taskId, url: download.url, reason, err }, 'swarm cannot deliver; going back to the origin')
-          metrics.backToSource.inc({ reason })
-          download.via = 'origin'
-          await this.adoptStoredPieces(download)
-          await origin.run(download, request.headers, signal)
-        }
-      } else {
+      const fallback = await this.swarm(download, request, signal)
+      if (fallback != null) {
         download.via = 'origin'
-        const reason = peerTask == null ? 'no_supernode' : 'supernode_cooldown'
-        metrics.backToSource.inc({ reason })
-        if (peerTask != null) {
-          this.log.info({ taskId: download.taskId, url: download.url }, 'supernode recently unavailable; going to the origin')
-        }
+        metrics.backToSource.inc({ reason: fallback })
         await this.adoptStoredPieces(download)
         await origin.run(download, request.headers, signal)
       }
@@ -201,16 +196,52 @@ export class DownloadManager {
     }
   }
 
-  private tellBreaker (err: unknown, signal: AbortSignal): void {
-    const { breaker } = this.components
-    if (err instanceof SupernodeUnavailableError && !signal.aborted) {
-      breaker?.failed()
-    } else if (signal.aborted) {
-      breaker?.released()
-    } else {
-      // the supernode answered, even if the answer was "the source failed"
-      breaker?.succeeded()
+  /**
+   * Tries the supernodes in the task's rendezvous order, skipping those cooling down;
+   * an unavailable one hands the download (and the pieces already verified here, which
+   * the next registration reports) to the next. Resolves with why the origin must take
+   * over, or undefined when the swarm delivered.
+   * @throws what the origin would fail on too (see {@link worthFallingBack}), or the abort
+   */
+  private async swarm (download: Download, request: DownloadRequest, signal: AbortSignal): Promise<string | undefined> {
+    if (this.ring == null) {
+      return 'no_supernode'
     }
+    let reason = 'supernode_cooldown'
+    // bounded: each supernode is tried at most once per download
+    for (const route of this.ring.order(download.taskId)) {
+      if (!(route.breaker?.tryAcquire() ?? true)) {
+        this.log.debug({ taskId: download.taskId, supernode: route.id }, 'supernode cooling down; skipping it')
+        continue
+      }
+      try {
+        await route.peerTask.run(download, { headers: request.headers, signal })
+        route.breaker?.succeeded()
+        return undefined
+      } catch (err) {
+        tellBreaker(route, err, signal)
+        if (signal.aborted || !this.worthFallingBack(err)) {
+          throw err
+        }
+        reason = errorCode(err)
+        if (err instanceof SupernodeUnavailableError) {
+          this.log.warn({ taskId: download.taskId, supernode: route.id, err }, 'supernode unavailable; moving the download to the next one')
+          continue
+        }
+        if (err instanceof StoreWriteError) {
+          // this host's disk, not the swarm: make room, then the origin may fit
+          await this.components.store.evict({ force: true, need: download.contentLength ?? 0, signal }).catch((e: unknown) => { this.log.error({ err: e }, 'eviction failed') })
+        }
+        this.log.warn({ taskId: download.taskId, url: download.url, reason, err }, 'swarm cannot deliver; going back to the origin')
+        return reason
+      }
+    }
+    if (reason === 'supernode_cooldown') {
+      this.log.info({ taskId: download.taskId, url: download.url }, 'every supernode recently unavailable; going to the origin')
+    } else {
+      this.log.warn({ taskId: download.taskId, url: download.url, reason }, 'no supernode available; going back to the origin')
+    }
+    return reason
   }
 
   /**
@@ -245,6 +276,18 @@ export class DownloadManager {
       return err.reason !== 'ERR_DIGEST_MISMATCH' && err.reason !== 'ERR_SOURCE_REFUSED' && (err.sourceStatus == null || err.sourceStatus >= 500)
     }
     return !(err instanceof SupernodeRequestError && err.statusCode === 400)
+  }
+}
+
+/** What a swarm attempt says about its supernode. */
+function tellBreaker (route: SwarmRoute, err: unknown, signal: AbortSignal): void {
+  if (err instanceof SupernodeUnavailableError && !signal.aborted) {
+    route.breaker?.failed()
+  } else if (signal.aborted) {
+    route.breaker?.released()
+  } else {
+    // the supernode answered, even if the answer was "the source failed"
+    route.breaker?.succeeded()
   }
 }
 

@@ -166,7 +166,13 @@ export class PeerTask {
         }
 
         for (const piece of answer.assignments) {
-          if (download.have.has(piece.num) || inflight.has(piece.num)) {
+          if (download.have.has(piece.num)) {
+            // reported at registration before this supernode had the piece (a task that
+            // moved here from another supernode), so it was not recorded: report it again
+            results.push({ num: piece.num, ok: true, source: self.peerId })
+            continue
+          }
+          if (inflight.has(piece.num)) {
             continue
           }
           const job = this.fetchPiece(download, piece, signal, () => { progress.at = performance.now() })

@@ -17,7 +17,7 @@ export interface SupernodeBreakerComponents {
 type State = 'closed' | 'open' | 'half-open'
 
 /**
- * A circuit breaker in front of the supernode. Closed: every download tries the swarm.
+ * A circuit breaker in front of one supernode. Closed: every download tries the swarm.
  * A download that found the supernode unavailable (after the client's own retries)
  * opens it: for `cooldown` new downloads go straight to the origin instead of each
  * paying the connect timeout. Then it is half-open: one download (the probe) tries the
@@ -80,4 +80,23 @@ export class SupernodeBreaker {
   get isOpen (): boolean {
     return this.state !== 'closed'
   }
+}
+
+/**
+ * One gauge for several breakers (one per supernode): it shows how many of them are
+ * open, so a single supernode reads 1 or 0 as before.
+ */
+export function openBreakersGauge (gauge: { set: (value: number) => void }): (id: string) => { set: (value: number) => void } {
+  const open = new Set<string>()
+  gauge.set(0)
+  return (id) => ({
+    set: (value) => {
+      if (value > 0) {
+        open.add(id)
+      } else {
+        open.delete(id)
+      }
+      gauge.set(open.size)
+    }
+  })
 }

@@ -1,5 +1,5 @@
 import {
-  HttpError, peerInfoSchema, registerTaskRequestSchema, scheduleRequestSchema, TaskNotFoundError,
+  announceRequestSchema, HttpError, registerTaskRequestSchema, scheduleRequestSchema, TaskNotFoundError,
   type PeerAddress, type RegisterTaskResponse, type ScheduleResponse
 } from '@shoal/core'
 import { z } from 'zod'
@@ -122,12 +122,15 @@ export class ControlApi {
     throw new HttpError(503, 'SCHEDULE_LOOP', 'schedule did not settle')
   }
 
-  /** The caller is alive, and reachable at these addresses. */
+  /** The caller is alive, reachable at these addresses, and holds these complete tasks. */
   async announce (input: unknown, ctx: ControlCallContext): Promise<{ peerId: string }> {
-    const body = parse(peerInfoSchema, input)
-    speaksForItself(ctx.caller, body.peerId)
-    this.c.peers.upsert(body)
-    return { peerId: body.peerId }
+    const { tasks, ...peer } = parse(announceRequestSchema, input)
+    speaksForItself(ctx.caller, peer.peerId)
+    this.c.peers.upsert(peer)
+    if (tasks != null && tasks.length > 0) {
+      this.c.tasks.recordHeld(peer.peerId, tasks)
+    }
+    return { peerId: peer.peerId }
   }
 
   /** The caller is going away: nobody is sent to it any more. */

@@ -1,6 +1,6 @@
 import {
   cutIntoPieces, DigestMismatchError, DigestVerifier, pieceSizeFor, ShoalError, SourceHttpError, SourceRefusedError, SourceTooLargeError,
-  SourceUnavailableError, type ComponentLogger, type Logger, type PieceStore, type SourceClient, type SourceResponse
+  SourceUnavailableError, type ComponentLogger, type Logger, type PieceStore, type SourceClient, type SourceResponse, type StoredPiece
 } from '@shoal/core'
 import type { Task } from '../tasks/task.ts'
 import type { SupernodeMetrics } from '../metrics.ts'
@@ -25,7 +25,16 @@ export interface SourceFetchRequest {
    */
   headers?: Record<string, string> | undefined
   signal: AbortSignal
+  /**
+   * The geometry of a fetch cut off by a restart: the verified in-order prefix of pieces
+   * on disk is kept and the source asked for the rest with a Range request (a source
+   * answering 200 instead starts it over). @default none: fetched whole
+   */
+  resume?: { contentLength: number, pieceSize: number } | undefined
 }
+
+/** Bytes read back at a time when hashing a resumed fetch's prefix. */
+const PREFIX_READ = 1024 * 1024
 
 /** The source is fetched whole: a registrant's Range must not cut the content short. */
 const NOT_FORWARDED = new Set(['range', 'if-range'])
@@ -49,6 +58,24 @@ export class SourceFetcher {
     }
   }
 
+  /** The pieces 0..n-1 on disk, cut with this geometry: what a resumed fetch keeps. */
+  private async verifiedPrefix (taskId: string, geometry: { contentLength: number, pieceSize: number }): Promise<StoredPiece[]> {
+    const pieces = (await this.components.store.listPieces(taskId)).sort((a, b) => a.num - b.num)
+    const prefix: StoredPiece[] = []
+    for (const piece of pieces) {
+      if (piece.num !== prefix.length || piece.offset !== piece.num * geometry.pieceSize) {
+        break
+      }
+      prefix.push(piece)
+    }
+    // the whole content on disk but not marked complete: fetch it again rather than guess
+    return prefix.length * geometry.pieceSize >= geometry.contentLength ? [] : prefix
+  }
+
+  private async hashPrefix (taskId: string, end: number, verifier: DigestVerifier): Promise<void> {
+    await hashPrefixOf(this.components.store, taskId, end, verifier)
+  }
+
   /**
    * Fetches the task's source into the store. Never throws: the outcome is recorded on
    * the task (`succeed` or `fail`).
@@ -67,29 +94,50 @@ export class SourceFetcher {
     let res: SourceResponse | undefined
 
     try {
-      await store.clearPieces(task.id)
-      const headers = Object.fromEntries(Object.entries(request.headers ?? {}).filter(([k]) => !NOT_FORWARDED.has(k.toLowerCase())))
+      const prefix = request.resume != null ? await this.verifiedPrefix(task.id, request.resume) : []
+      const resumeAt = request.resume != null ? prefix.length * request.resume.pieceSize : 0
+      if (resumeAt === 0) {
+        await store.clearPieces(task.id)
+      }
+      const headers: Record<string, string> = Object.fromEntries(Object.entries(request.headers ?? {}).filter(([k]) => !NOT_FORWARDED.has(k.toLowerCase())))
+      if (resumeAt > 0) {
+        headers.range = `bytes=${resumeAt}-`
+      }
       // the client refuses hosts that are not upstreams, checks redirects and caps the size
       res = await this.components.source.fetch(url, { method: 'GET', headers, signal })
 
-      if (res.statusCode !== 200) {
+      const resumed = resumeAt > 0 && res.statusCode === 206 && request.resume != null &&
+        String(res.headers['content-range'] ?? '') === `bytes ${resumeAt}-${request.resume.contentLength - 1}/${request.resume.contentLength}`
+      if (res.statusCode !== 200 && !resumed) {
         await res.dump()
         throw new SourceHttpError(res.statusCode, `source answered ${res.statusCode} for ${where}`)
       }
+      if (resumeAt > 0 && !resumed) {
+        // a whole answer: start over
+        prefix.length = 0
+        await store.clearPieces(task.id)
+      }
 
       const lengthHeader = res.headers['content-length']
-      const contentLength = typeof lengthHeader === 'string' && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : null
-      const pieceSize = this.pieceSize ?? pieceSizeFor(contentLength)
+      const contentLength = resumed ? request.resume?.contentLength ?? null : typeof lengthHeader === 'string' && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : null
+      const pieceSize = resumed ? request.resume?.pieceSize ?? 0 : this.pieceSize ?? pieceSizeFor(contentLength)
       task.start(contentLength, pieceSize)
+      for (const piece of prefix) {
+        task.addPiece(piece)
+      }
       await store.putTask({ taskId: task.id, url, ...(task.digest != null ? { digest: task.digest } : {}), contentLength, pieceSize, state: 'running', updatedAt: Date.now() })
-      this.log.info({ taskId: task.id, url: where, contentLength, pieceSize }, 'fetching source')
+      this.log.info({ taskId: task.id, url: where, contentLength, pieceSize, resumeAt: prefix.length * pieceSize }, 'fetching source')
 
       const verifier = task.digest != null ? new DigestVerifier(task.digest) : undefined
+      if (verifier != null && prefix.length > 0) {
+        await this.hashPrefix(task.id, prefix.length * pieceSize, verifier)
+      }
       let total: number
       try {
         total = await cutIntoPieces(store, task.id, res.body, {
           contentLength,
           pieceSize,
+          firstPiece: prefix.length,
           signal,
           onPiece: (piece) => { task.addPiece(piece) },
           onChunk: (chunk) => {
@@ -123,6 +171,11 @@ export class SourceFetcher {
         // not work around it by fetching the URL itself
         ...(err instanceof SourceHttpError ? { sourceStatus: err.statusCode } : err instanceof SourceRefusedError ? { sourceStatus: 403 } : {})
       })
+      if (signal.aborted && !(err instanceof DigestMismatchError)) {
+        // the supernode is stopping, not the source failing: the verified pieces stay,
+        // and the next start resumes after them
+        return
+      }
       // withdraw whatever was cut: a task that failed has no trustworthy pieces
       await store.deleteTask(task.id).catch((err: unknown) => { this.log.error({ err, taskId: task.id }, 'cannot clean up failed task') })
     } finally {
@@ -130,6 +183,22 @@ export class SourceFetcher {
       metrics.sourceFetches.inc({ result: outcome })
       metrics.sourceFetchDuration.observe({ result: outcome }, (performance.now() - started) / 1000)
     }
+  }
+}
+
+/** Hashes bytes [0, end) of a task's data file into `verifier`. */
+async function hashPrefixOf (store: Pick<PieceStore, 'openReader'>, taskId: string, end: number, verifier: DigestVerifier): Promise<void> {
+  const reader = await store.openReader(taskId)
+  try {
+    const buffer = Buffer.allocUnsafe(Math.min(PREFIX_READ, end))
+    // bounded: each pass reads up to 1 MiB of a prefix of known length
+    for (let at = 0; at < end; at += PREFIX_READ) {
+      const length = Math.min(PREFIX_READ, end - at)
+      await reader.readFully(buffer, at, length)
+      verifier.update(buffer.subarray(0, length))
+    }
+  } finally {
+    await reader.close()
   }
 }
 

@@ -30,6 +30,12 @@ export class TaskManager {
   private readonly failedTaskRetryAfter: number
   private readonly sourceHeadersTimeout: number
   private readonly controller = new AbortController()
+  /**
+   * Tasks whose source fetch a restart cut off, by id: their verified pieces stay on
+   * disk, and the next registration's fetch continues after them (with its headers:
+   * no credentials are kept).
+   */
+  private readonly resumable = new Map<string, { contentLength: number, pieceSize: number }>()
 
   constructor (components: TaskManagerComponents, init: TaskManagerInit = {}) {
     this.components = components
@@ -40,7 +46,8 @@ export class TaskManager {
 
   /**
    * Loads the tasks whose content was fetched whole before a restart. Tasks cut off
-   * mid-fetch are dropped and fetched again on demand.
+   * mid-fetch keep their in-order prefix of verified pieces (when their length was
+   * known) and resume on their next registration; others are dropped.
    */
   async start (): Promise<void> {
     const { store } = this.components
@@ -50,6 +57,13 @@ export class TaskManager {
       this.dropped(taskId, reason).catch((err: unknown) => { this.log.error({ err, taskId }, 'cannot forget a dropped task') })
     })
     for (const stored of await store.listTasks()) {
+      if (stored.state === 'running' && stored.contentLength != null && stored.pieceSize > 0) {
+        const nums = (await store.listPieces(stored.taskId)).map(p => p.num).sort((a, b) => a - b)
+        if (nums.length > 0 && nums.every((num, i) => num === i)) {
+          this.resumable.set(stored.taskId, { contentLength: stored.contentLength, pieceSize: stored.pieceSize })
+          continue
+        }
+      }
       if (stored.state !== 'success' || stored.contentLength == null) {
         await store.deleteTask(stored.taskId)
         continue
@@ -67,7 +81,7 @@ export class TaskManager {
       task.succeed(stored.contentLength)
       this.tasks.set(task.id, task)
     }
-    this.log.info({ tasks: this.tasks.size }, 'tasks restored')
+    this.log.info({ tasks: this.tasks.size, resumable: this.resumable.size }, 'tasks restored')
   }
 
   async stop (): Promise<void> {
@@ -99,7 +113,9 @@ export class TaskManager {
     if (task == null) {
       task = new Task({ id, url: request.url, digest: request.digest })
       this.tasks.set(id, task)
-      this.startFetch(task, request.headers)
+      const resume = this.resumable.get(id)
+      this.resumable.delete(id)
+      this.startFetch(task, request.headers, resume)
       metrics.registrations.inc({ outcome: 'new' })
     } else if (task.state === 'failed' && !this.fetches.has(id) && Date.now() - task.failedAt >= this.failedTaskRetryAfter) {
       // URL and headers come together from this registrant: its credentials go to its
@@ -118,8 +134,8 @@ export class TaskManager {
   }
 
   /** The headers live in this fetch only: nothing keeps them once it ends. */
-  private startFetch (task: Task, headers: Record<string, string> | undefined): void {
-    const fetch = this.components.fetcher.fetch(task, { headers, signal: this.controller.signal })
+  private startFetch (task: Task, headers: Record<string, string> | undefined, resume?: { contentLength: number, pieceSize: number }): void {
+    const fetch = this.components.fetcher.fetch(task, { headers, signal: this.controller.signal, ...(resume != null ? { resume } : {}) })
       .finally(() => { this.fetches.delete(task.id) })
     this.fetches.set(task.id, fetch)
   }
@@ -154,6 +170,29 @@ export class TaskManager {
         await store.deleteTask(taskId)
       }
     }
+  }
+
+  /**
+   * A peer reports holding these tasks whole (its announce): it becomes a holder of
+   * every piece this supernode has of each one it knows, so it is offered as a source
+   * again, after a restart of this supernode or when a task moved here from another.
+   * Unknown and failed tasks are skipped.
+   * @returns how many of the tasks were known
+   */
+  recordHeld (peerId: string, taskIds: readonly string[]): number {
+    let known = 0
+    // bounded by the announce schema (at most MAX_ANNOUNCED_TASKS ids)
+    for (const taskId of taskIds) {
+      const task = this.tasks.get(taskId)
+      if (task == null || task.state === 'failed') {
+        continue
+      }
+      known++
+      for (const num of task.pieces.keys()) {
+        task.addHolder(num, peerId)
+      }
+    }
+    return known
   }
 
   /** Forgets a departed peer everywhere. */
