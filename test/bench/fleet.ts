@@ -4,12 +4,13 @@
  * origin (Debian's docker-registry), through a Distribution pull-through cache, and
  * through Shoal. Every host runs the same client (skopeo: the manifest, then every blob,
  * verified). Then, with --kill-daemons, Shoal again with that fraction of the daemons
- * SIGKILLed mid-pull, against the fault-free Shoal run. Then a sweep over fleet sizes for
- * Shoal and the direct pull.
+ * SIGKILLed mid-pull, against the fault-free Shoal run; with --kill-supernode, Shoal with
+ * two supernodes, one SIGKILLed mid-pull, against a fault-free run with the same two.
+ * Then a sweep over fleet sizes for Shoal and the direct pull.
  *
  *   ./dev bench fleet [--hosts 16] [--layers-mib 64,64] [--host-link 10] [--origin-link 20]
  *                     [--supernode-link 20] [--modes direct,cache,shoal] [--sweep 4,8,16,24]
- *                     [--sweep-modes shoal,direct] [--kill-daemons F] [--json FILE]
+ *                     [--sweep-modes shoal,direct] [--kill-daemons F] [--kill-supernode] [--json FILE]
  *                     [--svg-dir DIR] [--keep]
  *
  * Needs root, iproute2 (ip, tc), skopeo, curl and docker-registry.
@@ -22,7 +23,7 @@ import { generateImage, type GeneratedImage } from '../harness/image.ts'
 import { REPO_ROOT } from '../harness/processes.ts'
 import { which } from '../harness/require-binary.ts'
 import { faultRows, summarizeFault } from './lib/fault-report.ts'
-import { faultLabel, KILL_MOMENT, type FaultPlan } from './lib/faults.ts'
+import { faultLabel, KILL_MOMENT, supernodesFor, type FaultPlan } from './lib/faults.ts'
 import { Fleet, MODE_LABELS, MODES, type Mode, type ModeRun } from './lib/fleet.ts'
 import { machineSummary } from './lib/machine.ts'
 import { removeStaleNetworks } from './lib/netns.ts'
@@ -44,6 +45,7 @@ const { values } = parseArgs({
     sweep: { type: 'string', default: '4,8,16,24' },
     'sweep-modes': { type: 'string', default: 'shoal,direct' },
     'kill-daemons': { type: 'string' },
+    'kill-supernode': { type: 'boolean', default: false },
     'daemon-args': { type: 'string', default: '' },
     'supernode-args': { type: 'string', default: '' },
     'node-args': { type: 'string', default: '' },
@@ -70,8 +72,14 @@ const USAGE = `usage: ./dev bench fleet [options]
                         (round(F × hosts), at least one and never all, every k-th host from
                         the last); reported for the survivors against the fault-free Shoal
                         run of the same size, which runs first
+  --kill-supernode      also run Shoal with two supernodes (each on its own link like the
+                        first, every daemon given both) and SIGKILL one of them at the same
+                        moment: the one owning most of the image's layers by the daemons'
+                        rendezvous ranking (then most blob bytes, then the first); reported
+                        for all hosts against a fault-free run with the same two supernodes
+                        (run first; the one-supernode run is shown too when there is one)
   --daemon-args ARGS    extra flags for every dfget daemon (space-separated)
-  --supernode-args ARGS extra flags for the supernode
+  --supernode-args ARGS extra flags for the supernode(s)
   --node-args ARGS      flags for node in the Shoal processes (space-separated)
   --json FILE           write the results here (default .shoal/bench/results/fleet-<time>.json)
   --svg-dir DIR         write fleet-headline.svg and fleet-sweep.svg here
@@ -115,7 +123,7 @@ const supernodeRate = positive('supernode-link', values['supernode-link'], 10_00
 const modes = modesOf('modes', values.modes)
 const sweep = list(values.sweep).map(s => positive('sweep', s, 64))
 const sweepModes = modesOf('sweep-modes', values['sweep-modes'])
-// the faults to inject, each in its own Shoal run (--kill-supernode joins when the harness starts two supernodes)
+// the faults to inject, each in its own Shoal run
 const faults: FaultPlan[] = []
 if (values['kill-daemons'] != null) {
   const fraction = Number(values['kill-daemons'])
@@ -123,6 +131,9 @@ if (values['kill-daemons'] != null) {
     fail('--kill-daemons takes a fraction above 0 and below 1')
   }
   faults.push({ kind: 'kill-daemons', fraction })
+}
+if (values['kill-supernode']) {
+  faults.push({ kind: 'kill-supernode' })
 }
 if (faults.length > 0 && hosts < 2) {
   fail('a fault run needs at least 2 hosts: one killed, one surviving')
@@ -161,6 +172,11 @@ function summarize (run: ModeRun, ideal: number, imageBytes: number): Summary {
   return { mode: run.mode, hosts: run.hosts, failed: run.failures.length, seconds, ratio, originEgressBytes: run.originEgressBytes, originEgressRatio: run.originEgressBytes / imageBytes, originBlobGets: run.originBlobGets }
 }
 
+function doneDistribution (run: ModeRun | undefined): Distribution | null {
+  const done = run?.seconds.filter((s): s is number => s != null) ?? []
+  return done.length > 0 ? distribution(done) : null
+}
+
 function modeRows (summaries: Summary[], ideal: number): string[][] {
   const rows = [['mode', 'hosts', 'p50 s', 'p95 s', 'p99 s', 'max s', 'p99 ÷ ideal', 'origin egress ÷ image', 'origin blob GETs', 'failed']]
   for (const s of summaries) {
@@ -189,6 +205,7 @@ try {
     hostRate,
     originRate,
     supernodeRate,
+    supernodes: Math.max(1, ...faults.map(supernodesFor)),
     daemonArgs: list(values['daemon-args'].replaceAll(' ', ',')),
     supernodeArgs: list(values['supernode-args'].replaceAll(' ', ',')),
     nodeArgs: [...values.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'profiles')}`] : [], ...list(values['node-args'].replaceAll(' ', ','))],
@@ -208,15 +225,15 @@ try {
   say(`ideal per host (image ÷ host link): ${ideal.toFixed(1)} s`)
 
   const runs = new Map<string, ModeRun>()
-  const runOnce = async (mode: Mode, n: number): Promise<ModeRun> => {
-    const key = `${mode}/${n}`
+  const runOnce = async (mode: Mode, n: number, supernodes = 1): Promise<ModeRun> => {
+    const key = `${mode}/${n}${supernodes > 1 ? `/${supernodes}sn` : ''}`
     const done = runs.get(key)
     if (done != null) {
       return done
     }
     teardown.signal.throwIfAborted()
-    say(`running ${MODE_LABELS[mode]} with ${n} hosts...`)
-    const result = await fleet.runMode(mode, n, image, values['no-warmup'] ? undefined : warmup)
+    say(`running ${MODE_LABELS[mode]} with ${n} hosts${supernodes > 1 ? ` and ${supernodes} supernodes` : ''}...`)
+    const result = await fleet.runMode(mode, n, image, values['no-warmup'] ? undefined : warmup, undefined, supernodes)
     for (const f of result.failures) {
       say(`  ${f}`)
     }
@@ -245,9 +262,21 @@ try {
     say(`Shoal: peak RSS ${(shoal.daemonPeakRss / 1e6).toFixed(0)} MB for the largest daemon, ${(shoal.supernodePeakRss / 1e6).toFixed(0)} MB for the supernode`)
   }
 
-  // faults: the fault-free Shoal run of the same size first (the headline's, when it has one)
+  // faults: each against the fault-free Shoal run of the same size and the same number of
+  // supernodes, run first (the headline's, when it has one): a kill-supernode run has
+  // two, and a baseline with one would mix the kill's cost with the second supernode's gain
   const faultRuns: ModeRun[] = []
-  const faultFree = faults.length > 0 ? await runOnce('shoal', hosts) : undefined
+  const faultFree: ModeRun[] = []
+  for (const fault of faults) {
+    const base = await runOnce('shoal', hosts, supernodesFor(fault))
+    if (!faultFree.includes(base)) {
+      faultFree.push(base)
+    }
+  }
+  const oneSupernode = runs.get(`shoal/${hosts}`)
+  if (oneSupernode != null && faults.length > 0 && !faultFree.includes(oneSupernode)) {
+    faultFree.unshift(oneSupernode)
+  }
   for (const fault of faults) {
     teardown.signal.throwIfAborted()
     say(`running ${MODE_LABELS.shoal} with ${hosts} hosts, ${faultLabel(fault)}...`)
@@ -257,15 +286,24 @@ try {
     }
     faultRuns.push(result)
   }
-  const faultSummaries = faultRuns.map(r => summarizeFault(r, faultFree!, ideal, imageBytes))
+  const faultSummaries = faultRuns.map((r, i) => summarizeFault(r, runs.get(`shoal/${hosts}${supernodesFor(faults[i]) > 1 ? `/${supernodesFor(faults[i])}sn` : ''}`)!, ideal, imageBytes))
   if (faultRuns.length > 0) {
     say()
-    say(`faults: ${hosts} hosts; the fault runs' figures are the survivors' (killed hosts' pulls fail, as expected, and are not counted)`)
-    say(textTable(faultRows(faultSummaries, faultFree!, ideal, imageBytes)))
+    say(`faults: ${hosts} hosts; the fault runs' figures are the survivors' (killed hosts' pulls fail, as expected, and are not counted; a killed supernode leaves every host a survivor)`)
+    say(textTable(faultRows(faultSummaries, faultFree, ideal, imageBytes)))
     for (const s of faultSummaries) {
-      say(s.injected
-        ? `${s.label}: killed ${s.killed.join(', ')} at ${s.atSeconds!.toFixed(1)} s, once ${KILL_MOMENT}; survivors' back to source ${JSON.stringify(s.backToSource)}`
-        : `${s.label}: NOT injected: the pulls ended before ${KILL_MOMENT}`)
+      if (!s.injected) {
+        say(`${s.label}: NOT injected: the pulls ended before ${KILL_MOMENT}`)
+        continue
+      }
+      say(`${s.label}: killed ${s.killed.join(', ')} at ${s.atSeconds!.toFixed(1)} s, once ${KILL_MOMENT}; survivors' back to source ${JSON.stringify(s.backToSource)}`)
+      if (s.choice != null) {
+        say(`${s.label}: the victim: ${s.choice}`)
+      }
+      const one = doneDistribution(oneSupernode)
+      if (s.plan.kind === 'kill-supernode' && one != null && s.seconds != null) {
+        say(`${s.label}: against the one-supernode fault-free run: p50 ${(s.seconds.p50 / one.p50).toFixed(2)}×, p99 ${(s.seconds.p99 / one.p99).toFixed(2)}×`)
+      }
     }
   }
 
@@ -291,6 +329,7 @@ try {
     imageBytes,
     idealSeconds: ideal,
     headline: headline.map((r, i) => ({ ...r, summary: headlineSummaries[i] })),
+    faultFree: faultFree.map(r => ({ ...r, summary: summarize(r, ideal, imageBytes) })),
     faults: faultRuns.map((r, i) => ({ ...r, summary: faultSummaries[i] })),
     sweep: sweepRuns.map((r, i) => ({ ...r, summary: sweepSummaries[i] }))
   }

@@ -94,6 +94,40 @@ describe.skipIf(skip != null)(`benchmarks at a toy size${skip != null ? ` (skipp
     expect(await namespaces()).toEqual([])
   })
 
+  it('fleet with a supernode killed: two supernodes, the one owning the layers SIGKILLed mid-pull, every host still completes, verified', async () => {
+    const json = join(dir, 'fleet-snkill.json')
+    // the headline straight from the origin (quick), then Shoal with two supernodes without and with the kill
+    const res = await run(process.execPath, [`${REPO_ROOT}test/bench/fleet.ts`, '--hosts', '4', '--layers-mib', '4,2', '--host-link', '4', '--modes', 'direct', '--sweep', '', '--no-warmup', '--kill-supernode', '--json', json], { timeoutMs: 60_000 })
+    expect(res.code, res.stderr + res.stdout).toBe(0)
+    expect(res.stdout).toMatch(/1 of 2 supernodes SIGKILLed: killed sn2? at /)
+    const report = JSON.parse(await readFile(json, 'utf8')) as {
+      faultFree: Array<{ supernodes: number, failures: string[], seconds: Array<number | null> }>
+      faults: Array<{ supernodes: number, seconds: Array<number | null>, failures: string[], fault: { kind: string, victims: string[], injected: boolean, atSeconds: number, choice: string, victimPulls: unknown[] }, summary: { killed: string[], survivors: number, survivorsFailed: number, ratioToFaultFree: { p99: number } | null, faultFree: { supernodes: number } } }>
+    }
+    // the baseline: the same two supernodes, no kill
+    expect(report.faultFree.map(r => r.supernodes)).toEqual([2])
+    expect(report.faultFree[0]!.failures).toEqual([])
+    expect(report.faults).toHaveLength(1)
+    const f = report.faults[0]!
+    expect(f.supernodes).toBe(2)
+    expect(f.fault.kind).toBe('kill-supernode')
+    expect(f.fault.injected).toBe(true)
+    expect(f.fault.atSeconds).toBeGreaterThan(0)
+    expect(f.fault.victims).toHaveLength(1)
+    expect(['sn', 'sn2']).toContain(f.fault.victims[0])
+    expect(f.fault.choice).toMatch(/owns [12] of 2 layers/)
+    expect(f.fault.victimPulls).toEqual([])
+    // every host survives: every pull done (skopeo verifies each blob's digest), none failed
+    expect(f.failures).toEqual([])
+    expect(f.seconds).toHaveLength(4)
+    expect(f.seconds.every(s => s != null && s > 0)).toBe(true)
+    expect(f.summary.survivors).toBe(4)
+    expect(f.summary.survivorsFailed).toBe(0)
+    expect(f.summary.faultFree.supernodes).toBe(2)
+    expect(f.summary.ratioToFaultFree!.p99).toBeGreaterThan(0)
+    expect(await namespaces()).toEqual([])
+  })
+
   it('data path: direct, cold, peer to peer and warm all deliver the verified layer', async () => {
     const json = join(dir, 'data-path.json')
     const res = await run(process.execPath, [`${REPO_ROOT}test/bench/data-path.ts`, '--size-mib', '16', '--runs', '1', '--json', json], { timeoutMs: 120_000 })

@@ -4,17 +4,25 @@ import type { ManagedProcess } from '../../harness/processes.ts'
 /**
  * Faults the fleet benchmark can inject into a Shoal run. Each kind says whom it hits
  * (`victims`) and how (`inject`); the moment is the same for all: see `awaitKillMoment`.
- * `kill-supernode` (one of two supernodes) joins this union once the harness can start
- * several supernodes: a new member, its victims and its injection, nothing else.
+ * `kill-daemons` SIGKILLs a fraction of the hosts' daemons; `kill-supernode` runs Shoal
+ * with two supernodes, every daemon given both, and SIGKILLs one of them
+ * (`supernode-victim.ts` says which).
  */
-export type FaultPlan = { kind: 'kill-daemons', fraction: number }
+export type FaultPlan = { kind: 'kill-daemons', fraction: number } | { kind: 'kill-supernode' }
+
+/** Supernodes a Shoal run with this fault starts (and its fault-free baseline) */
+export function supernodesFor (plan: FaultPlan | undefined): number {
+  return plan?.kind === 'kill-supernode' ? 2 : 1
+}
 
 export interface FaultOutcome {
   kind: FaultPlan['kind']
   /** The plan, for the report */
   plan: FaultPlan
-  /** Hosts whose processes were (to be) killed, by name */
+  /** What was (to be) killed, by name: hosts whose daemons, or the supernode */
   victims: string[]
+  /** Why these victims (kill-supernode: the rendezvous ranking of the image's blobs) */
+  choice?: string
   /** What decided the moment, and when it came (seconds since the pulls started; null: never) */
   trigger: string
   atSeconds: number | null
@@ -25,7 +33,9 @@ export interface FaultOutcome {
 }
 
 export function faultLabel (plan: FaultPlan): string {
-  return `${Math.round(plan.fraction * 100)} % of daemons SIGKILLed`
+  return plan.kind === 'kill-daemons'
+    ? `${Math.round(plan.fraction * 100)} % of daemons SIGKILLed`
+    : '1 of 2 supernodes SIGKILLed'
 }
 
 /**

@@ -1,13 +1,15 @@
 import { mkdir, readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { type GeneratedImage } from '../../harness/image.ts'
-import { parseSamples, sample, scrape, type Samples } from '../../harness/metrics.ts'
+import { parseSamples, scrape, type Samples } from '../../harness/metrics.ts'
 import { run, type ManagedProcess } from '../../harness/processes.ts'
 import { pushImage, startDockerRegistry } from '../../harness/registry.ts'
-import { startDaemon, startSupernode } from '../../harness/swarm.ts'
-import { awaitKillMoment, daemonVictims, KILL_MOMENT, killAll, type FaultOutcome, type FaultPlan } from './faults.ts'
+import { startDaemon, startSupernode, type SupernodeHandle } from '../../harness/swarm.ts'
+import { awaitKillMoment, daemonVictims, KILL_MOMENT, killAll, supernodesFor, type FaultOutcome, type FaultPlan } from './faults.ts'
 import { TestNetwork, type NetNode } from './netns.ts'
 import { cpuSeconds, peakRss, threadCpuSeconds } from './proc-stats.ts'
+import { shoalStats, type ShoalRunStats, type ShoalSamples } from './shoal-stats.ts'
+import { supernodeVictim, type VictimBlob } from './supernode-victim.ts'
 import type { Teardown } from './teardown.ts'
 
 export const MODES = ['direct', 'cache', 'shoal'] as const
@@ -28,6 +30,8 @@ export interface FleetInit {
   originRate: number
   /** The supernode's link, and the pull-through cache's */
   supernodeRate: number
+  /** Supernode namespaces to make (each on its own link of `supernodeRate`): the most any run starts. @default 1 */
+  supernodes?: number
   /** Extra flags for every daemon */
   daemonArgs?: string[]
   /** Extra flags for the supernode */
@@ -37,27 +41,7 @@ export interface FleetInit {
   keep: boolean
 }
 
-export interface ShoalRunStats {
-  /** Piece bytes the supernode sent */
-  supernodeUploadBytes: number
-  /** Bytes into the hosts, by source, summed over hosts */
-  bytesBySource: { origin: number, supernode: number, peer: number }
-  /** Verified bytes the daemons streamed to their clients (skopeo), summed over hosts */
-  servedBytes: number
-  /** shoal_dfget_back_to_source_total by reason, summed over hosts */
-  backToSource: Record<string, number>
-  /** Failed piece transfers by error code, summed over hosts */
-  pieceErrors: Record<string, number>
-  /** CPU seconds of the supernode and every daemon during the pulls */
-  cpuSeconds: number
-  /** The supernode's share of cpuSeconds */
-  supernodeCpuSeconds: number
-  /** The daemons' CPU seconds by kind of thread (MainThread, V8Worker, libuv-worker, ...) */
-  daemonCpuByThread: Record<string, number>
-  /** Highest peak RSS (VmHWM) of any daemon, and the supernode's, bytes */
-  daemonPeakRss: number
-  supernodePeakRss: number
-}
+export type { ShoalRunStats }
 
 export interface ModeRun {
   mode: Mode
@@ -68,6 +52,8 @@ export interface ModeRun {
   failures: string[]
   /** The fault injected, if any; Shoal's stats and CPU then cover the survivors only */
   fault?: FaultOutcome
+  /** Supernodes the Shoal run started */
+  supernodes?: number
   /** Bytes the origin sent on its link during the run (headers included) */
   originEgressBytes: number
   /** Blob GETs the origin answered during the run */
@@ -98,7 +84,7 @@ export class Fleet {
   private readonly teardown: Teardown
   private readonly net: TestNetwork
   private origin?: NetNode
-  private supernodeHost?: NetNode
+  private readonly supernodeHosts: NetNode[] = []
   private cacheHost?: NetNode
   private readonly hostNodes: NetNode[] = []
   private originLog = ''
@@ -117,7 +103,10 @@ export class Fleet {
     const { init } = this
     await this.net.create()
     this.origin = await this.net.addNode('origin', '198.18.0.2', init.originRate)
-    this.supernodeHost = await this.net.addNode('sn', '198.18.0.3', init.supernodeRate)
+    // the first supernode at .3, the second at .5 (.4 is the cache's)
+    for (let i = 0; i < (init.supernodes ?? 1); i++) {
+      this.supernodeHosts.push(await this.net.addNode(i === 0 ? 'sn' : `sn${i + 1}`, `198.18.0.${i === 0 ? 3 : 4 + i}`, init.supernodeRate))
+    }
     this.cacheHost = await this.net.addNode('cache', '198.18.0.4', init.supernodeRate)
     for (let i = 1; i <= init.hosts; i++) {
       this.hostNodes.push(await this.net.addNode(`h${i}`, `198.18.1.${i}`, init.hostRate))
@@ -164,24 +153,28 @@ export class Fleet {
    * daemons (not measured): a release reaches daemons that have been running for days,
    * not processes that have yet to compile their hot code. With `fault` (Shoal only),
    * the fault is injected once the pulls are under way (`faults.ts`), and the victims'
-   * pulls, expected to fail, are reported apart from the survivors'.
+   * pulls, expected to fail, are reported apart from the survivors'. Shoal starts
+   * `supernodes` supernodes (default: what the fault needs, else one), every daemon
+   * given all of them.
    */
-  async runMode (mode: Mode, n: number, image: GeneratedImage, warmup?: GeneratedImage, fault?: FaultPlan): Promise<ModeRun> {
+  async runMode (mode: Mode, n: number, image: GeneratedImage, warmup?: GeneratedImage, fault?: FaultPlan, supernodes = supernodesFor(fault)): Promise<ModeRun> {
     if (fault != null && mode !== 'shoal') {
       throw new Error(`fault ${fault.kind} needs the Shoal mode`)
     }
-    const dir = join(this.init.dir, fault == null ? `${mode}-${n}` : `${mode}-${n}-${fault.kind}`)
+    if (mode === 'shoal' && supernodes > this.supernodeHosts.length) {
+      throw new Error(`${supernodes} supernodes, but the fleet was set up with ${this.supernodeHosts.length}`)
+    }
+    const dir = join(this.init.dir, `${mode}-${n}${fault == null ? '' : `-${fault.kind}`}${mode === 'shoal' && supernodes > 1 ? `-${supernodes}sn` : ''}`)
     await mkdir(dir, { recursive: true })
     const hosts = this.hostNodes.slice(0, n)
-    const victims = new Set(fault == null ? [] : daemonVictims(n, fault.fraction))
+    const victims = new Set(fault?.kind === 'kill-daemons' ? daemonVictims(n, fault.fraction) : [])
     // what the run measures: the hosts no fault hits (all of them without a fault)
     const measured = hosts.filter((_, i) => !victims.has(i))
     const stops: Array<() => Promise<void>> = []
     try {
       let registry: string
-      let shoalPids: Array<number | undefined> = []
       let daemons: ManagedProcess[] = []
-      let supernodeUrl = ''
+      const sns: SupernodeHandle[] = []
       if (mode === 'direct') {
         registry = `${this.origin!.address}:${ORIGIN_PORT}`
       } else if (mode === 'cache') {
@@ -190,17 +183,19 @@ export class Fleet {
         registry = `${this.cacheHost!.address}:${ORIGIN_PORT}`
       } else {
         const nodeArgs = this.init.nodeArgs ?? []
-        const supernode = await startSupernode({
-          dir: join(dir, 'supernode'),
-          allowSource: [this.originUrl],
-          listen: `${this.supernodeHost!.address}:${SUPERNODE_PORT}`,
-          p2pListen: `/ip4/${this.supernodeHost!.address}/tcp/8003`,
-          exec: this.wrap(this.supernodeHost!),
-          extraArgs: this.init.supernodeArgs ?? [],
-          nodeArgs
-        })
-        stops.push(async () => { await supernode.proc.stop(15_000) })
-        supernodeUrl = supernode.url
+        for (const [i, host] of this.supernodeHosts.slice(0, supernodes).entries()) {
+          const sn = await startSupernode({
+            dir: join(dir, i === 0 ? 'supernode' : `supernode${i + 1}`),
+            allowSource: [this.originUrl],
+            listen: `${host.address}:${SUPERNODE_PORT}`,
+            p2pListen: `/ip4/${host.address}/tcp/8003`,
+            exec: this.wrap(host),
+            extraArgs: this.init.supernodeArgs ?? [],
+            nodeArgs
+          })
+          sns.push(sn)
+          stops.push(async () => { await sn.proc.stop(15_000) })
+        }
         daemons = []
         // started a few at a time: two cores, and each start compiles the same code
         for (let i = 0; i < hosts.length; i += 4) {
@@ -208,7 +203,7 @@ export class Fleet {
             dir,
             name: host.name,
             registry: this.originUrl,
-            supernode: supernode.url,
+            supernode: sns.map(sn => sn.url),
             listen: MIRROR,
             p2pListen: `/ip4/${host.address}/tcp/65002`,
             exec: this.wrap(host),
@@ -218,7 +213,6 @@ export class Fleet {
           daemons.push(...batch.map(d => d.proc))
         }
         stops.push(async () => { await Promise.allSettled(daemons.map(async d => { await d.stop(15_000) })) })
-        shoalPids = [supernode.proc.child.pid, ...daemons.filter((_, i) => !victims.has(i)).map(d => d.child.pid)]
         registry = MIRROR
         if (warmup != null) {
           const warm = await this.pullAll(hosts, MIRROR, warmup, join(dir, 'warmup'))
@@ -228,24 +222,32 @@ export class Fleet {
           }
         }
       }
+      // the supernode a kill-supernode fault kills, chosen before the pulls start
+      const snChoice = fault?.kind === 'kill-supernode' ? this.chooseSupernode(image, sns) : undefined
+      // what the run measures: the supernodes and daemons no fault kills
+      const liveSns = sns.filter((_, i) => i !== snChoice?.index)
+      const snPids = liveSns.map(sn => sn.proc.child.pid)
+      const daemonPids = daemons.filter((_, i) => !victims.has(i)).map(d => d.child.pid)
 
-      const metricsBefore = mode === 'shoal' ? await this.scrapeShoal(measured, supernodeUrl) : undefined
+      const metricsBefore = mode === 'shoal' ? await this.scrapeShoal(measured, liveSns) : undefined
       const egressBefore = await this.net.txBytes(this.origin!)
       const logBefore = (await stat(this.originLog)).size
-      const cpuBefore = totalCpuSeconds(shoalPids)
-      const threadsBefore = shoalPids.slice(1).map(threadCpuSeconds)
-      const supernodeCpuBefore = cpuSeconds(shoalPids[0])
+      const cpuBefore = totalCpuSeconds([...snPids, ...daemonPids])
+      const threadsBefore = daemonPids.map(threadCpuSeconds)
+      const supernodeCpuBefore = totalCpuSeconds(snPids)
       // every host starts at once, as in a release
       let ended = false
       const pulls = this.pullAll(hosts, registry, image, join(dir, 'pulled')).finally(() => { ended = true })
-      const injection = fault == null ? undefined : this.inject(fault, hosts, daemons, victims, image, () => ended)
+      const killed = fault?.kind === 'kill-supernode' ? [sns[snChoice!.index]!.proc] : daemons.filter((_, i) => victims.has(i))
+      const names = fault?.kind === 'kill-supernode' ? [snChoice!.index === 0 ? 'sn' : `sn${snChoice!.index + 1}`] : [...victims].map(i => hosts[i]!.name)
+      const injection = fault == null ? undefined : this.inject(fault, daemons, killed, names, image, () => ended)
       const results = await pulls
       const outcome = await injection
-      const cpuAfter = totalCpuSeconds(shoalPids)
-      const supernodeCpu = cpuSeconds(shoalPids[0]) - supernodeCpuBefore
-      const rss = { supernode: peakRss(shoalPids[0]), daemons: Math.max(0, ...shoalPids.slice(1).map(peakRss)) }
+      const cpuAfter = totalCpuSeconds([...snPids, ...daemonPids])
+      const supernodeCpu = totalCpuSeconds(snPids) - supernodeCpuBefore
+      const rss = { supernode: Math.max(0, ...snPids.map(peakRss)), daemons: Math.max(0, ...daemonPids.map(peakRss)) }
       const daemonCpuByThread: Record<string, number> = {}
-      shoalPids.slice(1).forEach((pid, i) => {
+      daemonPids.forEach((pid, i) => {
         for (const [thread, seconds] of Object.entries(threadCpuSeconds(pid))) {
           daemonCpuByThread[thread] = (daemonCpuByThread[thread] ?? 0) + seconds - (threadsBefore[i]?.[thread] ?? 0)
         }
@@ -263,10 +265,14 @@ export class Fleet {
       }
       if (outcome != null) {
         outcome.victimPulls = [...victims].map(i => ({ host: hosts[i]!.name, ...results[i]! }))
+        if (snChoice != null) {
+          outcome.choice = `${outcome.victims[0]!} (${sns[snChoice.index]!.url}) ${snChoice.reason}`
+        }
         runResult.fault = outcome
       }
       if (mode === 'shoal') {
-        runResult.shoal = { ...this.shoalStats(metricsBefore!, await this.scrapeShoal(measured, supernodeUrl), cpuAfter - cpuBefore, supernodeCpu), daemonPeakRss: rss.daemons, supernodePeakRss: rss.supernode, daemonCpuByThread }
+        runResult.supernodes = supernodes
+        runResult.shoal = { ...shoalStats(metricsBefore!, await this.scrapeShoal(measured, liveSns), cpuAfter - cpuBefore, supernodeCpu), daemonPeakRss: rss.daemons, supernodePeakRss: rss.supernode, daemonCpuByThread }
       }
       return runResult
     } finally {
@@ -279,22 +285,28 @@ export class Fleet {
     }
   }
 
+  /** Which of `sns` a kill-supernode fault kills: see `supernodeVictim`. */
+  private chooseSupernode (image: GeneratedImage, sns: SupernodeHandle[]): ReturnType<typeof supernodeVictim> {
+    const blob = (b: { digest: string, size: number }, layer: boolean): VictimBlob => ({ ...b, url: `${this.originUrl}/v2/${image.name}/blobs/${b.digest}`, layer })
+    return supernodeVictim([...image.layers.map(l => blob(l, true)), blob(image.config, false)], sns.map(sn => sn.url))
+  }
+
   /**
-   * Injects `fault` into the running pulls: waits for the kill moment, then kills the
-   * victims and waits until they are gone. Bounded by the pulls' timeout.
+   * Injects `fault` into the running pulls: waits for the kill moment, then SIGKILLs
+   * `killed` (named `names`) and waits until they are gone. Bounded by the pulls' timeout.
    */
-  private async inject (fault: FaultPlan, hosts: NetNode[], daemons: ManagedProcess[], victims: Set<number>, image: GeneratedImage, ended: () => boolean): Promise<FaultOutcome> {
+  private async inject (fault: FaultPlan, daemons: ManagedProcess[], killed: ManagedProcess[], names: string[], image: GeneratedImage, ended: () => boolean): Promise<FaultOutcome> {
     const atSeconds = await awaitKillMoment({
       pids: daemons.map(d => d.child.pid),
       threshold: (image.layerBytes + image.config.size) / 3,
-      deadlineMs: this.pullTimeoutMs(image, hosts.length),
+      deadlineMs: this.pullTimeoutMs(image, daemons.length),
       ended,
       signal: this.teardown.signal
     })
     if (atSeconds != null) {
-      await killAll(daemons.filter((_, i) => victims.has(i)))
+      await killAll(killed)
     }
-    return { kind: fault.kind, plan: fault, victims: [...victims].map(i => hosts[i]!.name), trigger: KILL_MOMENT, atSeconds, injected: atSeconds != null, victimPulls: [] }
+    return { kind: fault.kind, plan: fault, victims: names, trigger: KILL_MOMENT, atSeconds, injected: atSeconds != null, victimPulls: [] }
   }
 
   /** Blob GETs in the origin's access log since byte `from`. */
@@ -303,42 +315,9 @@ export class Fleet {
     return [...text.matchAll(/"GET \/v2\/\S+\/blobs\/sha256:[a-f0-9]{64} HTTP\/[\d.]+" (\d{3})/g)].filter(m => m[1] === '200' || m[1] === '206').length
   }
 
-  /** The supernode's and every daemon's metrics now. */
-  private async scrapeShoal (hosts: NetNode[], supernodeUrl: string): Promise<{ supernode: Samples, daemons: Samples[] }> {
-    return { supernode: await scrape(`${supernodeUrl}/metrics`), daemons: await Promise.all(hosts.map(async host => this.scrapeDaemon(host))) }
-  }
-
-  /** What the measured pull did, from metrics before and after it (the warm-up is not counted). */
-  private shoalStats (before: { supernode: Samples, daemons: Samples[] }, after: { supernode: Samples, daemons: Samples[] }, cpu: number, supernodeCpu: number): Omit<ShoalRunStats, 'daemonPeakRss' | 'supernodePeakRss' | 'daemonCpuByThread'> {
-    const delta = (a: Samples, b: Samples | undefined): Samples => new Map([...a].map(([k, v]) => [k, v - (b?.get(k) ?? 0)]))
-    const stats: Omit<ShoalRunStats, 'daemonPeakRss' | 'supernodePeakRss' | 'daemonCpuByThread'> = {
-      supernodeUploadBytes: sample(delta(after.supernode, before.supernode), 'shoal_supernode_upload_bytes_total'),
-      bytesBySource: { origin: 0, supernode: 0, peer: 0 },
-      servedBytes: 0,
-      backToSource: {},
-      pieceErrors: {},
-      cpuSeconds: cpu,
-      supernodeCpuSeconds: supernodeCpu
-    }
-    after.daemons.forEach((daemon, i) => {
-      const samples = delta(daemon, before.daemons[i])
-      stats.servedBytes += sample(samples, 'shoal_dfget_served_bytes_total')
-      for (const source of ['origin', 'supernode', 'peer'] as const) {
-        stats.bytesBySource[source] += sample(samples, 'shoal_dfget_download_bytes_total', { source })
-      }
-      for (const [key, value] of samples) {
-        const reason = /^shoal_dfget_back_to_source_total\{reason="([^"]*)"\}$/.exec(key)?.[1]
-        if (reason != null && value > 0) {
-          stats.backToSource[reason] = (stats.backToSource[reason] ?? 0) + value
-        }
-        const piece = /^shoal_dfget_pieces_total\{source="([^"]*)",result="([^"]*)"\}$/.exec(key)
-        if (piece != null && piece[2] !== 'ok' && value > 0) {
-          const k = `${piece[1]}:${piece[2]}`
-          stats.pieceErrors[k] = (stats.pieceErrors[k] ?? 0) + value
-        }
-      }
-    })
-    return stats
+  /** The supernodes' and every daemon's metrics now. */
+  private async scrapeShoal (hosts: NetNode[], supernodes: SupernodeHandle[]): Promise<ShoalSamples> {
+    return { supernodes: await Promise.all(supernodes.map(async sn => scrape(`${sn.url}/metrics`))), daemons: await Promise.all(hosts.map(async host => this.scrapeDaemon(host))) }
   }
 
   /** A daemon's metrics, read from inside its host (the mirror listens on loopback only). */
