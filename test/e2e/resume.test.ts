@@ -3,11 +3,11 @@
  * the pieces it had verified: at most one piece is fetched again, whether the rest
  * comes through the swarm or straight from the origin.
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
-import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startCountingProxy, type CountingProxy } from '../harness/counting-proxy.ts'
+import { downloadThroughDaemon } from '../harness/daemon-download.ts'
 import { daemonBytes, type BytesBySource } from '../harness/metrics.ts'
 import { sha256, startTestOrigin, type TestOrigin } from '../harness/origin.ts'
 import { makeTestDir, removeTestDir } from '../harness/processes.ts'
@@ -16,23 +16,7 @@ import { startDaemon, startSupernode, type DaemonHandle, type SupernodeHandle } 
 const MiB = 1024 * 1024
 const total = (b: BytesBySource): number => b.origin + b.supernode + b.peer
 
-/** Asks the daemon for the content; resolves with the body's digest, or rejects when the connection is cut. */
-async function pull (daemon: DaemonHandle, url: string, digest: string): Promise<string> {
-  const res = await request(`${daemon.url}/api/v1/downloads`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ url, digest }),
-    signal: AbortSignal.timeout(120_000)
-  })
-  const hash = createHash('sha256')
-  for await (const chunk of res.body) {
-    hash.update(chunk as Buffer)
-  }
-  if (res.statusCode !== 200) {
-    throw new Error(`daemon answered ${res.statusCode}`)
-  }
-  return `sha256:${hash.digest('hex')}`
-}
+const pull = downloadThroughDaemon
 
 /** Polls the daemon's metrics until `enough` holds; bounded. */
 async function waitForBytes (daemon: DaemonHandle, enough: (b: BytesBySource) => boolean): Promise<BytesBySource> {

@@ -4,13 +4,13 @@
  * one, keeps the pieces it had, and finishes through the swarm; the registry serves
  * the layer at most twice (once to each supernode), never to a daemon.
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
-import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { taskIdFor } from '../../packages/core/src/index.ts'
 import { SupernodeRing } from '../../packages/dfget/src/download/supernode-ring.ts'
 import { startCountingProxy, type CountingProxy } from '../harness/counting-proxy.ts'
+import { downloadThroughDaemon } from '../harness/daemon-download.ts'
 import { daemonBytes, type BytesBySource } from '../harness/metrics.ts'
 import { sha256, startTestOrigin, type TestOrigin } from '../harness/origin.ts'
 import { makeTestDir, removeTestDir } from '../harness/processes.ts'
@@ -21,23 +21,7 @@ const PIECE = 256 * 1024
 const SIZE = 12 * MiB
 const total = (b: BytesBySource): number => b.origin + b.supernode + b.peer
 
-/** Asks the daemon for the content; resolves with the body's digest. */
-async function pull (daemon: DaemonHandle, url: string, digest: string): Promise<string> {
-  const res = await request(`${daemon.url}/api/v1/downloads`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ url, digest }),
-    signal: AbortSignal.timeout(120_000)
-  })
-  const hash = createHash('sha256')
-  for await (const chunk of res.body) {
-    hash.update(chunk as Buffer)
-  }
-  if (res.statusCode !== 200) {
-    throw new Error(`daemon answered ${res.statusCode}`)
-  }
-  return `sha256:${hash.digest('hex')}`
-}
+const pull = downloadThroughDaemon
 
 describe('several supernodes: one dies mid-download', () => {
   let dir: string
