@@ -1,7 +1,7 @@
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import {
   API_PREFIX, apiErrorSchema, controlCall, peerAddressSchema, registerTaskResponseSchema, scheduleResponseSchema, SupernodeRequestError,
-  SupernodeUnavailableError, type AnnounceRequest, type ControlRequest, type PeerInfo, type RegisterTaskRequest, type RegisterTaskResponse, type ScheduleRequest,
+  SupernodeUnavailableError, TaskFailedError, type AnnounceRequest, type ControlRequest, type PeerInfo, type RegisterTaskRequest, type RegisterTaskResponse, type ScheduleRequest,
   type ScheduleResponse
 } from '@shoal/core'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -115,6 +115,11 @@ export class SupernodeClient {
     if (answer.status >= 400) {
       const parsed = apiErrorSchema.safeParse(answer.body)
       const message = parsed.success ? `${parsed.data.error.code}: ${parsed.data.error.message}` : `status ${answer.status}`
+      if (answer.status === 504 && parsed.success && parsed.data.error.code === 'SOURCE_TIMEOUT') {
+        // the source was slow, not the supernode: no reason to skip the supernode, and
+        // the origin may answer this daemon in time
+        throw new TaskFailedError(`supernode ${this.address}: ${message}`, { sourceStatus: 504, reason: 'ERR_SOURCE_TIMEOUT' })
+      }
       if (answer.status >= 500) {
         throw new SupernodeUnavailableError(`supernode ${this.address} failed ${what}: ${message}`)
       }

@@ -70,4 +70,13 @@ describe('OriginFetch back-off', () => {
     expect(performance.now() - started).toBeLessThan(30_000)
     expect(source.at.length).toBe(1)
   })
+
+  it('asks the origin for nothing when every byte is already here', async () => {
+    const source = failingSource(416)
+    const download = new Download({ taskId: 't9', url: 'http://origin/x' })
+    download.setGeometry(10, 10)
+    download.addPiece({ num: 0, offset: 0, length: 10, digest: `sha256:${'0'.repeat(64)}` })
+    await fetcher(source, { attempts: 2, retryDelay: 1 }, () => 0.5).run(download, {}, AbortSignal.timeout(10_000))
+    expect(source.at).toEqual([])
+  })
 })

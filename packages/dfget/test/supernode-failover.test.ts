@@ -2,7 +2,7 @@ import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { createMetricsRegistry, PieceStore, taskIdFor, silentLogger, SupernodeUnavailableError, TaskFailedError } from '@shoal/core'
+import { createMetricsRegistry, PieceStore, taskIdFor, silentLogger, SupernodeRequestError, SupernodeUnavailableError, TaskFailedError } from '@shoal/core'
 import { DfgetMetrics, DownloadManager, openBreakersGauge, SupernodeBreaker, SupernodeRing, type Download, type SwarmRoute } from '../src/index.ts'
 
 const fill = (d: Download): void => {
@@ -139,5 +139,56 @@ describe('DownloadManager with several supernodes', () => {
     const d = await pull('http://origin/missing')
     expect(d.state).toBe('failed')
     expect(calls).toEqual([ring.owner(d.taskId).id])
+  })
+
+  it('registers again with a supernode that no longer knows the task, instead of going to the origin', async () => {
+    const d0 = await m.open({ url: 'http://origin/restarted' })
+    const owner = ring.owner(d0.taskId)
+    await finished(d0)
+    calls.length = 0
+    // the owner answers 404 once (it restarted or evicted the task), then serves it
+    let forgotten = true
+    const run = owner.peerTask.run
+    owner.peerTask.run = async (d, r) => {
+      if (forgotten) {
+        forgotten = false
+        calls.push(owner.id)
+        throw new SupernodeRequestError(404, 'TASK_NOT_FOUND: no task')
+      }
+      return run(d, r)
+    }
+    await store.deleteTask(d0.taskId)
+    const d = await pull('http://origin/restarted')
+    expect(d.state).toBe('success')
+    expect(calls).toEqual([owner.id, owner.id])
+    expect(calls).not.toContain('origin')
+  })
+
+  it('closes a half-open breaker when the supernode answers, not when the probe download ends', async () => {
+    const url = 'http://origin/probe'
+    const owner = ring.owner(taskIdFor({ url }))
+    outcome.set(owner.id, new SupernodeUnavailableError('down'))
+    await pull(url)
+    expect(await sample(metrics, 'supernodeBreakerOpen')).toBe(1)
+    outcome.delete(owner.id)
+    await store.deleteTask(taskIdFor({ url }))
+    now += 20_000
+    // the probe registers, then takes its time (a large layer)
+    const release = Promise.withResolvers<void>()
+    const run = owner.peerTask.run
+    owner.peerTask.run = async (d, r) => {
+      r.onRegistered?.()
+      await release.promise
+      return run(d, r)
+    }
+    const probe = m.open({ url })
+    // bounded: the probe registers within a few turns of the event loop
+    for (let i = 0; i < 100 && await sample(metrics, 'supernodeBreakerOpen') !== 0; i++) {
+      await new Promise(resolve => setTimeout(resolve, 10))
+    }
+    // closed while the probe is still downloading: other downloads may use it again
+    expect(await sample(metrics, 'supernodeBreakerOpen')).toBe(0)
+    release.resolve()
+    await finished(await probe)
   })
 })

@@ -109,6 +109,20 @@ describe('supernode control plane', () => {
     expect(json.assignments[1]?.sources.map(s => s.kind)).toEqual(['supernode'])
   })
 
+  it('stops sending peers to a holder that said it no longer has a piece, without counting it as failing', async () => {
+    const { url, digest } = origin.add('/v2/a/blobs/gone-from-a', randomBytes(2 * PIECE))
+    const { taskId } = await register(url, digest, 'PeerA')
+    await settle(taskId)
+    const sn = supernode.self().peerId
+    await schedule(taskId, 'PeerA', { limit: 0, results: [{ num: 0, ok: true, source: sn }] })
+    await register(url, digest, 'PeerB')
+    // PeerA evicted the layer: PeerB's fetch of piece 0 from it found nothing
+    await schedule(taskId, 'PeerB', { limit: 0, results: [{ num: 0, ok: false, source: await id('PeerA'), code: 'ERR_PIECE_NOT_FOUND' }] })
+    const { json } = await schedule(taskId, 'PeerB', { limit: 1 })
+    expect(json.assignments[0]?.num).toBe(0)
+    expect(json.assignments[0]?.sources.map(s => s.kind)).toEqual(['supernode'])
+  })
+
   it('holds a schedule request until pieces arrive (long poll)', async () => {
     const { url, digest } = origin.add('/v2/a/blobs/slow', randomBytes(PIECE), { delayMs: 300 })
     const { taskId } = await register(url, digest)

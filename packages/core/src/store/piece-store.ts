@@ -281,7 +281,13 @@ export class PieceStore {
    * failed commit) leaves nothing recorded.
    */
   async openPieceWriter (taskId: string, range: PieceRange, options: PieceWriterOptions = {}): Promise<PieceWriter> {
-    const file = await open(this.dataPath(taskId), constants.O_RDWR | constants.O_CREAT, 0o644)
+    let file
+    try {
+      file = await open(this.dataPath(taskId), constants.O_RDWR | constants.O_CREAT, 0o644)
+    } catch (err) {
+      // no inode or directory block left is a full disk too: this host's fault, not a source's
+      throw new StoreWriteError(`cannot open the data file of task ${taskId}: ${(err as Error).message}`, { cause: err })
+    }
     this.touch(taskId)
     return new PieceWriter(file, range, options, async (piece) => { await this.recordPiece(taskId, piece) }, this.usage.pin(taskId))
   }

@@ -115,6 +115,13 @@ export class DownloadManager {
    * its own course: only what is on disk is forgotten.
    */
   async invalidate (taskId: string, reason = 'failed verification'): Promise<void> {
+    if (this.active.has(taskId) || this.opening.has(taskId)) {
+      // a download of it is running and writing into that file: deleting it would have
+      // its readers read zeros where its earlier pieces were; the download's own digest
+      // check stands guard instead
+      this.log.warn({ taskId, reason }, 'stored content is damaged, but a download of it is running; leaving it to that download')
+      return
+    }
     this.log.warn({ taskId, reason }, 'stored content is damaged; deleting it')
     await this.components.store.deleteTask(taskId)
   }
@@ -215,7 +222,9 @@ export class DownloadManager {
         continue
       }
       try {
-        await route.peerTask.run(download, { headers: request.headers, signal })
+        // the breaker closes as soon as the supernode answers, not when a long download
+        // ends: a half-open breaker holds every other download back from this supernode
+        await this.runOnRoute(route, download, request, signal)
         route.breaker?.succeeded()
         return undefined
       } catch (err) {
@@ -242,6 +251,26 @@ export class DownloadManager {
       this.log.warn({ taskId: download.taskId, url: download.url, reason }, 'no supernode available; going back to the origin')
     }
     return reason
+  }
+
+  /**
+   * One swarm attempt on one supernode. A supernode that no longer knows the task (it
+   * restarted, or evicted it) answers 404: registering again resumes it there, once,
+   * instead of sending the download to the origin.
+   */
+  private async runOnRoute (route: SwarmRoute, download: Download, request: DownloadRequest, signal: AbortSignal): Promise<void> {
+    const attempt = async (): Promise<void> => {
+      await route.peerTask.run(download, { headers: request.headers, signal, onRegistered: () => { route.breaker?.succeeded() } })
+    }
+    try {
+      await attempt()
+    } catch (err) {
+      if (!(err instanceof SupernodeRequestError && err.statusCode === 404) || signal.aborted) {
+        throw err
+      }
+      this.log.info({ taskId: download.taskId, supernode: route.id }, 'supernode no longer knows the task; registering again')
+      await attempt()
+    }
   }
 
   /**

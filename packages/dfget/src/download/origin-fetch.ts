@@ -87,6 +87,11 @@ export class OriginFetch {
   private async once (download: Download, headers: Record<string, string> | undefined, signal: AbortSignal): Promise<void> {
     const pieceSize = download.pieceSize
     const resumeAt = pieceSize > 0 ? download.contiguous : 0
+    if (resumeAt > 0 && download.contentLength != null && resumeAt >= download.contentLength) {
+      // every byte is here already (the body failed after the last piece, or a daemon
+      // was killed before it recorded the task done): asking for none would be a 416
+      return
+    }
     const requestHeaders: Record<string, string> = { ...headers }
     if (resumeAt > 0) {
       requestHeaders.range = `bytes=${resumeAt}-`

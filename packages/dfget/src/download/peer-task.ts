@@ -55,6 +55,8 @@ export interface PeerTaskComponents {
 export interface SwarmRequest {
   headers?: Record<string, string> | undefined
   signal: AbortSignal
+  /** Called once the supernode answered the registration: it is up, whatever follows. */
+  onRegistered?: () => void
 }
 
 /**
@@ -107,6 +109,7 @@ export class PeerTask {
       ...(request.headers != null ? { headers: request.headers } : {}),
       peer: self
     }, { signal })
+    request.onRegistered?.()
     if (registration.state === 'failed') {
       throw new TaskFailedError(registration.error?.message ?? 'source failed', { sourceStatus: registration.error?.sourceStatus, reason: registration.error?.code })
     }

@@ -84,6 +84,10 @@ export class ControlApi {
       if (result.source !== this.c.self().peerId && result.source !== body.peerId) {
         if (result.code === 'ERR_PEER_BUSY') {
           peers.recordBusy(result.source)
+        } else if (result.code === 'ERR_PIECE_NOT_FOUND') {
+          // the source no longer has it (evicted, or its file was damaged): stop sending
+          // peers there for this piece; a healthy peer is not failing
+          task.removeHolder(result.num, result.source)
         } else {
           peers.recordTransfer(result.source, result.ok)
         }

@@ -108,6 +108,11 @@ export class Task {
     }
   }
 
+  /** A peer no longer has this piece (it said NOT_FOUND: evicted, or its file was damaged). */
+  removeHolder (num: number, peerId: string): void {
+    this.holders.get(num)?.delete(peerId)
+  }
+
   holds (num: number, peerId: string): boolean {
     return this.holders.get(num)?.has(peerId) ?? false
   }
