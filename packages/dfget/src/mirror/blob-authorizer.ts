@@ -70,9 +70,10 @@ const STATUS_CODES: Record<number, [string, string]> = {
 /**
  * Asks the upstream whether this client may read this content, before any of its bytes
  * leave the daemon, whether they are on disk, on their way for another client, or coming
- * from peers. The question is a HEAD with the client's own credentials; a 2xx or 3xx is a
- * yes (registries redirect authorized blob requests to storage), anything else is a no
- * that goes back to the client unchanged so it can do its token exchange.
+ * from peers. The question is a HEAD with the client's own credentials; a 2xx is a yes,
+ * and so is a redirect from a registry's blob endpoint (registries redirect authorized
+ * blob requests to storage; see {@link CheckOptions}); anything else is a no that goes
+ * back to the client unchanged so it can do its token exchange.
  */
 export class BlobAuthorizer {
   private readonly components: BlobAuthorizerComponents
