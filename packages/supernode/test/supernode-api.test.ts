@@ -123,6 +123,16 @@ describe('supernode control plane', () => {
     expect(json.assignments[0]?.sources.map(s => s.kind)).toEqual(['supernode'])
   })
 
+  it('counts a peer asking for a task as a use of it, for the disk quota', async () => {
+    const { url, digest } = origin.add('/v2/a/blobs/used', randomBytes(PIECE))
+    const { taskId } = await register(url, digest)
+    await settle(taskId)
+    const before = supernode.store.lastUsed(taskId)
+    await new Promise(resolve => setTimeout(resolve, 20))
+    await schedule(taskId, 'PeerA', { limit: 0 })
+    expect(supernode.store.lastUsed(taskId)).toBeGreaterThan(before)
+  })
+
   it('holds a schedule request until pieces arrive (long poll)', async () => {
     const { url, digest } = origin.add('/v2/a/blobs/slow', randomBytes(PIECE), { delayMs: 300 })
     const { taskId } = await register(url, digest)

@@ -204,9 +204,11 @@ export class PieceStore {
 
   /**
    * Records that a task was used now: in memory, and in the index (unsynced: it is a
-   * hint) at most every {@link USE_PERSIST_MS}, not once per piece served.
+   * hint) at most every {@link USE_PERSIST_MS}, not once per piece served. Readers and
+   * writers do it themselves; an owner calls it for uses the store does not see (peers
+   * asking the supernode about a task they are downloading).
    */
-  private touch (taskId: string): void {
+  touch (taskId: string): void {
     const now = Date.now()
     const last = this.usage.lastUsed(taskId)
     this.usage.touch(taskId, now)

@@ -77,6 +77,9 @@ export class ControlApi {
     speaksForItself(ctx.caller, body.peerId)
     metrics.scheduleRequests.inc()
     peers.touch(body.peerId)
+    // peers downloading it keep the task among the recently used, so the quota evicts
+    // layers nobody is pulling first
+    tasks.touch(task.id)
 
     for (const result of body.results) {
       scheduler.settle(task.id, body.peerId, result.num)

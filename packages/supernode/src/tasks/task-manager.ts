@@ -195,6 +195,14 @@ export class TaskManager {
     return known
   }
 
+  /**
+   * A task is in use by the swarm (a peer asked for its pieces): least recently used
+   * eviction should keep it, although no byte of it may be read here for a while.
+   */
+  touch (taskId: string): void {
+    this.components.store.touch(taskId)
+  }
+
   /** Forgets a departed peer everywhere. */
   removePeer (peerId: string): void {
     for (const task of this.tasks.values()) {
