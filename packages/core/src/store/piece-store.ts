@@ -129,9 +129,9 @@ export class PieceStore {
    * Compares a task's recorded pieces with its data file and drops those whose bytes are
    * not there (file missing, or ending before the piece does). Listeners hear of it.
    *
-   * @returns the pieces dropped
+   * @returns the pieces kept (the index read once serves the caller too) and those dropped
    */
-  async checkTask (taskId: string, options: { signal?: AbortSignal } = {}): Promise<StoredPiece[]> {
+  async checkTask (taskId: string, options: { signal?: AbortSignal } = {}): Promise<{ intact: StoredPiece[], damaged: StoredPiece[] }> {
     const pieces = await this.listPieces(taskId)
     for (const p of pieces) {
       this.usage.addPiece(taskId, p.num, p.length)
@@ -144,7 +144,8 @@ export class PieceStore {
       this.usage.dropPieces(taskId, damaged.map(p => p.num))
       this.emit(taskId, 'damaged')
     }
-    return damaged
+    const lost = new Set(damaged.map(p => p.num))
+    return { intact: pieces.filter(p => !lost.has(p.num)), damaged }
   }
 
   /**

@@ -134,11 +134,11 @@ export class DownloadManager {
     }
     // the index against the disk: pieces whose bytes are gone are dropped here, before
     // any header goes out, and fetched again below
-    await store.checkTask(taskId)
+    const { intact } = await store.checkTask(taskId)
     const download = new Download({ taskId, url: request.url, digest: request.digest, shareByDigest: request.shareByDigest ?? true })
     download.via = 'local'
     download.setGeometry(stored.contentLength, stored.pieceSize)
-    for (const piece of await store.listPieces(taskId)) {
+    for (const piece of intact) {
       download.addPiece(piece)
     }
     if (download.contiguous !== stored.contentLength) {
