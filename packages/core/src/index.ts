@@ -49,3 +49,4 @@ export { generateClusterKey, parseClusterKey, readClusterKeyFile, writeClusterKe
 export { SourceClient, type SourceClientInit, type SourceClientComponents, type SourceFetchOptions, type SourceResponse } from './source/source-client.ts'
 export { isPublicAddress } from './source/address.ts'
 export * as sourceDefaults from './source/constants.ts'
+export { clusterKeyOption, diskOptions, diskOptionsSchema } from './shared-options.ts'

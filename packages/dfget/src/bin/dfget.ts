@@ -2,7 +2,7 @@
 // first: re-executes node with the flags Shoal is measured with, if it was not started with them
 import '@shoal/core/node-flags'
 import { Command, Option } from 'commander'
-import { configSchemas, createLogger, DEFAULT_RATE, InvalidConfigError, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
+import { clusterKeyOption, configSchemas, createLogger, diskOptions, diskOptionsSchema, DEFAULT_RATE, InvalidConfigError, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
 import { z } from 'zod'
 import { downloadToFile, parseHeaders } from '../cli/download-command.ts'
 import { Daemon } from '../daemon.ts'
@@ -31,9 +31,7 @@ const daemonSchema = z.object({
   allowPrivateRedirects: z.boolean().default(false),
   maxSourceBytes: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER),
   maxSourceFetches: z.coerce.number().int().min(1).max(1024),
-  diskQuota: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
-  diskHighWatermark: z.coerce.number().gt(0).max(1),
-  diskLowWatermark: z.coerce.number().gt(0).max(1),
+  ...diskOptionsSchema,
   authCacheTtl: z.coerce.number().int().min(0).max(3_600_000),
   allowedHost: z.array(z.string().min(1).max(255)).default([]),
   logLevel: configSchemas.logLevel,
@@ -87,7 +85,7 @@ const daemon = program.command('daemon')
   .addOption(new Option('--listen <host:port>', 'registry mirror and API address').default('127.0.0.1:65001'))
   .addOption(new Option('--registry <url>', 'upstream registry the mirror stands in for').default('https://registry-1.docker.io'))
   .addOption(new Option('--supernode <address...>', "the supernode's libp2p multiaddr, or its http:// address; several spread tasks over them by rendezvous hashing (give every daemon the same strings) and fail over to the next; 'none' fetches everything from the origin").default(['/ip4/127.0.0.1/tcp/8003']))
-  .addOption(new Option('--cluster-key <file>', 'the cluster key every supernode and daemon shares (dfctl cluster-key generate)').default('/etc/shoal/cluster.key'))
+  .addOption(clusterKeyOption())
   .addOption(new Option('--p2p-listen <multiaddr...>', 'libp2p (TCP) addresses peers fetch pieces from').default(['/ip4/0.0.0.0/tcp/65002']))
   .addOption(new Option('--p2p-announce <multiaddr...>', 'addresses to announce instead of the listen addresses').default([]))
   .addOption(new Option('--data-dir <dir>', 'pieces, task index and peer key').default('/var/lib/shoal/dfget'))
@@ -99,9 +97,6 @@ const daemon = program.command('daemon')
   .addOption(new Option('--allow-private-redirects', 'follow source redirects to loopback, private and link-local addresses').default(false))
   .addOption(new Option('--max-source-bytes <bytes>', 'largest source accepted from the origin, in bytes').default(String(sourceDefaults.DEFAULT_MAX_SOURCE_BYTES), '64 GiB'))
   .addOption(new Option('--max-source-fetches <n>', 'origin and registry responses open at once').default(String(sourceDefaults.DEFAULT_MAX_CONCURRENT_FETCHES)))
-  .addOption(new Option('--disk-quota <bytes>', 'bytes of pieces kept on disk; above the high watermark the least recently used complete layers are evicted (0: no limit)').default('0'))
-  .addOption(new Option('--disk-high-watermark <fraction>', 'fraction of --disk-quota at which eviction starts').default('0.9'))
-  .addOption(new Option('--disk-low-watermark <fraction>', 'fraction of --disk-quota eviction brings usage down to').default('0.8'))
   .addOption(new Option('--auth-cache-ttl <ms>', "how long the registry's yes to 'may this client read this blob' is reused; 0 asks every time").default('60000'))
   .addOption(new Option('--allowed-host <name...>', 'Host header names the mirror and API answer to besides localhost, 127.0.0.1, [::1] and the listen address (default: none)').default([]))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
@@ -146,5 +141,9 @@ const daemon = program.command('daemon')
       await serveUntilAborted(d, signal)
     })
   })
+
+for (const option of diskOptions()) {
+  daemon.addOption(option)
+}
 
 await program.parseAsync()

@@ -2,7 +2,7 @@
 // first: re-executes node with the flags Shoal is measured with, if it was not started with them
 import '@shoal/core/node-flags'
 import { Command, Option } from 'commander'
-import { configSchemas, createLogger, DEFAULT_RATE, MIN_PIECE_SIZE, MAX_PIECE_SIZE, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
+import { clusterKeyOption, configSchemas, createLogger, diskOptions, diskOptionsSchema, DEFAULT_RATE, MIN_PIECE_SIZE, MAX_PIECE_SIZE, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
 import { z } from 'zod'
 import { Supernode } from '../supernode.ts'
 
@@ -22,9 +22,7 @@ const optionsSchema = z.object({
   allowPrivateRedirects: z.boolean().default(false),
   maxSourceBytes: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER),
   maxSourceFetches: z.coerce.number().int().min(1).max(1024),
-  diskQuota: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
-  diskHighWatermark: z.coerce.number().gt(0).max(1),
-  diskLowWatermark: z.coerce.number().gt(0).max(1),
+  ...diskOptionsSchema,
   logLevel: configSchemas.logLevel,
   uploadRate: configSchemas.byteRate
 })
@@ -35,7 +33,7 @@ const program = new Command('supernode')
   .addOption(new Option('-c, --config <file>', 'YAML file with any of these options, in camelCase; flags win (default: none)'))
   .addOption(new Option('--listen <host:port>', 'HTTP address of /metrics, /healthz and /api/v1/status').default('0.0.0.0:8002'))
   .addOption(new Option('--p2p-listen <multiaddr...>', 'libp2p (TCP) addresses of the control plane and the piece server').default(['/ip4/0.0.0.0/tcp/8003']))
-  .addOption(new Option('--cluster-key <file>', 'the cluster key every supernode and daemon shares (dfctl cluster-key generate)').default('/etc/shoal/cluster.key'))
+  .addOption(clusterKeyOption())
   .addOption(new Option('--p2p-announce <multiaddr...>', 'addresses to announce instead of the listen addresses').default([]))
   .addOption(new Option('--data-dir <dir>', 'pieces, task index and peer key').default('/var/lib/shoal/supernode'))
   .addOption(new Option('--piece-size <bytes>', `fixed piece size (${MIN_PIECE_SIZE}..${MAX_PIECE_SIZE})` + ' (default: 4 MiB up to 200 MiB, then growing with the content)'))
@@ -45,12 +43,12 @@ const program = new Command('supernode')
   .addOption(new Option('--allow-private-redirects', 'follow source redirects to loopback, private and link-local addresses').default(false))
   .addOption(new Option('--max-source-bytes <bytes>', 'largest source accepted, in bytes').default(String(sourceDefaults.DEFAULT_MAX_SOURCE_BYTES), '64 GiB'))
   .addOption(new Option('--max-source-fetches <n>', 'source responses open at once').default(String(sourceDefaults.DEFAULT_MAX_CONCURRENT_FETCHES)))
-  .addOption(new Option('--disk-quota <bytes>', 'bytes of pieces kept on disk; above the high watermark the least recently used complete layers are evicted (0: no limit)').default('0'))
-  .addOption(new Option('--disk-high-watermark <fraction>', 'fraction of --disk-quota at which eviction starts').default('0.9'))
-  .addOption(new Option('--disk-low-watermark <fraction>', 'fraction of --disk-quota eviction brings usage down to').default('0.8'))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
   .addOption(new Option('--upload-rate <bytes/s>', 'piece data sent to daemons, bytes per second summed over all uploads: 10485760, 100MB, 1GiB (0: no limit)').default(String(DEFAULT_RATE)))
   .showHelpAfterError()
+for (const option of diskOptions()) {
+  program.addOption(option)
+}
 
 program.action(async () => {
   await runMain('supernode', async (signal) => {
