@@ -147,6 +147,13 @@ describe.skipIf(skip != null)(`benchmarks at a toy size${skip != null ? ` (skipp
     expect(report.results.every(r => r.medianMs > 0)).toBe(true)
   })
 
+  it('cipher: both ways of encrypting report a cost for every buffer size', async () => {
+    const res = await run(process.execPath, [`${REPO_ROOT}test/bench/cipher.ts`, '--mib', '1'], { timeoutMs: 60_000 })
+    expect(res.code, res.stderr + res.stdout).toBe(0)
+    const rows = res.stdout.split('\n').filter(line => /^\s*\d+\s+\d/.test(line))
+    expect(rows.map(r => Number(r.trim().split(/\s+/)[0]))).toEqual([1448, 4096, 16384, 65536, 262144])
+  })
+
   it('leaves no run directory behind', async () => {
     expect(await benchDirs()).toEqual(dirsBefore)
   })

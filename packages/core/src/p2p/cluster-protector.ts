@@ -86,7 +86,7 @@ class ClusterProtector implements ConnectionProtector {
 /**
  * A ChaCha20 key stream. Large buffers go through OpenSSL directly; small ones are XORed
  * in place with key stream made ahead 16 KiB at a time, a 32-bit word at a time in JS:
- * each native call costs about 3 µs whatever its size, and a shaped TCP link delivers
+ * each native call has a fixed cost of 2–3 µs (`./dev bench cipher`), and a shaped TCP link delivers
  * reads of a kilobyte or two, where calling the cipher per read made the key cost as
  * much as Noise itself.
  */
