@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
-import { isPublicAddress, SourceRefusedError, SourceTooLargeError, SourceUnavailableError } from '../src/index.ts'
-import { createGuardedLookup, type ResolveAll } from '../src/source/address.ts'
+import { SourceRefusedError, SourceTooLargeError, SourceUnavailableError } from '../src/index.ts'
+import { createGuardedLookup, isPublicAddress, type ResolveAll } from '../src/source/address.ts'
 import { SourceAllowlist } from '../src/source/allowlist.ts'
 import { FetchSlots, guardBody } from '../src/source/guarded-body.ts'
 
