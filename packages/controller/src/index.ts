@@ -1,10 +1,11 @@
 /**
  * @packageDocumentation
  *
- * The Shoal controller (`dfctl`): thin provisioning for a fleet. It will roll the
- * daemon out to hosts from an inventory, point their container runtimes at it, and
- * prefetch release images across the fleet. Today it is only the CLI those commands
- * will hang from; it exports nothing yet.
+ * The Shoal controller (`dfctl`): the inventory of a fleet, the rollout of the daemon
+ * to its hosts, and their status. Other commands (prefetch) select hosts with
+ * {@link loadInventory} and {@link selectHosts}.
  */
 
-export {}
+export { loadInventory, selectHosts, parseSelectors, type Host, type Inventory, type HostSelector, type Runtime } from './inventory/index.ts'
+export { executorFor, type Executor } from './exec/index.ts'
+export { InventoryError, HostCommandError, HealthGateError, BundleError } from './errors.ts'

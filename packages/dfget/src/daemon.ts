@@ -139,6 +139,9 @@ export class Daemon {
   private heartbeat?: NodeJS.Timeout
   private downloads?: DownloadManager
   private clients: SupernodeClient[] = []
+  /** How the last announce to each supernode went, by address as configured. */
+  private readonly supernodeState = new Map<string, { state: 'ok' | 'unreachable', at: string, error?: string }>()
+  private readonly startedAt = new Date().toISOString()
   private http?: HttpServer
   private readonly controller = new AbortController()
 
@@ -202,7 +205,7 @@ export class Daemon {
     })
     const shared = { downloads: this.downloads, store, metrics, source, authorizer }
     this.http = await startHttpServer(this.init.listen, createRouter([
-      ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),
+      ...commonRoutes({ registry: this.registry, status: () => this.status() }),
       ...daemonApiRoutes(shared),
       ...registryMirrorRoutes({ ...shared, logger }, { upstream: this.init.registry })
     ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }), {
@@ -219,7 +222,11 @@ export class Daemon {
           .then(tasks => {
             for (const client of this.clients) {
               client.announce({ ...this.self(), tasks }, { signal: AbortSignal.timeout(10_000) })
-                .catch((err: unknown) => { this.log.debug({ err, supernode: client.address }, 'announcing to the supernode failed') })
+                .then(() => { this.supernodeState.set(client.address, { state: 'ok', at: new Date().toISOString() }) })
+                .catch((err: unknown) => {
+                  this.supernodeState.set(client.address, { state: 'unreachable', at: new Date().toISOString(), error: (err as Error).message })
+                  this.log.debug({ err, supernode: client.address }, 'announcing to the supernode failed')
+                })
             }
           })
           .catch(() => {})
@@ -259,6 +266,21 @@ export class Daemon {
   /** Where the daemon keeps its pieces. */
   get store (): PieceStore {
     return this.node.store
+  }
+
+  /**
+   * `/api/v1/status`: version, start time, identity, and how the last announce to
+   * each supernode went (`dfctl doctor` reads it: a supernode that answers TCP but not
+   * the control protocol means the cluster key differs).
+   */
+  status (): Record<string, unknown> {
+    const addresses = this.init.supernode == null ? [] : [this.init.supernode].flat()
+    return {
+      version: this.init.version ?? '0.0.0',
+      startedAt: this.startedAt,
+      ...this.self(),
+      supernodes: addresses.map(address => ({ address, ...(this.supernodeState.get(address) ?? { state: 'unknown' }) }))
+    }
   }
 
   /** This daemon, as the supernode and other peers know it. */
