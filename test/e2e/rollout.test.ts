@@ -1,0 +1,278 @@
+/**
+ * dfctl against real hosts: each host is a real sshd on a loopback port with a root
+ * prefix of its own (nothing touches the real /etc), reached with the system OpenSSH
+ * client; the rollout installs a real bundle (dfctl bundle) and starts real daemons,
+ * gated by a real pull from Debian's docker-registry through the mirror; a real
+ * supernode; containerd's own `config dump` for doctor.
+ */
+import { readdir, readFile, stat, writeFile, mkdir, copyFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { request } from 'undici'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { writeClusterKeyFile } from '../../packages/core/src/p2p/cluster-key.ts'
+import { generateImage } from '../harness/image.ts'
+import { BINARIES, makeTestDir, removeTestDir, run } from '../harness/processes.ts'
+import { freePort, startDockerRegistry, type Registry } from '../harness/registry.ts'
+import { requireReal } from '../harness/require-binary.ts'
+import { sshKeygen, startSshd, type SshHost } from '../harness/sshd.ts'
+import { startSupernode, type SupernodeHandle } from '../harness/swarm.ts'
+
+const skip = requireReal({ binaries: ['sshd', 'ssh', 'ssh-keygen', 'docker-registry', 'containerd', 'curl'], root: true })
+
+const KiB = 1024
+
+interface TestHost { name: string, sshd: SshHost, root: string, listen: string }
+
+/** Every regular file under `dir`: path → content and mode (what a rollback must restore exactly). */
+async function snapshot (dir: string, skipDirs: string[] = []): Promise<Map<string, { content: string, mode: number, mtimeMs: number }>> {
+  const out = new Map<string, { content: string, mode: number, mtimeMs: number }>()
+  const walk = async (d: string): Promise<void> => {
+    for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
+      const p = join(d, e.name)
+      if (skipDirs.some(s => p.startsWith(s))) {
+        continue
+      }
+      if (e.isDirectory()) {
+        await walk(p)
+      } else if (e.isFile()) {
+        const s = await stat(p)
+        out.set(p.slice(dir.length), { content: (await readFile(p)).toString('base64'), mode: s.mode & 0o7777, mtimeMs: s.mtimeMs })
+      }
+    }
+  }
+  await walk(dir)
+  return out
+}
+
+/** JSON is YAML: the inventory as the operator would write it, one key per line. */
+const stringify = (v: unknown): string => `${JSON.stringify(v, null, 2)}\n`
+
+const withoutTimes = (m: Map<string, { content: string, mode: number }>): Array<[string, string, number]> => [...m].map(([p, v]) => [p, v.content, v.mode])
+
+async function healthy (listen: string): Promise<boolean> {
+  try {
+    const res = await request(`http://${listen}/healthz`, { signal: AbortSignal.timeout(2_000) })
+    await res.body.dump()
+    return res.statusCode === 200
+  } catch {
+    return false
+  }
+}
+
+describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd hosts${skip != null ? ` (skipped: ${skip})` : ''}`, () => {
+  let dir: string
+  let registry: Registry
+  let supernode: SupernodeHandle
+  let snP2p: string
+  const hosts: TestHost[] = []
+  let bundle: string
+  let inventoryFile: string
+  let clientKey: string
+  let knownHosts: string
+  let clusterKey: string
+
+  function inventory (overrides: { clusterKeyFile?: string, a?: Record<string, unknown>, logLevel?: string } = {}): Record<string, unknown> {
+    return {
+      clusterKeyFile: overrides.clusterKeyFile ?? clusterKey,
+      supernodes: [snP2p],
+      bundle,
+      daemon: { registry: registry.url, p2pListen: ['/ip4/127.0.0.1/tcp/0'], logLevel: overrides.logLevel ?? 'info' },
+      gate: { image: 'shoal/gate:1', timeout: 60_000 },
+      groups: { all: ['a', 'b'] },
+      hosts: hosts.map(h => ({
+        name: h.name,
+        address: '127.0.0.1',
+        ssh: { user: 'root', port: h.sshd.port, key: clientKey, knownHostsFile: knownHosts },
+        labels: { rack: h.name === 'a' ? 'r1' : 'r2' },
+        runtimes: h.name === 'a' ? ['dockerd'] : ['containerd'],
+        root: h.root,
+        daemon: { listen: h.listen, ...(h.name === 'a' ? overrides.a ?? {} : {}) }
+      }))
+    }
+  }
+
+  async function dfctl (args: string[], timeoutMs = 240_000): Promise<{ stdout: string, stderr: string, code: number }> {
+    return run(process.execPath, [BINARIES.dfctl, ...args], { timeoutMs })
+  }
+
+  beforeAll(async () => {
+    dir = await makeTestDir('rollout')
+    // the bundle the rollout installs: the real thing, node runtime included
+    const built = await dfctl(['bundle', '-o', join(dir, 'shoal-0.1.0-linux-x64.tar.gz')], 300_000)
+    expect(built.code, built.stderr).toBe(0)
+    bundle = join(dir, 'shoal-0.1.0-linux-x64.tar.gz')
+    registry = await startDockerRegistry(join(dir, 'registry'))
+    await mkdir(join(dir, 'image'))
+    const image = await generateImage(join(dir, 'image'), 'shoal/gate', '1', [64 * KiB, 32 * KiB])
+    await registry.push(image)
+    clusterKey = join(dir, 'cluster.key')
+    await writeClusterKeyFile(clusterKey)
+    snP2p = `/ip4/127.0.0.1/tcp/${await freePort()}`
+    supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [registry.url], clusterKey, p2pListen: snP2p })
+    clientKey = await sshKeygen(join(dir, 'id_ed25519'))
+    knownHosts = join(dir, 'known_hosts')
+    let known = ''
+    for (const name of ['a', 'b']) {
+      const sshd = await startSshd(dir, name, `${clientKey}.pub`)
+      known += sshd.knownHosts
+      const root = join(dir, `host-${name}`)
+      hosts.push({ name, sshd, root, listen: `127.0.0.1:${await freePort()}` })
+    }
+    await writeFile(knownHosts, known)
+    // what the hosts had before Shoal: a daemon.json with keys of its own (mode 0640), a containerd config without config_path
+    const [a, b] = hosts as [TestHost, TestHost]
+    await mkdir(join(a.root, 'etc/docker'), { recursive: true })
+    await writeFile(join(a.root, 'etc/docker/daemon.json'), JSON.stringify({ 'log-driver': 'json-file', debug: true, 'registry-mirrors': ['https://mirror.example.com'] }, null, 2), { mode: 0o640 })
+    await mkdir(join(b.root, 'etc/containerd'), { recursive: true })
+    await writeFile(join(b.root, 'etc/containerd/config.toml'), 'version = 2\n')
+    inventoryFile = join(dir, 'inventory.yaml')
+    await writeFile(inventoryFile, stringify(inventory()))
+  })
+
+  afterAll(async () => {
+    // the supervised daemons the rollout started: stop them through their supervisor, then make sure by pid
+    for (const h of hosts) {
+      const supervise = join(h.root, 'opt/shoal/bin/shoal-supervise')
+      const pidFile = join(h.root, 'run/shoal/dfget.pid')
+      // the supervisor stops its daemon; then its whole process group, by the pid it wrote, in case it hung
+      await run('sh', ['-c', `pid=$(cat ${pidFile} 2>/dev/null); [ -x ${supervise} ] && ${supervise} stop ${pidFile} /dev/null; [ -n "$pid" ] && kill -KILL -- "-$pid" 2>/dev/null; true`], { timeoutMs: 30_000 }).catch(() => {})
+      await h.sshd.stop().catch(() => {})
+    }
+    await supernode?.proc.stop()
+    await registry?.stop()
+    await removeTestDir(dir)
+  })
+
+  it('--dry-run prints each host\'s plan with diffs and touches nothing', async () => {
+    const before = await Promise.all(hosts.map(async h => snapshot(h.root)))
+    const res = await dfctl(['rollout', '-i', inventoryFile, '--dry-run'])
+    expect(res.code, res.stderr).toBe(0)
+    expect(res.stdout).toMatch(/a: plan/)
+    expect(res.stdout).toContain(`+    "http://${hosts[0]!.listen}",`)
+    expect(res.stdout).toMatch(/the cluster key is written \(content not shown\)/)
+    expect(res.stdout).not.toContain((await readFile(clusterKey, 'utf8')).split('\n')[2])
+    expect(res.stdout).toMatch(/dry run: 2 host\(s\) would change/)
+    const after = await Promise.all(hosts.map(async h => snapshot(h.root)))
+    expect(after.map(m => [...m])).toEqual(before.map(m => [...m]))
+  })
+
+  it('rolls out to two hosts from scratch: daemons running and gated by a pull, runtimes pointed at the mirror', async () => {
+    const res = await dfctl(['rollout', '-i', inventoryFile, '--batch', '2'])
+    expect(res.code, `${res.stdout}\n${res.stderr}`).toBe(0)
+    expect(res.stdout).toMatch(/a: changed: .*gate: healthy, pulled shoal\/gate:1 through the mirror \(3 blobs/)
+    expect(res.stdout).toMatch(/b: changed: .*gate: healthy, pulled shoal\/gate:1/)
+    const [a, b] = hosts as [TestHost, TestHost]
+    for (const h of hosts) {
+      expect(await healthy(h.listen), h.name).toBe(true)
+      expect((await stat(join(h.root, 'etc/shoal/cluster.key'))).mode & 0o777).toBe(0o600)
+      const config = await readFile(join(h.root, 'etc/shoal/dfget.yaml'), 'utf8')
+      expect(config).toContain(`listen: ${h.listen}`)
+      expect(config).toContain(`hostname: ${h.name}`)
+    }
+    // daemon.json: every key it had, the mirror first, its mode kept
+    const daemonJson = JSON.parse(await readFile(join(a.root, 'etc/docker/daemon.json'), 'utf8')) as Record<string, unknown>
+    expect(daemonJson).toEqual({ 'log-driver': 'json-file', debug: true, 'registry-mirrors': [`http://${a.listen}`, 'https://mirror.example.com'] })
+    expect((await stat(join(a.root, 'etc/docker/daemon.json'))).mode & 0o777).toBe(0o640)
+    const hostsToml = await readFile(join(b.root, `etc/containerd/certs.d/${new URL(registry.url).host}/hosts.toml`), 'utf8')
+    expect(hostsToml).toContain(`server = "${registry.url}"`)
+    expect(hostsToml).toContain(`[host."http://${b.listen}"]`)
+    // the status the operator sees
+    const status = await dfctl(['status', '-i', inventoryFile, '--json'])
+    expect(status.code, status.stderr).toBe(0)
+    const list = JSON.parse(status.stdout) as Array<{ host: string, version: string, healthy: boolean, mirror: Record<string, boolean>, bytesBySource: Record<string, number>, cacheBytes: number }>
+    expect(list.map(s => [s.host, s.version, s.healthy, s.mirror])).toEqual([['a', '0.1.0', true, { dockerd: true }], ['b', '0.1.0', true, { containerd: true }]])
+    for (const s of list) {
+      // the gate's pull: 96 KiB of layers plus the config, from somewhere
+      expect(Object.values(s.bytesBySource).reduce((x, y) => x + y, 0)).toBeGreaterThanOrEqual(96 * KiB)
+      expect(s.cacheBytes).toBeGreaterThanOrEqual(96 * KiB)
+    }
+  })
+
+  it('a second run with nothing changed changes nothing and says so', async () => {
+    const before = await Promise.all(hosts.map(async h => snapshot(h.root)))
+    const pids = await Promise.all(hosts.map(async h => readFile(join(h.root, 'run/shoal/dfget.pid'), 'utf8')))
+    const res = await dfctl(['rollout', '-i', inventoryFile])
+    expect(res.code, res.stderr).toBe(0)
+    expect(res.stdout).toMatch(/a: unchanged/)
+    expect(res.stdout).toMatch(/b: unchanged/)
+    expect(res.stdout).toMatch(/2 host\(s\) up to date: nothing changed/)
+    const after = await Promise.all(hosts.map(async h => snapshot(h.root, [join(h.root, 'var/lib/shoal/dfget'), join(h.root, 'var/log')])))
+    // not one file rewritten: same content, mode and modification time (the daemon's own data and log aside)
+    for (const [i, m] of after.entries()) {
+      for (const [path, v] of m) {
+        expect(before[i]!.get(path), path).toEqual(v)
+      }
+    }
+    expect(await Promise.all(hosts.map(async h => readFile(join(h.root, 'run/shoal/dfget.pid'), 'utf8')))).toEqual(pids)
+  })
+
+  it('a host whose new config fails its gate is rolled back exactly, and the rollout stops', async () => {
+    const [a, b] = hosts as [TestHost, TestHost]
+    const managed = (h: TestHost): Promise<Map<string, { content: string, mode: number, mtimeMs: number }>> => snapshot(h.root, [join(h.root, 'var/lib/shoal/dfget'), join(h.root, 'var/log'), join(h.root, 'var/lib/shoal/backups'), join(h.root, 'run')])
+    const beforeA = await managed(a)
+    const beforeB = await managed(b)
+    const releasesBefore = await readdir(join(a.root, 'opt/shoal/releases'))
+    // a: an upstream nothing listens on (the daemon starts, the gate's pull fails); b would change too (log level)
+    const bad = join(dir, 'inventory-bad.yaml')
+    await writeFile(bad, stringify(inventory({ a: { registry: `http://127.0.0.1:${await freePort()}` }, logLevel: 'warn' })))
+    const res = await dfctl(['rollout', '-i', bad, '--batch', '1', '--max-failures', '0'])
+    expect(res.code).toBe(1)
+    expect(res.stdout).toMatch(/a: FAILED: pulling shoal\/gate:1 through the mirror failed|a: FAILED: fetching .* through the mirror failed/)
+    expect(res.stdout).toMatch(/rolled back to what it had/)
+    expect(res.stdout).toMatch(/stopping: 1 host\(s\) failed, more than --max-failures 0/)
+    expect(res.stdout).toMatch(/1 failed, 1 skipped/)
+    // exactly what it had: every managed file's content and mode
+    expect(withoutTimes(await managed(a))).toEqual(withoutTimes(beforeA))
+    expect(await readdir(join(a.root, 'opt/shoal/releases'))).toEqual(releasesBefore)
+    // b was never touched
+    expect([...await managed(b)]).toEqual([...beforeB])
+    // and a's old daemon runs again, with its old config
+    expect(await healthy(a.listen)).toBe(true)
+    const backups = await readdir(join(a.root, 'var/lib/shoal/backups'))
+    expect(backups.length).toBeGreaterThanOrEqual(1)
+  })
+
+  it('doctor names a runtime that is not configured (containerd without config_path), then passes once it is', async () => {
+    const [, b] = hosts as [TestHost, TestHost]
+    const res = await dfctl(['doctor', '-i', inventoryFile, '--host', 'b'])
+    expect(res.code).toBe(1)
+    expect(res.stdout).toMatch(/FAIL containerd: containerd is not using the mirror: its CRI registry config_path is ""/)
+    expect(res.stdout).toContain(`fix: set config_path = "${join(b.root, 'etc/containerd/certs.d')}"`)
+    expect(res.stdout).toMatch(/b: the first broken link is containerd/)
+    await writeFile(join(b.root, 'etc/containerd/config.toml'), `version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "${join(b.root, 'etc/containerd/certs.d')}"\n`)
+    const fixed = await dfctl(['doctor', '-i', inventoryFile, '--host', 'b'])
+    expect(fixed.code, fixed.stdout).toBe(0)
+    expect(fixed.stdout).toMatch(/ok {3}supernode: .* accepts the cluster key/)
+    expect(fixed.stdout).toMatch(/ok {3}pull: pulled shoal\/gate:1 through the mirror, digests checked; bytes by source: /)
+    expect(fixed.stdout).toMatch(/ok {3}peer: a's P2P port 127\.0\.0\.1:\d+ is reachable/)
+    expect(fixed.stdout).toMatch(/b: every link works/)
+  })
+
+  it('doctor names a wrong cluster key', async () => {
+    const wrongKey = join(dir, 'other-cluster.key')
+    await writeClusterKeyFile(wrongKey)
+    const wrong = join(dir, 'inventory-wrong-key.yaml')
+    await writeFile(wrong, stringify(inventory({ clusterKeyFile: wrongKey })))
+    // the gate passes: without the swarm, the daemon still pulls from the registry
+    const rolled = await dfctl(['rollout', '-i', wrong, '--hosts', 'b'])
+    expect(rolled.code, rolled.stdout + rolled.stderr).toBe(0)
+    const res = await dfctl(['doctor', '-i', wrong, '--host', 'b'])
+    expect(res.code).toBe(1)
+    expect(res.stdout).toMatch(/FAIL supernode: the supernode \/ip4\/127\.0\.0\.1\/tcp\/\d+ accepts TCP from this host but drops the daemon's connection: the cluster key differs/)
+    expect(res.stdout).toMatch(/b: the first broken link is supernode/)
+  })
+
+  it('rejects a bad inventory naming the line and the field', async () => {
+    const file = join(dir, 'inventory-invalid.yaml')
+    await copyFile(inventoryFile, file)
+    const text = (await readFile(file, 'utf8')).replace(`"port": ${hosts[1]!.sshd.port}`, '"port": "seventy"').replace(/^\{/, '{\n  "extra": 1,')
+    await writeFile(file, text)
+    const line = text.split('\n').findIndex(l => l.includes('"seventy"')) + 1
+    const res = await dfctl(['rollout', '-i', file, '--dry-run'])
+    expect(res.code).toBe(2)
+    expect(res.stderr).toContain(`${file}:${line}:`)
+    expect(res.stderr).toMatch(/hosts\[1\]\.ssh\.port: .*number/)
+    expect(res.stderr).toContain(`${file}:2:`)
+    expect(res.stderr).toMatch(/extra: Unrecognized key/)
+  })
+})
