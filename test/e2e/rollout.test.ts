@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { writeClusterKeyFile } from '../../packages/core/src/p2p/cluster-key.ts'
+import { startDockerd, type Dockerd } from '../harness/dockerd.ts'
 import { generateImage } from '../harness/image.ts'
 import { BINARIES, makeTestDir, removeTestDir, run } from '../harness/processes.ts'
 import { freePort, startDockerRegistry, type Registry } from '../harness/registry.ts'
@@ -17,7 +18,7 @@ import { requireReal } from '../harness/require-binary.ts'
 import { sshKeygen, startSshd, type SshHost } from '../harness/sshd.ts'
 import { startSupernode, type SupernodeHandle } from '../harness/swarm.ts'
 
-const skip = requireReal({ binaries: ['sshd', 'ssh', 'ssh-keygen', 'docker-registry', 'containerd', 'curl'], root: true })
+const skip = requireReal({ binaries: ['sshd', 'ssh', 'ssh-keygen', 'docker-registry', 'dockerd', 'containerd', 'curl'], root: true })
 
 const KiB = 1024
 
@@ -70,6 +71,8 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
   let clientKey: string
   let knownHosts: string
   let clusterKey: string
+  /** host a's real dockerd, its daemon.json, pid file and socket under a's root */
+  let dockerd: Dockerd
 
   function inventory (overrides: { clusterKeyFile?: string, a?: Record<string, unknown>, logLevel?: string } = {}): Record<string, unknown> {
     return {
@@ -123,6 +126,8 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
     const [a, b] = hosts as [TestHost, TestHost]
     await mkdir(join(a.root, 'etc/docker'), { recursive: true })
     await writeFile(join(a.root, 'etc/docker/daemon.json'), JSON.stringify({ 'log-driver': 'json-file', debug: true, 'registry-mirrors': ['https://mirror.example.com'] }, null, 2), { mode: 0o640 })
+    await mkdir(join(a.root, 'var/run'), { recursive: true })
+    dockerd = await startDockerd(join(dir, 'dockerd-a'), null, { configFile: join(a.root, 'etc/docker/daemon.json'), pidFile: join(a.root, 'var/run/docker.pid'), socket: join(a.root, 'var/run/docker.sock') })
     await mkdir(join(b.root, 'etc/containerd'), { recursive: true })
     await writeFile(join(b.root, 'etc/containerd/config.toml'), 'version = 2\n')
     inventoryFile = join(dir, 'inventory.yaml')
@@ -138,6 +143,7 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
       await run('sh', ['-c', `pid=$(cat ${pidFile} 2>/dev/null); [ -x ${supervise} ] && ${supervise} stop ${pidFile} /dev/null; [ -n "$pid" ] && kill -KILL -- "-$pid" 2>/dev/null; true`], { timeoutMs: 30_000 }).catch(() => {})
       await h.sshd.stop().catch(() => {})
     }
+    await dockerd?.stop()
     await supernode?.proc.stop()
     await registry?.stop()
     await removeTestDir(dir)
@@ -173,6 +179,9 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
     const daemonJson = JSON.parse(await readFile(join(a.root, 'etc/docker/daemon.json'), 'utf8')) as Record<string, unknown>
     expect(daemonJson).toEqual({ 'log-driver': 'json-file', debug: true, 'registry-mirrors': [`http://${a.listen}`, 'https://mirror.example.com'] })
     expect((await stat(join(a.root, 'etc/docker/daemon.json'))).mode & 0o777).toBe(0o640)
+    // and the running dockerd took it (SIGHUP), as docker info reports it
+    expect(res.stdout).toMatch(/a: changed: .*reloaded dockerd/)
+    expect(await dockerd.mirrors()).toContain(`http://${a.listen}/`)
     const hostsToml = await readFile(join(b.root, `etc/containerd/certs.d/${new URL(registry.url).host}/hosts.toml`), 'utf8')
     expect(hostsToml).toContain(`server = "${registry.url}"`)
     expect(hostsToml).toContain(`[host."http://${b.listen}"]`)
@@ -246,6 +255,30 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
     expect(fixed.stdout).toMatch(/ok {3}pull: pulled shoal\/gate:1 through the mirror, digests checked; bytes by source: /)
     expect(fixed.stdout).toMatch(/ok {3}peer: a's P2P port 127\.0\.0\.1:\d+ is reachable/)
     expect(fixed.stdout).toMatch(/b: every link works/)
+  })
+
+  it('doctor names a dockerd that does not use the mirror, from docker info, not the file', async () => {
+    const [a] = hosts as [TestHost]
+    const ok = await dfctl(['doctor', '-i', inventoryFile, '--host', 'a'])
+    expect(ok.stdout).toMatch(/ok {3}dockerd: docker info lists the mirror/)
+    // something else rewrites daemon.json without the mirror and reloads dockerd: the file and dockerd agree, pulls bypass Shoal
+    const file = join(a.root, 'etc/docker/daemon.json')
+    await writeFile(file, JSON.stringify({ 'log-driver': 'json-file', debug: true, 'registry-mirrors': ['https://mirror.example.com'] }, null, 2))
+    process.kill(Number(await readFile(join(a.root, 'var/run/docker.pid'), 'utf8')), 'SIGHUP')
+    const deadline = Date.now() + 10_000
+    while ((await dockerd.mirrors()).includes(`http://${a.listen}/`) && Date.now() < deadline) {
+      await new Promise(resolve => setTimeout(resolve, 200))
+    }
+    const res = await dfctl(['doctor', '-i', inventoryFile, '--host', 'a'])
+    expect(res.code).toBe(1)
+    expect(res.stdout).toMatch(/FAIL dockerd: dockerd is not using the mirror: docker info lists registry mirrors \[https:\/\/mirror\.example\.com\/\]/)
+    expect(res.stdout).toMatch(/a: the first broken link is dockerd/)
+    const status = await dfctl(['status', '-i', inventoryFile, '--hosts', 'a'])
+    expect(status.stdout).toMatch(/dockerd:NO/)
+    // the rollout puts it back
+    const again = await dfctl(['rollout', '-i', inventoryFile, '--hosts', 'a'])
+    expect(again.code, again.stdout).toBe(0)
+    expect(await dockerd.mirrors()).toContain(`http://${a.listen}/`)
   })
 
   it('doctor names a wrong cluster key', async () => {

@@ -11,16 +11,28 @@ export interface Dockerd {
   pull(ref: string): Promise<string>
   /** `docker login server` with the password on stdin; the credentials stay in this dockerd's own client config. */
   login(server: string, user: string, password: string): Promise<string>
+  /** The registry mirrors the running dockerd uses (`docker info`), not its config file's. */
+  mirrors(): Promise<string[]>
   /** `docker image inspect --format {{.Id}}` */
   imageId(ref: string): Promise<string>
   stop(): Promise<void>
 }
 
+export interface DockerdOptions {
+  /** Its daemon.json (`--config-file`), where the mirror is then set instead of by flag. */
+  configFile?: string
+  /** @default <dir>/docker.pid */
+  pidFile?: string
+  /** @default <dir>/docker.sock */
+  socket?: string
+}
+
 /**
  * A real dockerd (Debian's docker.io) that can pull but run nothing: vfs storage, no
- * iptables, no bridge, and every path of its own, so several run side by side.
+ * iptables, no bridge, and every path of its own, so several run side by side. Its
+ * registry mirror is `mirror`, or whatever its `configFile` says when `mirror` is null.
  */
-export async function startDockerd (dir: string, mirror: string): Promise<Dockerd> {
+export async function startDockerd (dir: string, mirror: string | null, options: DockerdOptions = {}): Promise<Dockerd> {
   const dockerdBin = which('dockerd')
   if (dockerdBin == null) {
     throw new Error('dockerd is not installed')
@@ -33,7 +45,7 @@ export async function startDockerd (dir: string, mirror: string): Promise<Docker
   await mkdir(dir, { recursive: true })
   // the exec root holds containerd's socket path, which must stay short
   const execRoot = `/tmp/shoal-dx-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
-  const socket = join(dir, 'docker.sock')
+  const socket = options.socket ?? join(dir, 'docker.sock')
   const { proc } = await startProcess({
     command: dockerdBin,
     args: [
@@ -43,9 +55,10 @@ export async function startDockerd (dir: string, mirror: string): Promise<Docker
       '--bridge=none',
       '--data-root', join(dir, 'data'),
       '--exec-root', execRoot,
-      '--pidfile', join(dir, 'docker.pid'),
+      '--pidfile', options.pidFile ?? join(dir, 'docker.pid'),
       '-H', `unix://${socket}`,
-      '--registry-mirror', mirror
+      ...(mirror != null ? ['--registry-mirror', mirror] : []),
+      ...(options.configFile != null ? ['--config-file', options.configFile] : [])
     ],
     logFile: join(dir, 'dockerd.log'),
     ready: (line) => line.includes('API listen on') ? true : undefined,
@@ -65,6 +78,7 @@ export async function startDockerd (dir: string, mirror: string): Promise<Docker
     proc,
     pull: async (ref) => docker(['pull', ref]),
     login: async (server, user, password) => docker(['login', '--username', user, '--password-stdin', server], password),
+    mirrors: async () => (JSON.parse(await docker(['info', '--format', '{{json .RegistryConfig.Mirrors}}'])) as string[] | null) ?? [],
     imageId: async (ref) => (await docker(['image', 'inspect', '--format', '{{.Id}}', ref])).trim(),
     async stop () {
       await proc.stop(15_000)
