@@ -16,6 +16,7 @@ import { BINARIES, makeTestDir, removeTestDir, run } from '../harness/processes.
 import { freePort, startDockerRegistry, type Registry } from '../harness/registry.ts'
 import { requireReal } from '../harness/require-binary.ts'
 import { sshKeygen, startSshd, type SshHost } from '../harness/sshd.ts'
+import { startTokenServer, type TokenServer } from '../harness/token-server.ts'
 import { startSupernode, type SupernodeHandle } from '../harness/swarm.ts'
 
 const skip = requireReal({ binaries: ['sshd', 'ssh', 'ssh-keygen', 'docker-registry', 'dockerd', 'containerd', 'curl'], root: true })
@@ -63,6 +64,9 @@ async function healthy (listen: string): Promise<boolean> {
 describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd hosts${skip != null ? ` (skipped: ${skip})` : ''}`, () => {
   let dir: string
   let registry: Registry
+  /** a registry that asks for a token even for public images, as Docker Hub does */
+  let hub: Registry
+  let tokens: TokenServer
   let supernode: SupernodeHandle
   let snP2p: string
   const hosts: TestHost[] = []
@@ -74,13 +78,13 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
   /** host a's real dockerd, its daemon.json, pid file and socket under a's root */
   let dockerd: Dockerd
 
-  function inventory (overrides: { clusterKeyFile?: string, a?: Record<string, unknown>, logLevel?: string } = {}): Record<string, unknown> {
+  function inventory (overrides: { clusterKeyFile?: string, a?: Record<string, unknown>, logLevel?: string, gateImage?: string } = {}): Record<string, unknown> {
     return {
       clusterKeyFile: overrides.clusterKeyFile ?? clusterKey,
       supernodes: [snP2p],
       bundle,
       daemon: { registry: registry.url, p2pListen: ['/ip4/127.0.0.1/tcp/0'], logLevel: overrides.logLevel ?? 'info' },
-      gate: { image: 'shoal/gate:1', timeout: 60_000 },
+      gate: { image: overrides.gateImage ?? 'shoal/gate:1', timeout: 60_000 },
       groups: { all: ['a', 'b'] },
       hosts: hosts.map(h => ({
         name: h.name,
@@ -108,10 +112,19 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
     await mkdir(join(dir, 'image'))
     const image = await generateImage(join(dir, 'image'), 'shoal/gate', '1', [64 * KiB, 32 * KiB])
     await registry.push(image)
+    await mkdir(join(dir, 'hub'))
+    tokens = await startTokenServer(join(dir, 'hub'), { users: {}, anonymous: ['shoal/public'] })
+    const t = tokens
+    hub = await startDockerRegistry(join(dir, 'hub'), {
+      token: { realm: t.realm, service: t.service, issuer: t.issuer, rootCertBundle: t.certFile },
+      pushAuthorization: (name) => `Bearer ${t.mint('pusher', [{ type: 'repository', name, actions: ['pull', 'push'] }])}`
+    })
+    await mkdir(join(dir, 'image-public'))
+    await hub.push(await generateImage(join(dir, 'image-public'), 'shoal/public', '1', [16 * KiB]))
     clusterKey = join(dir, 'cluster.key')
     await writeClusterKeyFile(clusterKey)
     snP2p = `/ip4/127.0.0.1/tcp/${await freePort()}`
-    supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [registry.url], clusterKey, p2pListen: snP2p })
+    supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [registry.url, hub.url], clusterKey, p2pListen: snP2p })
     clientKey = await sshKeygen(join(dir, 'id_ed25519'))
     knownHosts = join(dir, 'known_hosts')
     let known = ''
@@ -146,6 +159,8 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
     await dockerd?.stop()
     await supernode?.proc.stop()
     await registry?.stop()
+    await hub?.stop()
+    await tokens?.stop()
     await removeTestDir(dir)
   })
 
@@ -293,6 +308,18 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
     expect(res.code).toBe(1)
     expect(res.stdout).toMatch(/FAIL supernode: the supernode \/ip4\/127\.0\.0\.1\/tcp\/\d+ accepts TCP from this host but drops the daemon's connection: the cluster key differs/)
     expect(res.stdout).toMatch(/b: the first broken link is supernode/)
+  })
+
+  it('the gate pulls from a registry that asks for a token even for public images, as Docker Hub does', async () => {
+    const file = join(dir, 'inventory-hub.yaml')
+    await writeFile(file, stringify(inventory({ a: { registry: hub.url }, gateImage: 'shoal/public:1' })))
+    const res = await dfctl(['rollout', '-i', file, '--hosts', 'a'])
+    expect(res.code, res.stdout + res.stderr).toBe(0)
+    expect(res.stdout).toMatch(/a: changed: .*gate: healthy, pulled shoal\/public:1 through the mirror \(2 blobs/)
+    expect(tokens.issued).toContain('')
+    // back to the shared registry for whatever runs next
+    const back = await dfctl(['rollout', '-i', inventoryFile, '--hosts', 'a'])
+    expect(back.code, back.stdout).toBe(0)
   })
 
   it('rejects a bad inventory naming the line and the field', async () => {

@@ -26,6 +26,8 @@ export interface Access { type: string, name: string, actions: string[] }
 export interface TokenServerOptions {
   /** user → password and the repositories the user may pull from */
   users: Record<string, { password: string, repositories: string[] }>
+  /** Repositories anyone may pull with an anonymous token, as Docker Hub's public images. @default none */
+  anonymous?: string[]
   service?: string
   issuer?: string
 }
@@ -36,7 +38,7 @@ const b64url = (data: Buffer | string): string => Buffer.from(data).toString('ba
  * A small Docker registry token server (distribution's token auth): Basic credentials
  * in, an RS256 JWT out, signed by a key whose self-signed certificate rides in the `x5c`
  * header and is the registry's `rootcertbundle`. It grants `pull` on the repositories a
- * user may read, and nothing to anyone else.
+ * user may read, on the `anonymous` ones to anyone, and nothing else.
  */
 export async function startTokenServer (dir: string, options: TokenServerOptions): Promise<TokenServer> {
   const keyFile = join(dir, 'token.key')
@@ -79,7 +81,8 @@ export async function startTokenServer (dir: string, options: TokenServerOptions
     const access: Access[] = []
     for (const scope of url.searchParams.getAll('scope')) {
       const [type, name, actions] = scope.split(':')
-      if (type === 'repository' && name != null && user !== '' && options.users[user]?.repositories.includes(name) === true) {
+      const mayRead = user !== '' ? options.users[user]?.repositories.includes(name ?? '') === true : (options.anonymous ?? []).includes(name ?? '')
+      if (type === 'repository' && name != null && mayRead) {
         const granted = (actions ?? '').split(',').filter(a => a === 'pull')
         if (granted.length > 0) {
           access.push({ type, name, actions: granted })
