@@ -1,5 +1,5 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadInventory, selectHosts } from '../src/inventory/index.ts'
@@ -25,7 +25,7 @@ hosts:
     runtimes: [dockerd, containerd]
   - name: web-2
     address: 10.0.3.12
-    ssh: { key: id_ed25519, port: 2222 }
+    ssh: { key: ~/.ssh/shoal_ed25519, port: 2222 }
     labels: { rack: r8 }
     daemon: { listen: 127.0.0.1:7001 }
   - name: db-1
@@ -50,6 +50,7 @@ describe('inventory', () => {
     const [web1, web2] = inv.hosts
     expect(inv.clusterKeyFile).toBe(join(dir, 'cluster.key'))
     expect(web1).toMatchObject({ name: 'web-1', address: '10.0.3.11', ssh: { user: 'root', port: 22, key: join(dir, 'id_ed25519') }, idc: 'fra1', location: 'eu|fra|rack7', labels: { rack: 'r7' }, runtimes: ['dockerd', 'containerd'], daemonApi: 'http://10.0.3.11:65001', groups: ['web'] })
+    expect(web2?.ssh.key).toBe(join(homedir(), '.ssh/shoal_ed25519'))
     expect(web2?.daemonApi).toBe('http://10.0.3.12:7001')
     expect(web2?.daemon.listen).toBe('127.0.0.1:7001')
     expect(web2?.daemon.registry).toBe('https://registry-1.docker.io')
@@ -66,7 +67,7 @@ describe('inventory', () => {
   })
 
   it('names a group member that is not a host, and a missing ssh key', async () => {
-    const bad = VALID.replace('web: [web-1, web-2]', 'web: [web-1, web-9]').replace('    ssh: { key: id_ed25519, port: 2222 }\n', '')
+    const bad = VALID.replace('web: [web-1, web-2]', 'web: [web-1, web-9]').replace('    ssh: { key: ~/.ssh/shoal_ed25519, port: 2222 }\n', '')
     const err = await load(bad).then(() => null, (e: Error) => e)
     expect(err?.message).toMatch(/:9:\d+: groups\.web\[1\]: no host named web-9/)
     expect(err?.message).toMatch(/hosts\[1\]\.ssh: ssh\.key is required for the ssh executor/)

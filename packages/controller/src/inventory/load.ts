@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises'
-import { dirname, isAbsolute, resolve } from 'node:path'
+import { homedir } from 'node:os'
+import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { isNode, LineCounter, parseDocument, type Document } from 'yaml'
 import { DEFAULT_DAEMON_LISTEN } from '../constants.ts'
 import { InventoryError } from '../errors.ts'
@@ -66,7 +67,8 @@ function describe (file: string, doc: Document, counter: LineCounter, issue: z.c
   return `${where}: ${field(path) || '(top level)'}: ${issue.message}`
 }
 
-const abs = (base: string, p: string): string => isAbsolute(p) ? p : resolve(base, p)
+/** A path of the inventory: ~/ is the user's home, a relative path is relative to the inventory file. */
+const abs = (base: string, p: string): string => p === '~' || p.startsWith('~/') ? join(homedir(), p.slice(1)) : isAbsolute(p) ? p : resolve(base, p)
 
 /** The daemon's API URL: its listen port on the host's address (loopback listeners are reached over SSH instead, see fleet/). */
 function daemonApiOf (address: string, daemon: Record<string, unknown>): string {
