@@ -144,7 +144,7 @@ export class Upstreams {
     const upstream = this.byKey.get(keyOf(ns))
     if (upstream == null) {
       const host = ns.slice(0, 256)
-      throw new UnknownUpstreamError(host, `registry ${JSON.stringify(host)} is not an upstream of this mirror (configured: ${[...this.byKey.values()].map(u => u.name).join(', ')})`)
+      throw new UnknownUpstreamError(host, `registry ${JSON.stringify(host)} is not an upstream of this mirror (configured: ${this.list().map(u => u.name).join(', ')})`)
     }
     return upstream
   }
