@@ -4,7 +4,7 @@
  * (one serving TLS with a CA of its own, given to the daemon as caFile and to the
  * supernode as --source-tls; one requiring htpasswd credentials that only the daemon
  * holds; a third with token auth, whose Bearer challenge the daemon answers with its own
- * credentials), a supernode, one daemon, and a real containerd whose `ctr` pulls both through
+ * credentials), a supernode, one daemon, and a real containerd whose `ctr` pulls each through
  * hosts.toml, so the mirror is asked with `?ns=<registry>`. Each pull must get its own
  * registry's content, and a registry the mirror does not know gets a 404.
  */

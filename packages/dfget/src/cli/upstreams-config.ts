@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises'
 import { configSchemas, InvalidConfigError } from '@shoal/core'
 import { z } from 'zod'
-import { isUpstreamName, type UpstreamInit } from '../mirror/upstreams.ts'
+import { DOCKER_HUB_KEY } from '../mirror/constants.ts'
+import { isUpstreamName, upstreamKey, type UpstreamInit } from '../mirror/upstreams.ts'
 
 /** One `upstreams:` entry of the daemon's config file. */
 const upstreamSchema = z.object({
@@ -31,7 +32,16 @@ export const upstreamsSchema = z.preprocess(v => {
       return eq > 0 ? { name: e.slice(0, eq), url: e.slice(eq + 1) } : { name: e, url: '' }
     })
     : list
-}, z.array(upstreamSchema).max(256)).default([])
+}, z.array(upstreamSchema).max(256).superRefine((list, ctx) => {
+  const seen = new Set<string>()
+  for (const [i, u] of list.entries()) {
+    const key = upstreamKey(u.name)
+    if (seen.has(key)) {
+      ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `${u.name} is configured twice${key === DOCKER_HUB_KEY ? ' (docker.io, index.docker.io and registry-1.docker.io are one registry)' : ''}` })
+    }
+    seen.add(key)
+  }
+})).default([])
 
 /**
  * The upstreams as the daemon takes them: CA files read.

@@ -52,7 +52,7 @@ export interface UpstreamsInit {
 const NAME_RE = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/
 
 /** The key an upstream is found under: its name in lower case, Docker Hub's names as one. */
-function keyOf (name: string): string {
+export function upstreamKey (name: string): string {
   const lower = name.trim().toLowerCase()
   return DOCKER_HUB_NAMES.has(lower) ? DOCKER_HUB_KEY : lower
 }
@@ -84,14 +84,14 @@ export class Upstreams {
   constructor (init: UpstreamsInit) {
     const connectTimeout = init.connectTimeout ?? DEFAULT_AUTH_TIMEOUT
     const registry = parseUrl(init.registry, '--registry')
-    this.defaultKey = keyOf(registry.host)
+    this.defaultKey = upstreamKey(registry.host)
     const seen = new Set<string>()
     for (const [i, entry] of (init.upstreams ?? []).entries()) {
       const field = `upstreams.${i}`
       if (!isUpstreamName(entry.name)) {
         throw new InvalidConfigError(`${field}.name: ${JSON.stringify(entry.name.slice(0, 256))} is not a registry host (host or host:port, as image references name it)`)
       }
-      const key = keyOf(entry.name)
+      const key = upstreamKey(entry.name)
       if (seen.has(key)) {
         throw new InvalidConfigError(`${field}.name: ${entry.name} is configured twice${key === DOCKER_HUB_KEY ? ' (docker.io, index.docker.io and registry-1.docker.io are one registry)' : ''}`)
       }
@@ -116,7 +116,7 @@ export class Upstreams {
       ...(entry.username != null && entry.password != null ? { credentials: { username: entry.username, password: entry.password } } : {}),
       ...(ca != null ? { ca } : {}),
       insecureSkipVerify,
-      dockerHub: keyOf(name) === DOCKER_HUB_KEY,
+      dockerHub: upstreamKey(name) === DOCKER_HUB_KEY,
       dispatcher: new Agent({
         connect: { timeout: connectTimeout, ...(ca != null ? { ca } : {}), ...(insecureSkipVerify ? { rejectUnauthorized: false } : {}) }
       })
@@ -141,7 +141,7 @@ export class Upstreams {
     if (ns == null || ns === '') {
       return this.default
     }
-    const upstream = this.byKey.get(keyOf(ns))
+    const upstream = this.byKey.get(upstreamKey(ns))
     if (upstream == null) {
       const host = ns.slice(0, 256)
       throw new UnknownUpstreamError(host, `registry ${JSON.stringify(host)} is not an upstream of this mirror (configured: ${this.list().map(u => u.name).join(', ')})`)
