@@ -80,7 +80,7 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, _ini
       handler: async (ctx) => {
         const target = await upstreamRequest(ctx, components)
         await proxyToUpstream(ctx, {
-          upstream: target.url,
+          target: target.url,
           source: components.source,
           ...(target.authorization != null ? { authorization: target.authorization } : {}),
           // the daemon's own token was refused (revoked, expired early): learn afresh, once

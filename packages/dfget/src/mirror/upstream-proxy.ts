@@ -11,8 +11,8 @@ const FORWARD_RESPONSE = [
 ]
 
 export interface ProxyOptions {
-  /** The upstream URL to ask (the mirror request's path on the upstream its `?ns=` names). */
-  upstream: string
+  /** The whole upstream URL to ask: the mirror request's path on the upstream its `?ns=` names, `?ns=` dropped. */
+  target: string
   /** Sent instead of the client's Authorization (the client's own, or the daemon's). @default the client's */
   authorization?: string
   /** After a 401 to `authorization`, gives a fresh one to try once more. @default none: the 401 goes to the client */
@@ -41,7 +41,7 @@ export async function proxyToUpstream (ctx: RouteContext, options: ProxyOptions)
 
   let upstream: SourceResponse
   try {
-    const ask = async (): Promise<SourceResponse> => options.source.fetch(options.upstream, { method: req.method === 'HEAD' ? 'HEAD' : 'GET', headers, signal })
+    const ask = async (): Promise<SourceResponse> => options.source.fetch(options.target, { method: req.method === 'HEAD' ? 'HEAD' : 'GET', headers, signal })
     upstream = await ask()
     if (upstream.statusCode === 401 && options.reauthorize != null) {
       await upstream.dump()
@@ -61,7 +61,7 @@ export async function proxyToUpstream (ctx: RouteContext, options: ProxyOptions)
     if (err instanceof SourceTooLargeError) {
       throw new HttpError(502, 'UNAVAILABLE', err.message)
     }
-    throw new HttpError(502, 'UNAVAILABLE', `upstream registry ${options.upstream} unreachable: ${(err as Error).message}`)
+    throw new HttpError(502, 'UNAVAILABLE', `upstream registry ${new URL(options.target).host} unreachable: ${(err as Error).message}`)
   }
 
   const out: Record<string, string | string[]> = {}
