@@ -13,6 +13,7 @@ import { openBreakersGauge, SupernodeBreaker } from './download/supernode-breake
 import { SupernodeRing } from './download/supernode-ring.ts'
 import { DfgetMetrics } from './metrics.ts'
 import { BlobAuthorizer, type SourceHead } from './mirror/blob-authorizer.ts'
+import { ManifestCache } from './mirror/manifest-cache.ts'
 import { registryErrorBody, registryMirrorRoutes } from './mirror/registry-mirror.ts'
 import { SupernodeClient } from './supernode-client.ts'
 import type { Registry } from 'prom-client'
@@ -204,7 +205,7 @@ export class Daemon {
     this.http = await startHttpServer(this.init.listen, createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),
       ...daemonApiRoutes(shared),
-      ...registryMirrorRoutes({ ...shared, logger }, { upstream: this.init.registry })
+      ...registryMirrorRoutes({ ...shared, logger, manifests: new ManifestCache({ source, metrics, logger }) }, { upstream: this.init.registry })
     ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }), {
       allowedHosts: this.init.allowedHosts ?? [],
       allowedHostsHint: 'start the daemon with --allowed-host <name>',

@@ -1,8 +1,14 @@
-import { HttpError, InvalidDigestError, parseDigest, SourceRefusedError, type ComponentLogger, type Logger, type PieceStore, type Route, type RouteContext, type SourceClient } from '@shoal/core'
+import { HttpError, SourceRefusedError, type ComponentLogger, type Logger, type PieceStore, type Route, type RouteContext, type SourceClient } from '@shoal/core'
 import { sendDenial, type BlobAuthorizer, type CheckOptions } from './blob-authorizer.ts'
+import { sendBlobHead } from './blob-head.ts'
+import { sendBlobRange } from './blob-range.ts'
+import { MANIFEST_MEDIA_TYPES } from './constants.ts'
+import { checkDigest, checkName, parseReference } from './oci-request.ts'
+import { parseRange } from './range.ts'
 import { sendDownload } from './send-download.ts'
 import { proxyToUpstream } from './upstream-proxy.ts'
 import { AuthorizationUnavailableError } from '../errors.ts'
+import type { ManifestCache, CachedManifest } from './manifest-cache.ts'
 import type { DownloadManager } from '../download/download-manager.ts'
 import type { DfgetMetrics } from '../metrics.ts'
 
@@ -18,70 +24,138 @@ export interface RegistryMirrorComponents {
   source: Pick<SourceClient, 'fetch' | 'check'>
   metrics: DfgetMetrics
   logger: ComponentLogger
-  /** Asked before any blob byte is served. */
-  authorizer: Pick<BlobAuthorizer, 'check'>
+  /** Asked before any blob byte or cached manifest is served. */
+  authorizer: Pick<BlobAuthorizer, 'check' | 'allow'>
+  /** Manifests by digest, verified and held. */
+  manifests: Pick<ManifestCache, 'get' | 'fetch'>
 }
-
-/** An OCI repository name (distribution spec), such as `library/alpine`. */
-const NAME_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/
 
 /** Registry error bodies, as the distribution spec has them. */
 export const registryErrorBody = (err: HttpError): unknown => ({ errors: [{ code: err.code, message: err.message, detail: err.detail ?? null }] })
 
+const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' }
+
 /**
- * The registry mirror the container runtime pulls through. Blob GETs go through the
- * swarm; everything else a pull needs (`/v2/`, manifests, token challenges) passes
- * through to the upstream registry unchanged. Writes are refused: this is a mirror.
- * No blob byte is served before the upstream said this client may read that blob in
- * that repository.
+ * The registry mirror the container runtime pulls through: the pull side of the OCI
+ * Distribution API. Names, digests, tags and ranges are checked here first (a 4xx with
+ * the spec's error code, whatever the upstream would make of them). Blobs (GET, Range,
+ * HEAD) come from this host's store or the swarm; manifests by digest are held once
+ * verified; `/v2/`, manifests by tag and the rest pass through to the upstream. Writes
+ * get a 405: this is a mirror. No blob byte or cached manifest is served before the
+ * upstream said this client may read it in that repository.
  */
 export function registryMirrorRoutes (components: RegistryMirrorComponents, init: RegistryMirrorInit): Route[] {
   const log: Logger = components.logger.forComponent('shoal:dfget:mirror')
-  const proxy = { upstream: init.upstream, source: components.source }
+  // the one place that says which upstream a request is for
+  const upstreamOf = (_ctx: RouteContext): string => init.upstream
 
   return [
     {
-      methods: ['GET'],
+      methods: ['GET', 'HEAD'],
       pattern: /^\/v2\/(?<name>.+)\/blobs\/(?<digest>[^/]+)$/,
       handler: async (ctx) => {
-        const name = ctx.params.name ?? ''
-        const digest = ctx.params.digest ?? ''
-        if (!NAME_RE.test(name)) {
-          throw new HttpError(400, 'NAME_INVALID', `invalid repository name ${JSON.stringify(name.slice(0, 256))}`)
-        }
-        try {
-          parseDigest(digest)
-        } catch (err) {
-          if (err instanceof InvalidDigestError) {
-            throw new HttpError(400, 'DIGEST_INVALID', err.message)
-          }
-          throw err
-        }
-        const authorization = ctx.req.headers.authorization
-        const url = `${init.upstream}/v2/${name}/blobs/${digest}`
+        const name = checkName(ctx.params.name ?? '')
+        const digest = checkDigest(ctx.params.digest ?? '')
+        const range = ctx.req.method === 'GET' ? parseRange(ctx.req.headers.range) : { kind: 'none' as const }
+        const url = `${upstreamOf(ctx)}/v2/${name}/blobs/${digest}`
+        const headers = clientHeaders(ctx, ['authorization'])
         // before anything else: the content may be on disk, on its way for another
         // client or coming from peers, and none of it is this client's unless the
         // upstream says so
-        if (!await authorize(ctx, components.authorizer, url, authorization != null ? { authorization } : {})) {
+        if (!await authorize(ctx, components.authorizer, url, headers)) {
           return
         }
-        log.debug({ name, digest }, 'blob through the swarm')
-        await sendDownload(ctx, components, {
-          url,
-          digest,
-          ...(authorization != null ? { headers: { authorization } } : {})
-        }, {
-          'docker-content-digest': digest,
-          'docker-distribution-api-version': 'registry/2.0'
-        })
+        const out = { ...API_VERSION, 'docker-content-digest': digest, 'accept-ranges': 'bytes' }
+        if (ctx.req.method === 'HEAD') {
+          await sendBlobHead(ctx, components, { url, digest, headers }, out)
+          return
+        }
+        const request = { url, digest, ...(headers.authorization != null ? { headers } : {}) }
+        log.debug({ name, digest, range: range.kind }, 'blob through the swarm')
+        if (range.kind === 'from' || range.kind === 'suffix') {
+          await sendBlobRange(ctx, components, request, range, out)
+        } else {
+          await sendDownload(ctx, components, request, out)
+        }
       }
     },
     {
       methods: ['GET', 'HEAD'],
+      pattern: /^\/v2\/(?<name>.+)\/manifests\/(?<reference>[^/]+)$/,
+      handler: async (ctx) => {
+        const name = checkName(ctx.params.name ?? '')
+        const reference = parseReference(ctx.params.reference ?? '')
+        if (reference.kind === 'tag') {
+          // tags move: always resolved upstream, with the client's Accept
+          await proxyToUpstream(ctx, { upstream: upstreamOf(ctx), source: components.source })
+          return
+        }
+        await sendManifestByDigest(ctx, components, `${upstreamOf(ctx)}/v2/${name}/manifests/${reference.digest}`, reference.digest)
+      }
+    },
+    {
+      methods: ['GET', 'HEAD'],
+      pattern: /^\/v2\/(?<name>.+)\/(?:tags\/list|referrers\/[^/]+)$/,
+      handler: async (ctx) => {
+        checkName(ctx.params.name ?? '')
+        await proxyToUpstream(ctx, { upstream: upstreamOf(ctx), source: components.source })
+      }
+    },
+    {
+      // /v2/ (the API check and the token challenge) and anything else a client reads
+      methods: ['GET', 'HEAD'],
       pattern: /^\/v2(\/.*)?$/,
-      handler: async (ctx) => { await proxyToUpstream(ctx, proxy) }
+      handler: async (ctx) => { await proxyToUpstream(ctx, { upstream: upstreamOf(ctx), source: components.source }) }
     }
   ]
+}
+
+/**
+ * A manifest by digest: immutable, so held once verified. A held one is served after
+ * the same authorization check as a blob; one not held is fetched with the client's own
+ * headers, and that answer is the check.
+ */
+async function sendManifestByDigest (ctx: RouteContext, components: RegistryMirrorComponents, url: string, digest: string): Promise<void> {
+  const headers = clientHeaders(ctx, ['authorization', 'accept'])
+  headers.accept ??= MANIFEST_MEDIA_TYPES.join(', ')
+  let manifest = components.manifests.get(digest)
+  if (manifest != null) {
+    if (!await authorize(ctx, components.authorizer, url, headers)) {
+      return
+    }
+  } else {
+    const fetched = await components.manifests.fetch(url, digest, headers, { signal: ctx.signal })
+    if ('denial' in fetched) {
+      sendDenial(ctx.res, fetched.denial)
+      return
+    }
+    manifest = fetched.manifest
+    components.authorizer.allow(url, headers)
+  }
+  sendManifest(ctx, manifest)
+}
+
+function sendManifest (ctx: RouteContext, manifest: CachedManifest): void {
+  ctx.res.writeHead(200, {
+    ...API_VERSION,
+    'content-type': manifest.contentType,
+    'content-length': String(manifest.body.byteLength),
+    'docker-content-digest': manifest.digest,
+    etag: `"${manifest.digest}"`
+  })
+  ctx.res.end(ctx.req.method === 'HEAD' ? undefined : manifest.body)
+}
+
+/** The client's headers of these names that the upstream should see. */
+function clientHeaders (ctx: RouteContext, names: string[]): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const name of names) {
+    const value = ctx.req.headers[name]
+    if (typeof value === 'string') {
+      out[name] = value
+    }
+  }
+  return out
 }
 
 /**
