@@ -97,7 +97,7 @@ describe('OCI pull API of the mirror', () => {
     await file.close()
 
     let received = Buffer.alloc(0)
-    let failed = false
+    let failed: boolean
     try {
       const res = await request(`${a.url}${path}`, { headers: { range: `bytes=${PIECE}-${PIECE + 9}` }, signal: AbortSignal.timeout(10_000) })
       received = Buffer.from(await res.body.arrayBuffer())
