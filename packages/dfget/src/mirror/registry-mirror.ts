@@ -113,11 +113,12 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, init
 /**
  * A manifest by digest: immutable, so held once verified. A held one is served after
  * the same authorization check as a blob; one not held is fetched with the client's own
- * headers, and that answer is the check.
+ * credentials, and that answer is the check. The digest names the bytes whatever the
+ * client accepts, so the upstream is always asked with every manifest type accepted:
+ * one question per set of credentials, shared by clients that differ only in Accept.
  */
 async function sendManifestByDigest (ctx: RouteContext, components: RegistryMirrorComponents, url: string, digest: string): Promise<void> {
-  const headers = clientHeaders(ctx, ['authorization', 'accept'])
-  headers.accept ??= MANIFEST_MEDIA_TYPES.join(', ')
+  const headers = { ...clientHeaders(ctx, ['authorization']), accept: MANIFEST_MEDIA_TYPES.join(', ') }
   let manifest = components.manifests.get(digest)
   if (manifest != null) {
     if (!await authorize(ctx, components.authorizer, url, headers)) {
