@@ -231,7 +231,12 @@ describe.skipIf(skip != null)(`the OCI pull API through the mirror${skip != null
     for (const res of answers.filter((_, i) => i !== 8)) {
       expect(res.body.equals(manifest.manifest)).toBe(true)
     }
-    const reached = proxy.requests.filter(r => r.startsWith('GET ') || r.startsWith('HEAD ')).filter(r => r.includes(`/manifests/${manifest.manifestDigest}`))
-    expect(reached).toEqual([`GET ${path}`])
+    const reached = proxy.requests.filter(r => r.includes(`/manifests/${manifest.manifestDigest}`))
+    // the content once (the supernode's GET), and one authorization HEAD for these
+    // clients' credentials (none), as for a blob
+    expect(reached.filter(r => r.startsWith('GET '))).toEqual([`GET ${path}`])
+    expect(reached.filter(r => r.startsWith('HEAD '))).toEqual([`HEAD ${path}`])
+    const metrics = await scrape(`${daemon.url}/metrics`)
+    expect(sample(metrics, 'shoal_dfget_manifest_cache_total', { result: 'hit' })).toBeGreaterThanOrEqual(9)
   })
 })

@@ -205,7 +205,7 @@ export class Daemon {
     this.http = await startHttpServer(this.init.listen, createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),
       ...daemonApiRoutes(shared),
-      ...registryMirrorRoutes({ ...shared, logger, manifests: new ManifestCache({ source, metrics, logger }) }, { upstream: this.init.registry })
+      ...registryMirrorRoutes({ ...shared, logger, manifests: new ManifestCache({ metrics, logger }) }, { upstream: this.init.registry })
     ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }), {
       allowedHosts: this.init.allowedHosts ?? [],
       allowedHostsHint: 'start the daemon with --allowed-host <name>',

@@ -119,15 +119,6 @@ export class BlobAuthorizer {
     return raceSignal(pending, signal)
   }
 
-  /**
-   * Records that the client may read `url`, as a check would: for an answer the caller
-   * got from the upstream itself with the client's headers (a manifest GET that
-   * succeeded), so the next check need not ask again.
-   */
-  allow (url: string, headers: Record<string, string>): void {
-    this.cache.allow(authzKey(headers, url))
-  }
-
   private async ask (url: string, headers: Record<string, string>, key: string, redirectMeansYes: boolean): Promise<Denial | undefined> {
     const { metrics } = this.components
     const signal = AbortSignal.timeout(this.timeout)

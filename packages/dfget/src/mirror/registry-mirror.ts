@@ -8,6 +8,7 @@ import { parseRange } from './range.ts'
 import { sendDownload } from './send-download.ts'
 import { proxyToUpstream } from './upstream-proxy.ts'
 import { AuthorizationUnavailableError } from '../errors.ts'
+import { downloadManifest } from './manifest-download.ts'
 import type { ManifestCache, CachedManifest } from './manifest-cache.ts'
 import type { DownloadManager } from '../download/download-manager.ts'
 import type { DfgetMetrics } from '../metrics.ts'
@@ -24,10 +25,10 @@ export interface RegistryMirrorComponents {
   source: Pick<SourceClient, 'fetch' | 'check'>
   metrics: DfgetMetrics
   logger: ComponentLogger
-  /** Asked before any blob byte or cached manifest is served. */
-  authorizer: Pick<BlobAuthorizer, 'check' | 'allow'>
+  /** Asked before any blob byte or manifest by digest is served. */
+  authorizer: Pick<BlobAuthorizer, 'check'>
   /** Manifests by digest, verified and held. */
-  manifests: Pick<ManifestCache, 'get' | 'fetch'>
+  manifests: Pick<ManifestCache, 'get'>
 }
 
 /** Registry error bodies, as the distribution spec has them. */
@@ -40,7 +41,7 @@ const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' }
  * Distribution API. Names, digests, tags and ranges are checked here first (a 4xx with
  * the spec's error code, whatever the upstream would make of them). Blobs (GET, Range,
  * HEAD) come from this host's store or the swarm; manifests by digest are held once
- * verified; `/v2/`, manifests by tag and the rest pass through to the upstream. Writes
+ * verified (through the swarm too); `/v2/`, manifests by tag and the rest pass through to the upstream. Writes
  * get a 405: this is a mirror. No blob byte or cached manifest is served before the
  * upstream said this client may read it in that repository.
  */
@@ -111,28 +112,18 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, init
 }
 
 /**
- * A manifest by digest: immutable, so held once verified. A held one is served after
- * the same authorization check as a blob; one not held is fetched with the client's own
- * credentials, and that answer is the check. The digest names the bytes whatever the
- * client accepts, so the upstream is always asked with every manifest type accepted:
- * one question per set of credentials, shared by clients that differ only in Accept.
+ * A manifest by digest: immutable, so brought through the swarm once (like a blob) and
+ * held once verified; served after the same authorization check as a blob. The digest
+ * names the bytes whatever the client accepts, so the upstream is always asked with
+ * every manifest type accepted: one authorization question per set of credentials,
+ * shared by clients that differ only in Accept.
  */
 async function sendManifestByDigest (ctx: RouteContext, components: RegistryMirrorComponents, url: string, digest: string): Promise<void> {
   const headers = { ...clientHeaders(ctx, ['authorization']), accept: MANIFEST_MEDIA_TYPES.join(', ') }
-  let manifest = components.manifests.get(digest)
-  if (manifest != null) {
-    if (!await authorize(ctx, components.authorizer, url, headers)) {
-      return
-    }
-  } else {
-    const fetched = await components.manifests.fetch(url, digest, headers, { signal: ctx.signal })
-    if ('denial' in fetched) {
-      sendDenial(ctx.res, fetched.denial)
-      return
-    }
-    manifest = fetched.manifest
-    components.authorizer.allow(url, headers)
+  if (!await authorize(ctx, components.authorizer, url, headers)) {
+    return
   }
+  const manifest = await components.manifests.get(digest, async (options) => downloadManifest(components, { url, digest, headers }, options), { signal: ctx.signal })
   sendManifest(ctx, manifest)
 }
 
