@@ -2,11 +2,10 @@
  * The pull side of the OCI Distribution API through the mirror, with real parts: Debian's
  * docker-registry holding multi-platform images (an OCI index and a Docker manifest
  * list), a supernode and a daemon, pulled by a real dockerd (registry-mirrors) and by
- * containerd's ctr (hosts.toml); curl Range requests; HEADs; a batch of malformed
+ * containerd's ctr (hosts.toml) and skopeo (registries.conf); curl Range requests; HEADs; a batch of malformed
  * requests; manifests by digest from several clients.
  */
-import { readFile } from 'node:fs/promises'
-import { mkdtemp } from 'node:fs/promises'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -21,7 +20,7 @@ import { requireReal } from '../harness/require-binary.ts'
 import { startDaemon, startSupernode, type DaemonHandle, type SupernodeHandle } from '../harness/swarm.ts'
 
 const MiB = 1024 * 1024
-const skip = requireReal({ binaries: ['dockerd', 'docker-registry', 'containerd', 'ctr', 'curl'], root: true })
+const skip = requireReal({ binaries: ['dockerd', 'docker-registry', 'containerd', 'ctr', 'curl', 'skopeo'], root: true })
 
 interface CurlAnswer { status: number, headers: Record<string, string>, body: Buffer }
 
@@ -108,7 +107,13 @@ describe.skipIf(skip != null)(`the OCI pull API through the mirror${skip != null
     const before = await scrape(`${daemon.url}/metrics`)
     for (const image of [oci, list]) {
       const ref = `${registryHost}/${image.name}:${image.tag}`
-      await containerd.pull(ref)
+      const log = await containerd.pull(ref)
+      // ctr --debug logs every request it sends: all of them to the mirror, with ?ns=
+      const urls = log.split('\n').filter(l => l.includes('msg="do request"')).map(l => /url="([^"]+)"/.exec(l)?.[1])
+      expect(urls.length).toBeGreaterThanOrEqual(2 + amd64(image).layers.length)
+      for (const url of urls) {
+        expect(url).toMatch(new RegExp(`^${daemon.url}/v2/${image.name}/(manifests|blobs)/[^?]+\\?ns=${encodeURIComponent(registryHost)}$`))
+      }
       expect(await containerd.ctr(['images', 'ls', '-q'])).toContain(ref)
       const content = await containerd.ctr(['content', 'ls', '-q'])
       for (const blob of [...amd64(image).layers, amd64(image).config]) {
@@ -122,6 +127,32 @@ describe.skipIf(skip != null)(`the OCI pull API through the mirror${skip != null
     const after = await scrape(`${daemon.url}/metrics`)
     const served = sample(after, 'shoal_dfget_served_bytes_total') - sample(before, 'shoal_dfget_served_bytes_total')
     expect(served).toBeGreaterThanOrEqual(amd64(oci).layerBytes + amd64(list).layerBytes)
+  })
+
+  it('skopeo pulls through registries.conf [[registry.mirror]], as docs/runtimes.md has it', async () => {
+    const conf = join(dir, 'registries.conf')
+    await writeFile(conf, [
+      '[[registry]]',
+      `prefix = "${registryHost}"`,
+      `location = "${registryHost}"`,
+      'insecure = true',
+      '',
+      '[[registry.mirror]]',
+      `location = "${new URL(daemon.url).host}"`,
+      'insecure = true',
+      ''
+    ].join('\n'))
+    const before = sample(await scrape(`${daemon.url}/metrics`), 'shoal_dfget_served_bytes_total')
+    const out = join(dir, 'skopeo-out')
+    const res = await run('skopeo', ['--registries-conf', conf, '--debug', 'copy', '--override-arch', 'amd64', '--override-os', 'linux', `docker://${registryHost}/${oci.name}:${oci.tag}`, `dir:${out}`], { timeoutMs: 120_000 })
+    expect(res.code, res.stderr.slice(-2000)).toBe(0)
+    expect(res.stderr).toContain(`Trying to access \\"${new URL(daemon.url).host}/${oci.name}:${oci.tag}\\"`)
+    for (const layer of amd64(oci).layers) {
+      expect((await readFile(join(out, layer.digest.slice('sha256:'.length)))).byteLength).toBe(layer.size)
+      expect(blobGets(layer), `registry GETs of ${layer.digest}`).toBe(1)
+    }
+    const after = sample(await scrape(`${daemon.url}/metrics`), 'shoal_dfget_served_bytes_total')
+    expect(after - before).toBeGreaterThanOrEqual(amd64(oci).layerBytes)
   })
 
   it('answers curl -r with the exact bytes of the blob, 206, and 416 past the end', async () => {

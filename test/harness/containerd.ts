@@ -64,7 +64,7 @@ export async function startContainerd (dir: string): Promise<Containerd> {
     if (res.code !== 0) {
       throw new Error(`ctr ${args.join(' ')} failed (${res.code}): ${res.stderr || res.stdout}`)
     }
-    return res.stdout
+    return `${res.stdout}${res.stderr}`
   }
   return {
     socket,
@@ -80,7 +80,7 @@ export async function startContainerd (dir: string): Promise<Containerd> {
         ''
       ].join('\n'))
     },
-    pull: async (ref, platform = 'linux/amd64') => ctr(['images', 'pull', '--hosts-dir', hostsDir, '--snapshotter', 'native', '--platform', platform, ref]),
+    pull: async (ref, platform = 'linux/amd64') => ctr(['--debug', 'images', 'pull', '--hosts-dir', hostsDir, '--snapshotter', 'native', '--platform', platform, ref]),
     ctr,
     async stop () {
       await proc.stop(10_000)
