@@ -9,7 +9,7 @@ import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startContainerd, type Containerd } from '../harness/containerd.ts'
+import { startContainerd, writeHostsToml, type Containerd } from '../harness/containerd.ts'
 import { startCountingProxy, type CountingProxy } from '../harness/counting-proxy.ts'
 import { startDockerd, type Dockerd } from '../harness/dockerd.ts'
 import { generateMultiPlatformImage, type MultiPlatformImage, type Blob } from '../harness/image.ts'
@@ -56,6 +56,7 @@ describe.skipIf(skip != null)(`the OCI pull API through the mirror${skip != null
   let list: MultiPlatformImage
   /** The registry as image references name it (the counting proxy's host:port) */
   let registryHost: string
+  let hostsDir: string
 
   beforeAll(async () => {
     dir = await makeTestDir('oci')
@@ -66,7 +67,8 @@ describe.skipIf(skip != null)(`the OCI pull API through the mirror${skip != null
     daemon = await startDaemon({ dir, name: 'host-a', registry: proxy.url, supernode: supernode.url })
     dockerd = await startDockerd(join(dir, 'dockerd'), daemon.url)
     containerd = await startContainerd(join(dir, 'containerd'))
-    await containerd.addMirror(registryHost, proxy.url, daemon.url)
+    hostsDir = join(dir, 'certs.d')
+    await writeHostsToml(hostsDir, registryHost, daemon.url)
     oci = await generateMultiPlatformImage(await mkdtemp(join(dir, 'img-')), 'library/shoal-oci', 'v1', [2 * MiB + 123, MiB], { format: 'oci', architectures: ['amd64', 'arm64'] })
     list = await generateMultiPlatformImage(await mkdtemp(join(dir, 'img-')), 'library/shoal-list', 'v1', [MiB + 77], { format: 'docker', architectures: ['amd64', 'arm64'] })
     await pushMultiPlatformImage(registry.url, oci)
@@ -107,15 +109,15 @@ describe.skipIf(skip != null)(`the OCI pull API through the mirror${skip != null
     const before = await scrape(`${daemon.url}/metrics`)
     for (const image of [oci, list]) {
       const ref = `${registryHost}/${image.name}:${image.tag}`
-      const log = await containerd.pull(ref)
+      const log = await containerd.pull(ref, hostsDir, { debug: true })
       // ctr --debug logs every request it sends: all of them to the mirror, with ?ns=
       const urls = log.split('\n').filter(l => l.includes('msg="do request"')).map(l => /url="([^"]+)"/.exec(l)?.[1])
       expect(urls.length).toBeGreaterThanOrEqual(2 + amd64(image).layers.length)
       for (const url of urls) {
         expect(url).toMatch(new RegExp(`^${daemon.url}/v2/${image.name}/(manifests|blobs)/[^?]+\\?ns=${encodeURIComponent(registryHost)}$`))
       }
-      expect(await containerd.ctr(['images', 'ls', '-q'])).toContain(ref)
-      const content = await containerd.ctr(['content', 'ls', '-q'])
+      expect(await containerd.imageTarget(ref)).toBe(image.indexDigest)
+      const content = await containerd.contentDigests()
       for (const blob of [...amd64(image).layers, amd64(image).config]) {
         expect(content).toContain(blob.digest)
       }

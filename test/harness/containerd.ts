@@ -6,85 +6,93 @@ import { which } from './require-binary.ts'
 export interface Containerd {
   socket: string
   proc: ManagedProcess
-  /** Where `hosts.toml` files go: `<hostsDir>/<registry host[:port]>/hosts.toml` */
-  hostsDir: string
   /**
-   * Points pulls of `registry` (`host:port`, as image references name it) at `mirror`
-   * (the Shoal daemon's URL) for pull and resolve, with `server` as the fallback.
+   * `ctr images pull` with the registry hosts configured in `hostsDir`; rejects on
+   * failure with ctr's output. With `debug`, ctr logs every request it sends (on
+   * stderr, handed back after stdout).
    */
-  addMirror(registry: string, server: string, mirror: string): Promise<void>
-  /** `ctr images pull --hosts-dir … --platform … ref` into the native snapshotter; resolves with ctr's output. */
-  pull(ref: string, platform?: string): Promise<string>
-  /** `ctr` with this containerd's socket. */
-  ctr(args: string[]): Promise<string>
+  pull(ref: string, hostsDir: string, options?: { debug?: boolean }): Promise<string>
+  /** Digests in the content store (`ctr content ls`). */
+  contentDigests(): Promise<string[]>
+  /** The target digest of an image it holds (`ctr images ls`). */
+  imageTarget(ref: string): Promise<string | undefined>
   stop(): Promise<void>
 }
 
+/** Namespace the test's images go into, so nothing mixes with the host's. */
+const NAMESPACE = 'shoal-test'
+
 /**
- * A real containerd (Debian's) with a root, state, sockets and config of its own, so it
- * never meets the host's containerd; pulls with `ctr` through `--hosts-dir`.
+ * A real containerd (Debian's) with a root, state, sockets and config.toml of its own,
+ * so it runs beside any other; the CRI plugin off, the native snapshotter for unpacking.
  */
 export async function startContainerd (dir: string): Promise<Containerd> {
-  const containerdBin = which('containerd')
-  const ctrBin = which('ctr')
-  if (containerdBin == null || ctrBin == null) {
-    throw new Error('containerd is not installed (apt-get install containerd)')
+  const binary = which('containerd')
+  const ctr = which('ctr')
+  if (binary == null || ctr == null) {
+    throw new Error('containerd is not installed')
   }
   await mkdir(dir, { recursive: true })
-  // unix socket paths must stay short (108 bytes)
-  const run_ = `/tmp/shoal-ctd-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
-  await mkdir(run_, { recursive: true })
-  const socket = join(run_, 'c.sock')
-  const hostsDir = join(dir, 'certs.d')
-  await mkdir(hostsDir, { recursive: true })
+  // unix socket paths must stay under 108 bytes: a short directory of its own in /tmp
+  const runDir = `/tmp/shoal-cd-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
+  await mkdir(runDir, { recursive: true })
+  const socket = join(runDir, 'containerd.sock')
   const config = join(dir, 'config.toml')
   await writeFile(config, [
     'version = 2',
     `root = "${join(dir, 'root')}"`,
-    `state = "${join(run_, 'state')}"`,
-    // no CRI (it wants a CNI setup), no snapshotters this test host cannot have
-    'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]',
+    `state = "${join(runDir, 'state')}"`,
+    'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
     '[grpc]',
     `  address = "${socket}"`,
     '[ttrpc]',
     `  address = "${socket}.ttrpc"`,
     '[debug]',
-    `  address = "${join(run_, 'debug.sock')}"`,
+    '  level = "info"',
     ''
   ].join('\n'))
   const { proc } = await startProcess({
-    command: containerdBin,
+    command: binary,
     args: ['--config', config],
     logFile: join(dir, 'containerd.log'),
     ready: (line) => line.includes('containerd successfully booted') ? true : undefined,
-    readyTimeoutMs: 30_000
+    readyTimeoutMs: 60_000
   })
-  const ctr = async (args: string[]): Promise<string> => {
-    const res = await run(ctrBin, ['--address', socket, ...args], { timeoutMs: 180_000 })
+  const ctrRun = async (args: string[], global: string[] = []): Promise<string> => {
+    const res = await run(ctr, [...global, '--address', socket, '--namespace', NAMESPACE, ...args], { timeoutMs: 180_000 })
     if (res.code !== 0) {
       throw new Error(`ctr ${args.join(' ')} failed (${res.code}): ${res.stderr || res.stdout}`)
     }
-    return `${res.stdout}${res.stderr}`
+    return global.includes('--debug') ? `${res.stdout}${res.stderr}` : res.stdout
   }
   return {
     socket,
     proc,
-    hostsDir,
-    async addMirror (registry, server, mirror) {
-      await mkdir(join(hostsDir, registry), { recursive: true })
-      await writeFile(join(hostsDir, registry, 'hosts.toml'), [
-        `server = "${server}"`,
-        '',
-        `[host."${mirror}"]`,
-        '  capabilities = ["pull", "resolve"]',
-        ''
-      ].join('\n'))
+    pull: async (ref, hostsDir, options = {}) => ctrRun(['images', 'pull', '--snapshotter', 'native', '--hosts-dir', hostsDir, ref], options.debug === true ? ['--debug'] : []),
+    contentDigests: async () => (await ctrRun(['content', 'ls', '--quiet'])).split('\n').map(l => l.trim()).filter(l => l !== ''),
+    imageTarget: async (ref) => {
+      const line = (await ctrRun(['images', 'ls'])).split('\n').find(l => l.split(/\s+/)[0] === ref)
+      return line?.split(/\s+/).find(w => w.startsWith('sha256:'))
     },
-    pull: async (ref, platform = 'linux/amd64') => ctr(['--debug', 'images', 'pull', '--hosts-dir', hostsDir, '--snapshotter', 'native', '--platform', platform, ref]),
-    ctr,
     async stop () {
-      await proc.stop(10_000)
-      await rm(run_, { recursive: true, force: true })
+      await proc.stop(15_000)
+      await rm(runDir, { recursive: true, force: true })
     }
   }
+}
+
+/**
+ * Writes containerd's hosts.toml for `registry` (as image references name it) in
+ * `hostsDir`: pulls go to `mirror` (plain HTTP), which containerd asks with `?ns=<registry>`.
+ */
+export async function writeHostsToml (hostsDir: string, registry: string, mirror: string): Promise<void> {
+  const dir = join(hostsDir, registry)
+  await mkdir(dir, { recursive: true })
+  await writeFile(join(dir, 'hosts.toml'), [
+    `server = "https://${registry}"`,
+    '',
+    `[host."${mirror}"]`,
+    '  capabilities = ["pull", "resolve"]',
+    ''
+  ].join('\n'))
 }

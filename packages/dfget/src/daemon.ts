@@ -15,6 +15,8 @@ import { DfgetMetrics } from './metrics.ts'
 import { BlobAuthorizer, type SourceHead } from './mirror/blob-authorizer.ts'
 import { ManifestCache } from './mirror/manifest-cache.ts'
 import { registryErrorBody, registryMirrorRoutes } from './mirror/registry-mirror.ts'
+import { UpstreamAuth } from './mirror/upstream-auth.ts'
+import { Upstreams, type UpstreamInit } from './mirror/upstreams.ts'
 import { SupernodeClient } from './supernode-client.ts'
 import type { Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
@@ -22,8 +24,14 @@ import type { Dispatcher } from 'undici'
 export interface DaemonInit {
   /** Registry mirror and API address. @default 127.0.0.1:65001 */
   listen: HostPort
-  /** Upstream registry the mirror stands in for. @default https://registry-1.docker.io */
+  /** Upstream registry the mirror stands in for, for requests without `?ns=`. @default https://registry-1.docker.io */
   registry: string
+  /**
+   * Further upstream registries by name, picked by containerd's `?ns=<name>`: each with
+   * its URL and optionally the daemon's own credentials there and its TLS settings.
+   * One named like the `--registry` host replaces it. @default []
+   */
+  upstreams?: UpstreamInit[]
   /**
    * The supernode: its libp2p multiaddr, or its HTTP address (the control plane is then
    * found through its `/api/v1/status`); or several of them: each task goes to the one
@@ -135,6 +143,7 @@ export class Daemon {
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
   private readonly source: SourceClient
+  private readonly upstreams: Upstreams
   private readonly sourceHead: SourceHead
   private readonly downloadLimit: TokenBucket
   private heartbeat?: NodeJS.Timeout
@@ -151,9 +160,11 @@ export class Daemon {
     this.metrics = new DfgetMetrics(this.registry)
     this.ownsDispatcher = components.dispatcher == null
     this.dispatcher = components.dispatcher ?? createHttpDispatcher()
-    // the registry the mirror stands in for is always a source; --allow-source adds more
+    this.upstreams = new Upstreams({ registry: init.registry, upstreams: init.upstreams ?? [] })
+    // the registries the mirror stands in for are always sources; --allow-source adds more
     this.source = new SourceClient({ logger: this.logger, ...(components.dispatcher != null ? { dispatcher: components.dispatcher } : {}) }, {
-      allow: [new URL(init.registry).origin, ...init.allowSource ?? []],
+      allow: [...this.upstreams.origins(), ...init.allowSource ?? []],
+      tls: this.upstreams.tls(),
       allowPrivateRedirects: init.allowPrivateRedirects ?? false,
       ...(init.maxSourceBytes != null ? { maxSourceBytes: init.maxSourceBytes } : {}),
       ...(init.maxSourceFetches != null ? { maxConcurrentFetches: init.maxSourceFetches } : {})
@@ -205,7 +216,7 @@ export class Daemon {
     this.http = await startHttpServer(this.init.listen, createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),
       ...daemonApiRoutes(shared),
-      ...registryMirrorRoutes({ ...shared, logger, manifests: new ManifestCache({ metrics, logger }) }, { upstream: this.init.registry })
+      ...registryMirrorRoutes({ ...shared, logger, upstreams: this.upstreams, upstreamAuth: new UpstreamAuth({ source, logger }), manifests: new ManifestCache({ metrics, logger }) })
     ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }), {
       allowedHosts: this.init.allowedHosts ?? [],
       allowedHostsHint: 'start the daemon with --allowed-host <name>',
@@ -230,7 +241,7 @@ export class Daemon {
       this.heartbeat.unref()
     }
 
-    this.log.info({ url: this.http.url, registry: this.init.registry, supernode: this.init.supernode, ...this.self() }, 'daemon ready')
+    this.log.info({ url: this.http.url, registry: this.init.registry, upstreams: this.upstreams.list().map(u => u.name), supernode: this.init.supernode, ...this.self() }, 'daemon ready')
   }
 
   async stop (): Promise<void> {
@@ -244,6 +255,7 @@ export class Daemon {
     await this.downloads?.stop()
     await this.node.stop()
     await this.source.stop()
+    await this.upstreams.stop()
     if (this.ownsDispatcher) {
       await this.dispatcher.close()
     }

@@ -7,21 +7,20 @@ import { checkDigest, checkName, parseReference } from './oci-request.ts'
 import { parseRange } from './range.ts'
 import { sendDownload } from './send-download.ts'
 import { proxyToUpstream } from './upstream-proxy.ts'
+import { upstreamRequest, type UpstreamRequestComponents } from './upstream-request.ts'
 import { AuthorizationUnavailableError } from '../errors.ts'
 import { downloadManifest } from './manifest-download.ts'
 import type { ManifestCache, CachedManifest } from './manifest-cache.ts'
 import type { DownloadManager } from '../download/download-manager.ts'
 import type { DfgetMetrics } from '../metrics.ts'
 
-export interface RegistryMirrorInit {
-  /** Upstream registry base URL, such as https://registry-1.docker.io */
-  upstream: string
-}
+/** Nothing yet: the upstreams are a component (`?ns=` picks one per request). */
+export type RegistryMirrorInit = Record<string, never>
 
-export interface RegistryMirrorComponents {
+export interface RegistryMirrorComponents extends UpstreamRequestComponents {
   downloads: DownloadManager
   store: PieceStore
-  /** For the upstream (always allowed) and the check of blob URLs. */
+  /** For the upstreams (always allowed) and the check of blob URLs. */
   source: Pick<SourceClient, 'fetch' | 'check'>
   metrics: DfgetMetrics
   logger: ComponentLogger
@@ -41,14 +40,24 @@ const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' }
  * Distribution API. Names, digests, tags and ranges are checked here first (a 4xx with
  * the spec's error code, whatever the upstream would make of them). Blobs (GET, Range,
  * HEAD) come from this host's store or the swarm; manifests by digest are held once
- * verified (through the swarm too); `/v2/`, manifests by tag and the rest pass through to the upstream. Writes
- * get a 405: this is a mirror. No blob byte or cached manifest is served before the
- * upstream said this client may read it in that repository.
+ * verified (through the swarm too); `/v2/`, manifests by tag and the rest pass through
+ * to the upstream that `?ns=` names. Writes get a 405: this is a mirror. No blob byte
+ * or manifest by digest is served before the upstream said this client may read it in
+ * that repository.
  */
-export function registryMirrorRoutes (components: RegistryMirrorComponents, init: RegistryMirrorInit): Route[] {
+export function registryMirrorRoutes (components: RegistryMirrorComponents, _init: RegistryMirrorInit = {}): Route[] {
   const log: Logger = components.logger.forComponent('shoal:dfget:mirror')
-  // the one place that says which upstream a request is for
-  const upstreamOf = (_ctx: RouteContext): string => init.upstream
+  /** Passes a request through to the upstream its `?ns=` names, with the client's credentials or the daemon's own. */
+  const passThrough = async (ctx: RouteContext): Promise<void> => {
+    const target = await upstreamRequest(ctx, components)
+    await proxyToUpstream(ctx, {
+      target: target.url,
+      source: components.source,
+      ...(target.authorization != null ? { authorization: target.authorization } : {}),
+      // the daemon's own token was refused (revoked, expired early): learn afresh, once
+      ...(target.own ? { reauthorize: async () => { components.upstreamAuth.invalidate(target.upstream); return (await upstreamRequest(ctx, components)).authorization } } : {})
+    })
+  }
 
   return [
     {
@@ -58,8 +67,9 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, init
         const name = checkName(ctx.params.name ?? '')
         const digest = checkDigest(ctx.params.digest ?? '')
         const range = ctx.req.method === 'GET' ? parseRange(ctx.req.headers.range) : { kind: 'none' as const }
-        const url = `${upstreamOf(ctx)}/v2/${name}/blobs/${digest}`
-        const headers = clientHeaders(ctx, ['authorization'])
+        // the upstream ?ns= names; the client's credentials, else the daemon's own there
+        const { url, authorization } = await upstreamRequest(ctx, components, `/v2/${name}/blobs/${digest}`)
+        const headers: Record<string, string> = authorization != null ? { authorization } : {}
         // before anything else: the content may be on disk, on its way for another
         // client or coming from peers, and none of it is this client's unless the
         // upstream says so
@@ -71,7 +81,7 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, init
           await sendBlobHead(ctx, components, { url, digest, headers }, out)
           return
         }
-        const request = { url, digest, ...(headers.authorization != null ? { headers } : {}) }
+        const request = { url, digest, ...(authorization != null ? { headers } : {}) }
         log.debug({ name, digest, range: range.kind }, 'blob through the swarm')
         if (range.kind === 'from' || range.kind === 'suffix') {
           await sendBlobRange(ctx, components, request, range, out)
@@ -88,10 +98,11 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, init
         const reference = parseReference(ctx.params.reference ?? '')
         if (reference.kind === 'tag') {
           // tags move: always resolved upstream, with the client's Accept
-          await proxyToUpstream(ctx, { upstream: upstreamOf(ctx), source: components.source })
+          await passThrough(ctx)
           return
         }
-        await sendManifestByDigest(ctx, components, `${upstreamOf(ctx)}/v2/${name}/manifests/${reference.digest}`, reference.digest)
+        const { url, authorization } = await upstreamRequest(ctx, components, `/v2/${name}/manifests/${reference.digest}`)
+        await sendManifestByDigest(ctx, components, url, reference.digest, authorization)
       }
     },
     {
@@ -99,14 +110,14 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, init
       pattern: /^\/v2\/(?<name>.+)\/(?:tags\/list|referrers\/[^/]+)$/,
       handler: async (ctx) => {
         checkName(ctx.params.name ?? '')
-        await proxyToUpstream(ctx, { upstream: upstreamOf(ctx), source: components.source })
+        await passThrough(ctx)
       }
     },
     {
       // /v2/ (the API check and the token challenge) and anything else a client reads
       methods: ['GET', 'HEAD'],
       pattern: /^\/v2(\/.*)?$/,
-      handler: async (ctx) => { await proxyToUpstream(ctx, { upstream: upstreamOf(ctx), source: components.source }) }
+      handler: passThrough
     }
   ]
 }
@@ -118,8 +129,8 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, init
  * every manifest type accepted: one authorization question per set of credentials,
  * shared by clients that differ only in Accept.
  */
-async function sendManifestByDigest (ctx: RouteContext, components: RegistryMirrorComponents, url: string, digest: string): Promise<void> {
-  const headers = { ...clientHeaders(ctx, ['authorization']), accept: MANIFEST_MEDIA_TYPES.join(', ') }
+async function sendManifestByDigest (ctx: RouteContext, components: RegistryMirrorComponents, url: string, digest: string, authorization: string | undefined): Promise<void> {
+  const headers = { ...(authorization != null ? { authorization } : {}), accept: MANIFEST_MEDIA_TYPES.join(', ') }
   if (!await authorize(ctx, components.authorizer, url, headers)) {
     return
   }
@@ -136,18 +147,6 @@ function sendManifest (ctx: RouteContext, manifest: CachedManifest): void {
     etag: `"${manifest.digest}"`
   })
   ctx.res.end(ctx.req.method === 'HEAD' ? undefined : manifest.body)
-}
-
-/** The client's headers of these names that the upstream should see. */
-function clientHeaders (ctx: RouteContext, names: string[]): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const name of names) {
-    const value = ctx.req.headers[name]
-    if (typeof value === 'string') {
-      out[name] = value
-    }
-  }
-  return out
 }
 
 /**
