@@ -161,6 +161,10 @@ describe('OCI pull API of the mirror', () => {
     expect(origin.gets.get(path)).toBe(1)
     expect(sample(await scrape(`${a.url}/metrics`), 'shoal_dfget_manifest_cache_total', { result: 'hit' })).toBeGreaterThanOrEqual(2)
 
+    const unknown = await get(`${a.url}/v2/library/man/manifests/${sha256(randomBytes(8))}`)
+    expect(unknown.status).toBe(404)
+    expect(JSON.parse(unknown.body.toString()).errors[0].code).toBe('MANIFEST_UNKNOWN')
+
     await get(`${a.url}/v2/library/man/manifests/v1`)
     await get(`${a.url}/v2/library/man/manifests/v1`)
     expect(origin.gets.get('/v2/library/man/manifests/v1')).toBe(2)
