@@ -6,8 +6,12 @@ import { which } from './require-binary.ts'
 export interface Containerd {
   socket: string
   proc: ManagedProcess
-  /** `ctr images pull` with the registry hosts configured in `hostsDir`; rejects on failure with ctr's output. */
-  pull(ref: string, hostsDir: string): Promise<string>
+  /**
+   * `ctr images pull` with the registry hosts configured in `hostsDir`; rejects on
+   * failure with ctr's output. With `debug`, ctr logs every request it sends (on
+   * stderr, handed back after stdout).
+   */
+  pull(ref: string, hostsDir: string, options?: { debug?: boolean }): Promise<string>
   /** Digests in the content store (`ctr content ls`). */
   contentDigests(): Promise<string[]>
   /** The target digest of an image it holds (`ctr images ls`). */
@@ -54,17 +58,17 @@ export async function startContainerd (dir: string): Promise<Containerd> {
     ready: (line) => line.includes('containerd successfully booted') ? true : undefined,
     readyTimeoutMs: 60_000
   })
-  const ctrRun = async (args: string[]): Promise<string> => {
-    const res = await run(ctr, ['--address', socket, '--namespace', NAMESPACE, ...args], { timeoutMs: 180_000 })
+  const ctrRun = async (args: string[], global: string[] = []): Promise<string> => {
+    const res = await run(ctr, [...global, '--address', socket, '--namespace', NAMESPACE, ...args], { timeoutMs: 180_000 })
     if (res.code !== 0) {
       throw new Error(`ctr ${args.join(' ')} failed (${res.code}): ${res.stderr || res.stdout}`)
     }
-    return res.stdout
+    return global.includes('--debug') ? `${res.stdout}${res.stderr}` : res.stdout
   }
   return {
     socket,
     proc,
-    pull: async (ref, hostsDir) => ctrRun(['images', 'pull', '--snapshotter', 'native', '--hosts-dir', hostsDir, ref]),
+    pull: async (ref, hostsDir, options = {}) => ctrRun(['images', 'pull', '--snapshotter', 'native', '--hosts-dir', hostsDir, ref], options.debug === true ? ['--debug'] : []),
     contentDigests: async () => (await ctrRun(['content', 'ls', '--quiet'])).split('\n').map(l => l.trim()).filter(l => l !== ''),
     imageTarget: async (ref) => {
       const line = (await ctrRun(['images', 'ls'])).split('\n').find(l => l.split(/\s+/)[0] === ref)

@@ -6,7 +6,7 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { readFileSync } from 'node:fs'
 import { Agent, request, type Dispatcher } from 'undici'
-import { MANIFEST_V2, type Blob, type GeneratedImage } from './image.ts'
+import { MANIFEST_V2, type Blob, type GeneratedImage, type MultiPlatformImage } from './image.ts'
 import { startProcess } from './processes.ts'
 import { which } from './require-binary.ts'
 
@@ -152,22 +152,38 @@ export async function pushBlob (registryUrl: string, name: string, blob: Pick<Bl
   }
 }
 
-/** Pushes an image with the registry HTTP API: monolithic blob uploads, then the manifest. */
-export async function pushImage (registryUrl: string, image: GeneratedImage, authorization?: string, dispatcher?: Dispatcher): Promise<void> {
-  for (const blob of [image.config, ...image.layers]) {
-    await pushBlob(registryUrl, image.name, blob, authorization, dispatcher)
-  }
-  const res = await request(`${registryUrl}/v2/${image.name}/manifests/${image.tag}`, {
+/** PUTs a manifest (or index) under a tag or its digest. */
+async function pushManifest (registryUrl: string, name: string, reference: string, body: Buffer, contentType: string, authorization?: string, dispatcher?: Dispatcher): Promise<void> {
+  const res = await request(`${registryUrl}/v2/${name}/manifests/${reference}`, {
     method: 'PUT',
-    headers: { ...(authorization != null ? { authorization } : {}), 'content-type': MANIFEST_V2 },
-    body: image.manifest,
+    headers: { ...(authorization != null ? { authorization } : {}), 'content-type': contentType },
+    body,
     signal: AbortSignal.timeout(30_000),
     ...(dispatcher != null ? { dispatcher } : {})
   })
   const text = await res.body.text()
   if (res.statusCode !== 201) {
-    throw new Error(`manifest push failed: ${res.statusCode} ${text}`)
+    throw new Error(`manifest push of ${name}:${reference} failed: ${res.statusCode} ${text}`)
   }
+}
+
+/** Pushes an image with the registry HTTP API: monolithic blob uploads, then the manifest. */
+export async function pushImage (registryUrl: string, image: GeneratedImage, authorization?: string, dispatcher?: Dispatcher): Promise<void> {
+  for (const blob of [image.config, ...image.layers]) {
+    await pushBlob(registryUrl, image.name, blob, authorization, dispatcher)
+  }
+  await pushManifest(registryUrl, image.name, image.tag, image.manifest, image.manifestType, authorization, dispatcher)
+}
+
+/** Pushes each platform's blobs and manifest (by digest), then the index or manifest list under the tag. */
+export async function pushMultiPlatformImage (registryUrl: string, image: MultiPlatformImage, authorization?: string, dispatcher?: Dispatcher): Promise<void> {
+  for (const platform of image.images) {
+    for (const blob of [platform.config, ...platform.layers]) {
+      await pushBlob(registryUrl, image.name, blob, authorization, dispatcher)
+    }
+    await pushManifest(registryUrl, image.name, platform.manifestDigest, platform.manifest, platform.manifestType, authorization, dispatcher)
+  }
+  await pushManifest(registryUrl, image.name, image.tag, image.index, image.indexType, authorization, dispatcher)
 }
 
 /**

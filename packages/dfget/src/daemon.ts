@@ -13,6 +13,7 @@ import { openBreakersGauge, SupernodeBreaker } from './download/supernode-breake
 import { SupernodeRing } from './download/supernode-ring.ts'
 import { DfgetMetrics } from './metrics.ts'
 import { BlobAuthorizer, type SourceHead } from './mirror/blob-authorizer.ts'
+import { ManifestCache } from './mirror/manifest-cache.ts'
 import { registryErrorBody, registryMirrorRoutes } from './mirror/registry-mirror.ts'
 import { UpstreamAuth } from './mirror/upstream-auth.ts'
 import { Upstreams, type UpstreamInit } from './mirror/upstreams.ts'
@@ -215,7 +216,7 @@ export class Daemon {
     this.http = await startHttpServer(this.init.listen, createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),
       ...daemonApiRoutes(shared),
-      ...registryMirrorRoutes({ ...shared, logger, upstreams: this.upstreams, upstreamAuth: new UpstreamAuth({ source, logger }) })
+      ...registryMirrorRoutes({ ...shared, logger, upstreams: this.upstreams, upstreamAuth: new UpstreamAuth({ source, logger }), manifests: new ManifestCache({ metrics, logger }) })
     ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }), {
       allowedHosts: this.init.allowedHosts ?? [],
       allowedHostsHint: 'start the daemon with --allowed-host <name>',

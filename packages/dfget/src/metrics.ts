@@ -20,6 +20,8 @@ export class DfgetMetrics {
   readonly originRetries: Counter
   /** Seconds pieces and origin bytes waited for the --download-rate / --upload-rate token bucket, by direction. */
   readonly rateLimitedSeconds: Counter<'direction'>
+  /** Manifest-by-digest requests, by whether the upstream was asked (miss) or not (hit). */
+  readonly manifestCache: Counter<'result'>
 
   constructor (registry: Registry) {
     const registers = [registry]
@@ -38,6 +40,10 @@ export class DfgetMetrics {
     this.supernodeBreakerOpen = new Gauge({ name: 'shoal_dfget_supernode_breaker_open', help: 'Whether downloads skip the swarm for a cool-down because the supernode was found unavailable (1) or try it (0)', registers })
     this.originRetries = new Counter({ name: 'shoal_dfget_origin_retries_total', help: 'Origin fetches tried again, after a pause with jitter, because the origin failed (5xx, unreachable, stopped sending)', registers })
     this.rateLimitedSeconds = new Counter({ name: 'shoal_dfget_rate_limited_seconds_total', help: 'Seconds transfers waited for the rate limit, by direction (download: --download-rate, upload: --upload-rate); summed over concurrent transfers, so it may grow faster than the clock', labelNames: ['direction'], registers })
+    this.manifestCache = new Counter({ name: 'shoal_dfget_manifest_cache_total', help: 'Manifest requests by digest, by result (hit: served from the verified copy held here, or sharing a fetch in progress; miss: fetched from the upstream)', labelNames: ['result'], registers })
+    for (const result of ['hit', 'miss']) {
+      this.manifestCache.inc({ result }, 0)
+    }
     for (const direction of ['download', 'upload']) {
       this.rateLimitedSeconds.inc({ direction }, 0)
     }
