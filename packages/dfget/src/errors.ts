@@ -11,3 +11,9 @@ export class AuthorizationUnavailableError extends ShoalError {
   override name = 'AuthorizationUnavailableError'
   override readonly code = 'ERR_AUTHZ_UNAVAILABLE'
 }
+
+/** The proxy's local CA cannot be loaded or generated (a file missing, unreadable, malformed). */
+export class ProxyCaError extends ShoalError {
+  override name = 'ProxyCaError'
+  override readonly code = 'ERR_PROXY_CA'
+}

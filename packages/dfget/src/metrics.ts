@@ -20,6 +20,8 @@ export class DfgetMetrics {
   readonly originRetries: Counter
   /** Seconds pieces and origin bytes waited for the --download-rate / --upload-rate token bucket, by direction. */
   readonly rateLimitedSeconds: Counter<'direction'>
+  /** Requests and CONNECTs through the HTTP(S) proxy, by what became of them. */
+  readonly proxyRequests: Counter<'kind'>
 
   constructor (registry: Registry) {
     const registers = [registry]
@@ -41,6 +43,7 @@ export class DfgetMetrics {
     for (const direction of ['download', 'upload']) {
       this.rateLimitedSeconds.inc({ direction }, 0)
     }
+    this.proxyRequests = new Counter({ name: 'shoal_dfget_proxy_requests_total', help: 'CONNECTs and plain-HTTP requests through the --proxy-listen proxy, by kind (intercepted: handed to the mirror; tunnelled: CONNECT passed through untouched; forwarded: plain HTTP passed on; refused: a peer or target not allowed; bad_request; failed: the target could not be reached)', labelNames: ['kind'], registers })
     for (const result of ['allowed', 'denied', 'error', 'cached']) {
       this.authzChecks.inc({ result }, 0)
     }
