@@ -34,10 +34,10 @@ async function raw (port: number, text: string, until = /\r\n\r\n/): Promise<str
 }
 
 /** A plain-HTTP request to the proxy in absolute form, as HTTP_PROXY clients send it. */
-async function viaProxy (proxyPort: number, target: string): Promise<{ status: number, body: string }> {
+async function viaProxy (proxyPort: number, target: string, method = 'GET'): Promise<{ status: number, body: string }> {
   const url = new URL(target)
-  const req = httpRequest({ host: '127.0.0.1', port: proxyPort, path: target, headers: { host: url.host }, signal: AbortSignal.timeout(10_000) })
-  req.end()
+  const req = httpRequest({ method, host: '127.0.0.1', port: proxyPort, path: target, headers: { host: url.host }, signal: AbortSignal.timeout(10_000) })
+  req.end(method === 'GET' ? undefined : 'pushed bytes')
   const [res] = await once(req, 'response') as [IncomingMessage]
   let body = ''
   for await (const chunk of res) {
@@ -74,7 +74,11 @@ describe('the daemon HTTP(S) proxy', () => {
     tlsServer.listen(0, '127.0.0.1')
     await once(tlsServer, 'listening')
     tlsPort = (tlsServer.address() as AddressInfo).port
-    httpServer = createHttpServer((req, res) => { res.end(`plain ${req.method} ${req.url}`) })
+    httpServer = createHttpServer((req, res) => {
+      let body = ''
+      req.on('data', (d: Buffer) => { body += d.toString() })
+      req.on('end', () => { res.end(`plain ${req.method} ${req.url}${body !== '' ? ` ${body}` : ''}`) })
+    })
     httpServer.listen(0, '127.0.0.1')
     await once(httpServer, 'listening')
     httpPort = (httpServer.address() as AddressInfo).port
@@ -83,7 +87,7 @@ describe('the daemon HTTP(S) proxy', () => {
       logger,
       ca,
       requests,
-      intercepted: { has: (name) => name === 'registry.test:5000' || name === 'registry.test' || name === '198.18.86.9' },
+      intercepted: { has: (name) => ['registry.test:5000', 'registry.test', '198.18.86.9', `127.0.0.1:${httpPort}`].includes(name) },
       mirror: (req, res) => {
         mirrorSaw.push(`${req.method} ${req.url}`)
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ mirror: req.url }))
@@ -148,7 +152,12 @@ describe('the daemon HTTP(S) proxy', () => {
 
   it('serves plain-HTTP requests for listed registries through the mirror and forwards the rest', async () => {
     expect(await viaProxy(proxyPort, 'http://registry.test:5000/v2/a/blobs/sha256:00')).toEqual({ status: 200, body: JSON.stringify({ mirror: '/v2/a/blobs/sha256:00?ns=registry.test%3A5000' }) })
-    expect(await viaProxy(proxyPort, `http://127.0.0.1:${httpPort}/some/path?q=1`)).toEqual({ status: 200, body: 'plain GET /some/path?q=1' })
+    expect(await viaProxy(proxyPort, `http://localhost:${httpPort}/some/path?q=1`)).toEqual({ status: 200, body: 'plain GET /some/path?q=1' })
+  })
+
+  it('passes writes to an intercepted registry (a push) on to it: the mirror is read-only', async () => {
+    expect(await viaProxy(proxyPort, `http://127.0.0.1:${httpPort}/v2/`)).toEqual({ status: 200, body: JSON.stringify({ mirror: `/v2/?ns=127.0.0.1%3A${httpPort}` }) })
+    expect(await viaProxy(proxyPort, `http://127.0.0.1:${httpPort}/v2/a/blobs/uploads/`, 'POST')).toEqual({ status: 200, body: 'plain POST /v2/a/blobs/uploads/ pushed bytes' })
   })
 
   it('answers malformed requests with 400 and unreachable targets with 502, and keeps serving', async () => {
@@ -165,7 +174,7 @@ describe('the daemon HTTP(S) proxy', () => {
     closed.close()
     expect(await raw(proxyPort, `CONNECT 127.0.0.1:${deadPort} HTTP/1.1\r\nhost: x\r\n\r\n`)).toMatch(/^HTTP\/1\.1 502/)
     expect((await viaProxy(proxyPort, `http://127.0.0.1:${deadPort}/`)).status).toBe(502)
-    expect(await viaProxy(proxyPort, `http://127.0.0.1:${httpPort}/still`)).toEqual({ status: 200, body: 'plain GET /still' })
+    expect(await viaProxy(proxyPort, `http://localhost:${httpPort}/still`)).toEqual({ status: 200, body: 'plain GET /still' })
   })
 
   it('refuses a peer that is not on loopback before reading its request', async () => {

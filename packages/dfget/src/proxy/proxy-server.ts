@@ -2,7 +2,7 @@ import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { isIP } from 'node:net'
 import { TLSSocket } from 'node:tls'
-import { Agent } from 'undici'
+import { Agent, type Dispatcher } from 'undici'
 import { isLoopbackAddress, isLoopbackTarget, parseConnectTarget, PeerAccess, registryName, type Target } from './access.ts'
 import { DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADERS_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS } from './constants.ts'
 import { forwardRequest } from './forward.ts'
@@ -42,6 +42,11 @@ export interface ProxyServerComponents {
   ca: Pick<LocalCa, 'contextFor'>
   /** Proxy requests and CONNECTs, by what became of them. */
   requests?: Counter<'kind'>
+  /**
+   * For forwarded requests (other hosts' plain HTTP, and writes such as a push to an
+   * intercepted registry). @default an undici Agent with `connectTimeout` and `idleTimeout`
+   */
+  dispatcher?: Dispatcher
 }
 
 /**
@@ -62,7 +67,8 @@ export class ProxyServer {
   private readonly inner: Server
   private readonly names = new WeakMap<Duplex, string>()
   private readonly tunnels = new Set<Duplex>()
-  private readonly agent: Agent
+  private readonly dispatcher: Dispatcher
+  private readonly ownsDispatcher: boolean
   private readonly controller = new AbortController()
   private readonly init: ProxyServerInit
   private bound?: AddressInfo
@@ -74,7 +80,8 @@ export class ProxyServer {
     this.access = new PeerAccess(init.allow)
     this.connectTimeout = init.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT
     this.idleTimeout = init.idleTimeout ?? DEFAULT_IDLE_TIMEOUT
-    this.agent = new Agent({ connect: { timeout: this.connectTimeout }, headersTimeout: this.idleTimeout, bodyTimeout: this.idleTimeout, connections: 64 })
+    this.ownsDispatcher = components.dispatcher == null
+    this.dispatcher = components.dispatcher ?? new Agent({ connect: { timeout: this.connectTimeout }, headersTimeout: this.idleTimeout, bodyTimeout: this.idleTimeout, connections: 64 })
     const serverOptions = { headersTimeout: DEFAULT_HEADERS_TIMEOUT, requestTimeout: 0, keepAliveTimeout: 5_000, maxHeaderSize: 16_384 }
     this.outer = createServer(serverOptions, (req, res) => { this.onRequest(req, res) })
     this.outer.maxConnections = init.maxConnections ?? DEFAULT_MAX_CONNECTIONS
@@ -104,7 +111,9 @@ export class ProxyServer {
     if (this.outer.listening) {
       await new Promise(resolve => this.outer.close(resolve))
     }
-    await this.agent.close()
+    if (this.ownsDispatcher) {
+      await this.dispatcher.close()
+    }
   }
 
   /** `http://host:port` as bound: what HTTPS_PROXY is set to. */
@@ -208,15 +217,21 @@ export class ProxyServer {
       res.destroy()
       return
     }
-    this.toMirror(req, res, name, req.url ?? '/')
+    this.toMirror(req, res, name, req.url ?? '/', 'https')
   }
 
-  private toMirror (req: IncomingMessage, res: ServerResponse, name: string, target: string): void {
+  private toMirror (req: IncomingMessage, res: ServerResponse, name: string, target: string, scheme: 'http' | 'https'): void {
     let url: URL
     try {
       url = new URL(target, 'http://localhost')
     } catch {
       sendRegistryError(res, 400, 'BAD_REQUEST', 'malformed request target')
+      return
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      // the mirror is read-only: a push goes to the registry the client named, as it
+      // would without the proxy
+      this.forward(req, res, new URL(`${scheme}://${name}${url.pathname}${url.search}`), name)
       return
     }
     // only the registry API: the daemon's own API and metrics are not the registry's
@@ -261,13 +276,17 @@ export class ProxyServer {
     const name = registryName(target, 80)
     if (this.components.intercepted.has(name)) {
       this.count('intercepted')
-      this.toMirror(req, res, name, `${url.pathname}${url.search}`)
+      this.toMirror(req, res, name, `${url.pathname}${url.search}`, 'http')
       return
     }
+    this.forward(req, res, url, name)
+  }
+
+  private forward (req: IncomingMessage, res: ServerResponse, url: URL, name: string): void {
     this.count('forwarded')
     const controller = new AbortController()
     res.once('close', () => { if (!res.writableFinished) { controller.abort(new Error('client went away')) } })
-    forwardRequest(req, res, url, { dispatcher: this.agent, signal: AbortSignal.any([controller.signal, this.controller.signal]) })
+    forwardRequest(req, res, url, { dispatcher: this.dispatcher, signal: AbortSignal.any([controller.signal, this.controller.signal]) })
       .catch((err: unknown) => {
         this.log.debug({ err, target: name }, 'forwarding failed')
         if (res.headersSent) {
