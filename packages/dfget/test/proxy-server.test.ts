@@ -1,5 +1,5 @@
 import { once } from 'node:events'
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { chmod, mkdtemp, readFile, rm, stat } from 'node:fs/promises'
 import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http'
 import { connect, createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -112,6 +112,16 @@ describe('the daemon HTTP(S) proxy', () => {
     expect(ca.certPem).toBe(pem)
     const again = await LocalCa.open(dir)
     expect(again.certPem).toBe(pem)
+  })
+
+  it('refuses to start with half a CA, and makes a key others could read 0600 again', async () => {
+    const half = join(dir, 'half')
+    await LocalCa.open(half)
+    await rm(join(half, 'proxy', 'ca.key'))
+    await expect(LocalCa.open(half)).rejects.toMatchObject({ code: 'ERR_PROXY_CA', message: expect.stringMatching(/ca\.key is missing but .*ca\.crt exists/) })
+    await chmod(join(dir, 'proxy', 'ca.key'), 0o644)
+    await LocalCa.open(dir)
+    expect((await stat(join(dir, 'proxy', 'ca.key'))).mode & 0o777).toBe(0o600)
   })
 
   it('terminates CONNECT to a listed registry with a certificate from its CA and hands the request to the mirror with ?ns=', async () => {

@@ -66,6 +66,7 @@ export class ProxyServer {
   // serves the decrypted requests of terminated CONNECTs; never listens itself
   private readonly inner: Server
   private readonly names = new WeakMap<Duplex, string>()
+  // tunnels and terminated CONNECTs, closed on stop
   private readonly tunnels = new Set<Duplex>()
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
@@ -131,7 +132,8 @@ export class ProxyServer {
       return
     }
     this.components.requests?.inc({ kind: 'refused' })
-    this.log.warn({ peer: socket.remoteAddress }, 'refused a proxy connection from a peer outside loopback and --proxy-allow')
+    // debug, not warn: a scanner must not fill the log; shoal_dfget_proxy_requests_total{kind="refused"} counts them
+    this.log.debug({ peer: socket.remoteAddress }, 'refused a proxy connection from a peer outside loopback and --proxy-allow')
     const body = 'this proxy serves loopback peers (and --proxy-allow networks) only\n'
     socket.end(`HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`)
     socket.on('error', () => {})
@@ -202,6 +204,8 @@ export class ProxyServer {
           tls.destroy()
         })
         this.names.set(tls, name)
+        this.tunnels.add(tls)
+        tls.once('close', () => { this.tunnels.delete(tls) })
         this.inner.emit('connection', tls)
       })
       .catch((err: unknown) => {
