@@ -78,7 +78,9 @@ describe.skipIf(skip != null)(`dockerd pulls a private registry's image through 
     const env = { NODE_EXTRA_CA_CERTS: registryCa }
     supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [tlsRegistry.url, plainRegistry.url], pieceSize: MiB, env })
     daemon = await startDaemon({ dir, name: 'host-a', registry: tlsRegistry.url, supernode: supernode.url, env, extraArgs: ['--proxy-listen', '127.0.0.1:0'] })
-    plainDaemon = await startDaemon({ dir, name: 'host-b', registry: plainRegistry.url, supernode: supernode.url, env, extraArgs: ['--proxy-listen', '127.0.0.1:0'] })
+    // host-b's proxy listens on the link to the namespace and lets only this side's address
+    // in (--proxy-allow): the registry's side of the link is a peer it must refuse
+    plainDaemon = await startDaemon({ dir, name: 'host-b', registry: plainRegistry.url, supernode: supernode.url, env, extraArgs: ['--proxy-listen', `${net.hostAddress}:0`, '--proxy-allow', `${net.hostAddress}/32`] })
 
     // dockerd trusts the system CAs plus the Shoal proxy CA (Go reads SSL_CERT_FILE), and
     // not the registry's own CA: whatever it pulls came through the proxy
@@ -121,6 +123,13 @@ describe.skipIf(skip != null)(`dockerd pulls a private registry's image through 
     expect(out).toBe('200 0')
     const metrics = await scrape(`${plainDaemon.url}/metrics`)
     expect(sample(metrics, 'shoal_dfget_proxy_requests_total', { kind: 'tunnelled' })).toBeGreaterThanOrEqual(1)
+  })
+
+  it('refuses a peer outside loopback and --proxy-allow: never an open relay', async () => {
+    const res = await run('ip', ['netns', 'exec', net!.ns, 'curl', '-sS', '--max-time', '20', '-x', plainDaemon.proxy!, '-o', '/dev/null', '-w', '%{http_code}', `${plainRegistry.url}/v2/`])
+    expect(res.stdout).toBe('403')
+    const metrics = await scrape(`${plainDaemon.url}/metrics`)
+    expect(sample(metrics, 'shoal_dfget_proxy_requests_total', { kind: 'refused' })).toBe(1)
   })
 
   it('serves a plain-HTTP registry through the proxy, blobs through the swarm', async () => {
