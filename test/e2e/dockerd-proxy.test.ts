@@ -5,7 +5,8 @@
  * network namespace (dockerd skips proxies for loopback, so the registry must not be on
  * it); the layers come through the swarm and the registry serves each once. Also: a
  * host the proxy does not list is tunnelled (curl sees the registry's own certificate),
- * and a plain-HTTP registry is served through the same kind of proxy.
+ * a peer outside loopback and --proxy-allow is refused, and a plain-HTTP registry is
+ * served through the same kind of proxy.
  */
 import { createHash } from 'node:crypto'
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises'

@@ -1,3 +1,4 @@
+import { readdir } from 'node:fs/promises'
 import { run } from './processes.ts'
 import type { ExecWrapper } from './swarm.ts'
 
@@ -21,13 +22,31 @@ async function sh (command: string, args: string[]): Promise<void> {
   }
 }
 
+/** Deletes namespaces (and links) of ours left by a test process that was killed outright. */
+async function removeStale (prefix: string): Promise<void> {
+  const names = await readdir('/run/netns').catch(() => [])
+  for (const ns of names) {
+    const pid = new RegExp(`^${prefix}(\\d+)-reg$`).exec(ns)?.[1]
+    if (pid == null) {
+      continue
+    }
+    try {
+      process.kill(Number(pid), 0)
+      continue
+    } catch {}
+    await run('ip', ['netns', 'del', ns])
+    await run('ip', ['link', 'del', `${prefix}${pid}h`])
+  }
+}
+
 /**
  * One network namespace linked to the root namespace by a veth pair, on `<subnet>.1`
  * (root side) and `<subnet>.2` (inside), such as 198.18.86 → 198.18.86.1/.2. `prefix`
- * starts the namespace and link names (kept short: link names have 15 characters).
+ * starts the namespace and link names (short: link names have at most 15 characters, and a pid up to 7 digits is added).
  */
 export async function createNamespace (prefix: string, subnet: string): Promise<TestNamespace> {
-  const tag = `${prefix}${process.pid % 100_000}`
+  await removeStale(prefix)
+  const tag = `${prefix}${process.pid}`
   const ns = `${tag}-reg`
   const hostLink = `${tag}h`
   const nsLink = `${tag}n`
