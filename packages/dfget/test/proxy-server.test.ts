@@ -187,6 +187,48 @@ describe('the daemon HTTP(S) proxy', () => {
     expect(await viaProxy(proxyPort, `http://localhost:${httpPort}/still`)).toEqual({ status: 200, body: 'plain GET /still' })
   })
 
+  it('closes a tunnel both ways: a half-close passes through, and an idle tunnel is cut', async () => {
+    // an upstream that answers what it got once the client is done sending, then closes
+    const echo = createNetServer((socket) => {
+      let got = ''
+      socket.on('data', (d: Buffer) => { got += d.toString() })
+      socket.on('end', () => { socket.end(`got ${got}`) })
+      socket.on('error', () => {})
+    })
+    echo.listen(0, '127.0.0.1')
+    await once(echo, 'listening')
+    const echoPort = (echo.address() as AddressInfo).port
+    const quick = new ProxyServer({ logger, ca, intercepted: { has: () => false }, mirror: (_req, res) => { res.end() } },
+      { listen: { host: '127.0.0.1', port: 0 }, idleTimeout: 500 })
+    await quick.start()
+    try {
+      const port = Number(new URL(quick.url).port)
+      const socket = connect(port, '127.0.0.1')
+      socket.write(`CONNECT 127.0.0.1:${echoPort} HTTP/1.1\r\nhost: x\r\n\r\n`)
+      let got = ''
+      socket.on('data', (d: Buffer) => {
+        got += d.toString()
+        if (got.endsWith('\r\n\r\n')) {
+          socket.end('hello')
+        }
+      })
+      await once(socket, 'close')
+      expect(got).toBe('HTTP/1.1 200 Connection Established\r\n\r\ngot hello')
+
+      // a tunnel nobody uses is closed after the idle timeout
+      const idle = connect(port, '127.0.0.1')
+      idle.write(`CONNECT 127.0.0.1:${echoPort} HTTP/1.1\r\nhost: x\r\n\r\n`)
+      idle.resume()
+      const started = Date.now()
+      await once(idle, 'close')
+      expect(Date.now() - started).toBeGreaterThanOrEqual(400)
+      expect(Date.now() - started).toBeLessThan(5_000)
+    } finally {
+      await quick.stop()
+      echo.close()
+    }
+  })
+
   it('refuses a peer that is not on loopback before reading its request', async () => {
     const [client, server] = duplexPair()
     Object.defineProperty(server, 'remoteAddress', { value: '203.0.113.7' })

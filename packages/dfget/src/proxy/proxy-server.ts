@@ -100,6 +100,9 @@ export class ProxyServer {
     await once(this.outer, 'listening')
     this.bound = this.outer.address() as AddressInfo
     this.log.info({ url: this.url, allow: this.init.allow ?? [] }, 'proxy listening')
+    if (!isLoopbackAddress(this.bound.address) && (this.init.allow ?? []).length === 0) {
+      this.log.warn({ url: this.url }, 'the proxy listens beyond loopback but serves loopback peers only: give --proxy-allow the networks it is for')
+    }
   }
 
   async stop (): Promise<void> {
