@@ -81,7 +81,7 @@ describe.skipIf(skip != null)(`dockerd pulls a private registry's image through 
     daemon = await startDaemon({ dir, name: 'host-a', registry: tlsRegistry.url, supernode: supernode.url, env, extraArgs: ['--proxy-listen', '127.0.0.1:0'] })
     // host-b's proxy listens on the link to the namespace and lets only this side's address
     // in (--proxy-allow): the registry's side of the link is a peer it must refuse
-    plainDaemon = await startDaemon({ dir, name: 'host-b', registry: plainRegistry.url, supernode: supernode.url, env, extraArgs: ['--proxy-listen', `${net.hostAddress}:0`, '--proxy-allow', `${net.hostAddress}/32`] })
+    plainDaemon = await startDaemon({ dir, name: 'host-b', registry: plainRegistry.url, supernode: supernode.url, env, extraArgs: ['--proxy-listen', `${net.hostAddress}:0`, '--proxy-allow', `${net.hostAddress}/32`, '--proxy-connect-timeout', '1000'] })
 
     // dockerd trusts the system CAs plus the Shoal proxy CA (Go reads SSL_CERT_FILE), and
     // not the registry's own CA: whatever it pulls came through the proxy
@@ -124,6 +124,14 @@ describe.skipIf(skip != null)(`dockerd pulls a private registry's image through 
     expect(out).toBe('200 0')
     const metrics = await scrape(`${plainDaemon.url}/metrics`)
     expect(sample(metrics, 'shoal_dfget_proxy_requests_total', { kind: 'tunnelled' })).toBeGreaterThanOrEqual(1)
+  })
+
+  it('answers 502 when a tunnel\'s target does not answer within --proxy-connect-timeout', async () => {
+    // nobody has .3 on the link: the connect hangs on ARP for seconds, longer than the timeout
+    const started = Date.now()
+    const res = await run('curl', ['-sS', '--max-time', '20', '-x', plainDaemon.proxy!, '-o', '/dev/null', '-w', '%{http_connect}', `https://${SUBNET}.3:443/`])
+    expect(res.stdout).toBe('502')
+    expect(Date.now() - started).toBeLessThan(2_500)
   })
 
   it('refuses a peer outside loopback and --proxy-allow: never an open relay', async () => {
