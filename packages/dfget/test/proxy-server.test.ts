@@ -1,5 +1,5 @@
 import { once } from 'node:events'
-import { chmod, mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { chmod, copyFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises'
 import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http'
 import { connect, createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -119,6 +119,11 @@ describe('the daemon HTTP(S) proxy', () => {
     await LocalCa.open(half)
     await rm(join(half, 'proxy', 'ca.key'))
     await expect(LocalCa.open(half)).rejects.toMatchObject({ code: 'ERR_PROXY_CA', message: expect.stringMatching(/ca\.key is missing but .*ca\.crt exists/) })
+    // a key from another CA
+    const stranger = join(dir, 'stranger')
+    await LocalCa.open(stranger)
+    await copyFile(join(stranger, 'proxy', 'ca.key'), join(half, 'proxy', 'ca.key'))
+    await expect(LocalCa.open(half)).rejects.toMatchObject({ code: 'ERR_PROXY_CA', message: expect.stringMatching(/ca\.key is not the key of/) })
     await chmod(join(dir, 'proxy', 'ca.key'), 0o644)
     await LocalCa.open(dir)
     expect((await stat(join(dir, 'proxy', 'ca.key'))).mode & 0o777).toBe(0o600)

@@ -90,7 +90,16 @@ export class LocalCa {
         options.log?.warn({ key: paths.key }, 'the proxy CA key was readable by others; made it 0600')
       }
       const certPem = await readFile(paths.cert, 'utf8')
-      const der = createPrivateKey(await readFile(paths.key)).export({ type: 'pkcs8', format: 'der' })
+      const cert = new x509.X509Certificate(certPem)
+      const privateKey = createPrivateKey(await readFile(paths.key))
+      // leaves signed by a key that is not the certificate's would fail every client
+      if (!Buffer.from(cert.publicKey.rawData).equals(createPublicKey(privateKey).export({ type: 'spki', format: 'der' }))) {
+        throw new ProxyCaError(`${paths.key} is not the key of ${paths.cert}: restore the pair, or remove both to generate a new CA`)
+      }
+      if (cert.notAfter.getTime() < Date.now() + LEAF_VALIDITY_MS) {
+        throw new ProxyCaError(`the proxy CA ${paths.cert} expires ${cert.notAfter.toISOString()}: remove ${paths.cert} and ${paths.key} to generate a new one, and trust it again`)
+      }
+      const der = privateKey.export({ type: 'pkcs8', format: 'der' })
       const key = await webcrypto.subtle.importKey('pkcs8', der, ALG, false, ['sign'])
       return new LocalCa(paths.cert, certPem, key)
     } catch (err) {
