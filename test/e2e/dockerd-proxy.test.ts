@@ -67,21 +67,22 @@ describe.skipIf(skip != null)(`dockerd pulls a private registry's image through 
     await writeFile(ext, `subjectAltName=IP:${net.address}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`)
     await sh('openssl', ['x509', '-req', '-in', csr, '-CA', registryCa, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext])
 
-    tlsRegistry = await startDockerRegistry(join(dir, 'registry-tls'), { listen: `${net.address}:5000`, exec: net.exec, tls: { certificate: cert, key, ca: registryCa } })
+    tlsRegistry = await startDockerRegistry(join(dir, 'registry-tls'), { listen: `${net.address}:5000`, exec: net.exec, tls: { certFile: cert, keyFile: key, caFile: registryCa } })
     plainRegistry = await startDockerRegistry(join(dir, 'registry-plain'), { listen: `${net.address}:5001`, exec: net.exec })
     image = await generateImage(await mkdtemp(join(dir, 'img-')), 'team/app', 'v1', [3 * MiB + 4321, 2 * MiB])
     plainImage = await generateImage(await mkdtemp(join(dir, 'img-')), 'team/plain', 'v1', [2 * MiB + 99])
     await tlsRegistry.push(image)
     await plainRegistry.push(plainImage)
 
-    // until several upstreams (each with its own CA) land, the supernode and daemon
-    // trust the registry's CA the Node.js way
-    const env = { NODE_EXTRA_CA_CERTS: registryCa }
-    supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [tlsRegistry.url, plainRegistry.url], pieceSize: MiB, env })
-    daemon = await startDaemon({ dir, name: 'host-a', registry: tlsRegistry.url, supernode: supernode.url, env, extraArgs: ['--proxy-listen', '127.0.0.1:0'] })
+    // the supernode and daemon trust the registry's own CA for it alone (--source-tls, caFile)
+    const tlsHost = `${net.address}:5000`
+    supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [tlsRegistry.url, plainRegistry.url], pieceSize: MiB, extraArgs: ['--source-tls', `${tlsHost}=${registryCa}`] })
+    const config = join(dir, 'host-a.yaml')
+    await writeFile(config, ['proxyListen: 127.0.0.1:0', 'upstreams:', `  - name: "${tlsHost}"`, `    url: ${tlsRegistry.url}`, `    caFile: ${registryCa}`, ''].join('\n'))
+    daemon = await startDaemon({ dir, name: 'host-a', registry: tlsRegistry.url, supernode: supernode.url, extraArgs: ['--config', config] })
     // host-b's proxy listens on the link to the namespace and lets only this side's address
     // in (--proxy-allow): the registry's side of the link is a peer it must refuse
-    plainDaemon = await startDaemon({ dir, name: 'host-b', registry: plainRegistry.url, supernode: supernode.url, env, extraArgs: ['--proxy-listen', `${net.hostAddress}:0`, '--proxy-allow', `${net.hostAddress}/32`, '--proxy-connect-timeout', '1000'] })
+    plainDaemon = await startDaemon({ dir, name: 'host-b', registry: plainRegistry.url, supernode: supernode.url, extraArgs: ['--proxy-listen', `${net.hostAddress}:0`, '--proxy-allow', `${net.hostAddress}/32`, '--proxy-connect-timeout', '1000'] })
 
     // dockerd trusts the system CAs plus the Shoal proxy CA (Go reads SSL_CERT_FILE), and
     // not the registry's own CA: whatever it pulls came through the proxy

@@ -1,9 +1,10 @@
 import { once } from 'node:events'
 import { createReadStream } from 'node:fs'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { writeFile, mkdir } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
+import { readFileSync } from 'node:fs'
 import { Agent, request, type Dispatcher } from 'undici'
 import { MANIFEST_V2, type Blob, type GeneratedImage } from './image.ts'
 import { startProcess } from './processes.ts'
@@ -56,8 +57,8 @@ export interface DockerRegistryOptions {
   token?: { realm: string, service: string, issuer: string, rootCertBundle: string }
   /** The Authorization header `push` sends for a repository, for a registry with auth. */
   pushAuthorization?: (name: string) => string
-  /** Serve HTTPS with this certificate and key (PEM files); `ca` is the PEM the test trusts it with. */
-  tls?: { certificate: string, key: string, ca: string }
+  /** Serve HTTPS with this certificate (PEM files); `ca` is what the harness trusts to reach it. */
+  tls?: { certFile: string, keyFile: string, caFile: string }
 }
 
 async function authConfig (dir: string, options: DockerRegistryOptions): Promise<string[]> {
@@ -98,7 +99,7 @@ export async function startDockerRegistry (dir: string, options: DockerRegistryO
     `    rootdirectory: ${join(dir, 'storage')}`,
     'http:',
     `  addr: ${listen}`,
-    ...(options.tls != null ? ['  tls:', `    certificate: ${options.tls.certificate}`, `    key: ${options.tls.key}`] : []),
+    ...(options.tls != null ? ['  tls:', `    certificate: ${options.tls.certFile}`, `    key: ${options.tls.keyFile}`] : []),
     ...(options.proxyRemoteUrl != null ? ['proxy:', `  remoteurl: ${options.proxyRemoteUrl}`] : []),
     ...await authConfig(dir, options),
     ''
@@ -107,7 +108,8 @@ export async function startDockerRegistry (dir: string, options: DockerRegistryO
   const exec = options.exec ?? ((command, args) => ({ command, args }))
   const { proc } = await startProcess({ ...exec(binary, ['serve', config]), logFile })
   const url = `${options.tls != null ? 'https' : 'http'}://${listen}`
-  const dispatcher = options.tls != null ? new Agent({ connect: { ca: await readFile(options.tls.ca, 'utf8') } }) : undefined
+  // the harness's own client of a TLS registry trusts only its CA
+  const dispatcher = options.tls != null ? new Agent({ connect: { ca: readFileSync(options.tls.caFile, 'utf8') } }) : undefined
   try {
     await waitForHttp(`${url}/v2/`, 20_000, dispatcher)
   } catch (err) {
@@ -121,10 +123,7 @@ export async function startDockerRegistry (dir: string, options: DockerRegistryO
     pid: proc.child.pid,
     logFile,
     push: async (image) => { await pushImage(url, image, options.pushAuthorization?.(image.name), dispatcher) },
-    stop: async () => {
-      await proc.stop()
-      await dispatcher?.close()
-    }
+    stop: async () => { await proc.stop(); await dispatcher?.close() }
   }
 }
 

@@ -14,7 +14,9 @@ import { SupernodeRing } from './download/supernode-ring.ts'
 import { DfgetMetrics } from './metrics.ts'
 import { BlobAuthorizer, type SourceHead } from './mirror/blob-authorizer.ts'
 import { registryErrorBody, registryMirrorRoutes } from './mirror/registry-mirror.ts'
-import { registryHosts } from './proxy/intercepted.ts'
+import { UpstreamAuth } from './mirror/upstream-auth.ts'
+import { Upstreams, type UpstreamInit } from './mirror/upstreams.ts'
+import { upstreamHosts } from './proxy/intercepted.ts'
 import { LocalCa } from './proxy/local-ca.ts'
 import { ProxyServer, type InterceptedHosts } from './proxy/proxy-server.ts'
 import { SupernodeClient } from './supernode-client.ts'
@@ -24,8 +26,14 @@ import type { Dispatcher } from 'undici'
 export interface DaemonInit {
   /** Registry mirror and API address. @default 127.0.0.1:65001 */
   listen: HostPort
-  /** Upstream registry the mirror stands in for. @default https://registry-1.docker.io */
+  /** Upstream registry the mirror stands in for, for requests without `?ns=`. @default https://registry-1.docker.io */
   registry: string
+  /**
+   * Further upstream registries by name, picked by containerd's `?ns=<name>`: each with
+   * its URL and optionally the daemon's own credentials there and its TLS settings.
+   * One named like the `--registry` host replaces it. @default []
+   */
+  upstreams?: UpstreamInit[]
   /**
    * The supernode: its libp2p multiaddr, or its HTTP address (the control plane is then
    * found through its `/api/v1/status`); or several of them: each task goes to the one
@@ -132,7 +140,7 @@ export interface DaemonComponents {
   dispatcher?: Dispatcher
   /** Asks the upstream (a HEAD, redirects not followed) whether a client may read a blob. @default a HEAD through the daemon's source client */
   sourceHead?: SourceHead
-  /** The registries the proxy terminates TLS for and hands to the mirror. @default the host of `registry` */
+  /** The registries the proxy terminates TLS for and hands to the mirror. @default every upstream (`registry` and `upstreams`) */
   intercepted?: InterceptedHosts
 }
 
@@ -150,6 +158,7 @@ export class Daemon {
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
   private readonly source: SourceClient
+  private readonly upstreams: Upstreams
   private readonly sourceHead: SourceHead
   private readonly downloadLimit: TokenBucket
   private heartbeat?: NodeJS.Timeout
@@ -162,16 +171,18 @@ export class Daemon {
 
   constructor (components: DaemonComponents, init: DaemonInit) {
     this.init = init
-    this.intercepted = components.intercepted ?? registryHosts(init.registry)
     this.logger = components.logger
     this.log = components.logger.forComponent('shoal:dfget:daemon')
     this.registry = components.metrics ?? createMetricsRegistry()
     this.metrics = new DfgetMetrics(this.registry)
     this.ownsDispatcher = components.dispatcher == null
     this.dispatcher = components.dispatcher ?? createHttpDispatcher()
-    // the registry the mirror stands in for is always a source; --allow-source adds more
+    this.upstreams = new Upstreams({ registry: init.registry, upstreams: init.upstreams ?? [] })
+    this.intercepted = components.intercepted ?? upstreamHosts(this.upstreams)
+    // the registries the mirror stands in for are always sources; --allow-source adds more
     this.source = new SourceClient({ logger: this.logger, ...(components.dispatcher != null ? { dispatcher: components.dispatcher } : {}) }, {
-      allow: [new URL(init.registry).origin, ...init.allowSource ?? []],
+      allow: [...this.upstreams.origins(), ...init.allowSource ?? []],
+      tls: this.upstreams.tls(),
       allowPrivateRedirects: init.allowPrivateRedirects ?? false,
       ...(init.maxSourceBytes != null ? { maxSourceBytes: init.maxSourceBytes } : {}),
       ...(init.maxSourceFetches != null ? { maxConcurrentFetches: init.maxSourceFetches } : {})
@@ -223,7 +234,7 @@ export class Daemon {
     const router = createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),
       ...daemonApiRoutes(shared),
-      ...registryMirrorRoutes({ ...shared, logger }, { upstream: this.init.registry })
+      ...registryMirrorRoutes({ ...shared, logger, upstreams: this.upstreams, upstreamAuth: new UpstreamAuth({ source, logger }) })
     ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal })
     this.http = await startHttpServer(this.init.listen, router, {
       allowedHosts: this.init.allowedHosts ?? [],
@@ -261,7 +272,7 @@ export class Daemon {
       this.heartbeat.unref()
     }
 
-    this.log.info({ url: this.http.url, ...(this.proxy != null ? { proxy: this.proxy.url } : {}), registry: this.init.registry, supernode: this.init.supernode, ...this.self() }, 'daemon ready')
+    this.log.info({ url: this.http.url, ...(this.proxy != null ? { proxy: this.proxy.url } : {}), registry: this.init.registry, upstreams: this.upstreams.list().map(u => u.name), supernode: this.init.supernode, ...this.self() }, 'daemon ready')
   }
 
   async stop (): Promise<void> {
@@ -276,6 +287,7 @@ export class Daemon {
     await this.downloads?.stop()
     await this.node.stop()
     await this.source.stop()
+    await this.upstreams.stop()
     if (this.ownsDispatcher) {
       await this.dispatcher.close()
     }

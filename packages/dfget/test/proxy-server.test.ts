@@ -11,7 +11,8 @@ import { Counter, Registry } from 'prom-client'
 import { ProxyAgent, request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseConnectTarget, PeerAccess, parseCidr } from '../src/proxy/access.ts'
-import { registryHosts } from '../src/proxy/intercepted.ts'
+import { upstreamHosts } from '../src/proxy/intercepted.ts'
+import { Upstreams } from '../src/mirror/upstreams.ts'
 import { LocalCa } from '../src/proxy/local-ca.ts'
 import { ProxyServer } from '../src/proxy/proxy-server.ts'
 
@@ -273,11 +274,14 @@ describe('the daemon HTTP(S) proxy', () => {
     expect(parseConnectTarget('host')).toBeUndefined()
     expect(parseConnectTarget('a/b:443')).toBeUndefined()
     expect(parseConnectTarget('host:0')).toBeUndefined()
-    const hub = registryHosts('https://registry-1.docker.io')
+    const hub = upstreamHosts(new Upstreams({ registry: 'https://registry-1.docker.io' }))
     expect(hub.has('docker.io') && hub.has('index.docker.io') && hub.has('registry-1.docker.io')).toBe(true)
-    const own = registryHosts('https://registry.example.com:5000/')
+    expect(hub.has('')).toBe(false)
+    const own = upstreamHosts(new Upstreams({ registry: 'https://registry.example.com:5000/', upstreams: [{ name: 'other.example', url: 'http://10.0.0.5:8080' }] }))
     expect(own.has('registry.example.com:5000')).toBe(true)
+    expect(own.has('Other.Example')).toBe(true)
     expect(own.has('registry.example.com')).toBe(false)
-    expect(registryHosts('https://r.example.com:443').has('r.example.com')).toBe(true)
+    expect(own.has('docker.io')).toBe(false)
+    expect(upstreamHosts(new Upstreams({ registry: 'https://r.example.com:443' })).has('r.example.com')).toBe(true)
   })
 })

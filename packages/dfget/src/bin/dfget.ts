@@ -6,6 +6,7 @@ import { Command, Option } from 'commander'
 import { clusterKeyOption, configSchemas, createLogger, diskOptions, diskOptionsSchema, DEFAULT_RATE, InvalidConfigError, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
 import { z } from 'zod'
 import { downloadToFile, parseHeaders } from '../cli/download-command.ts'
+import { loadUpstreams, upstreamsSchema } from '../cli/upstreams-config.ts'
 import { Daemon } from '../daemon.ts'
 import { MAX_SUPERNODES } from '../download/supernode-ring.ts'
 import { parseCidr } from '../proxy/access.ts'
@@ -17,6 +18,7 @@ const daemonSchema = z.object({
   config: z.string().optional(),
   listen: configSchemas.hostPort,
   registry: configSchemas.httpUrl,
+  upstreams: upstreamsSchema,
   // one address or several (--supernode a b, or a YAML list); 'none' alone: no swarm
   supernode: z.preprocess(v => typeof v === 'string' ? [v] : v, z.array(z.union([z.literal('none'), configSchemas.multiaddr, configSchemas.httpUrl], {
     error: "must be the supernode's libp2p multiaddr (/ip4/10.0.0.5/tcp/8003), its http:// address, or none"
@@ -96,7 +98,8 @@ const daemon = program.command('daemon')
   .description('Run the per-host daemon: the registry mirror the container runtime pulls through, fetching layers as verified pieces from peers.')
   .addOption(new Option('-c, --config <file>', 'YAML file with any of these options, in camelCase; flags win (default: none)'))
   .addOption(new Option('--listen <host:port>', 'registry mirror and API address').default('127.0.0.1:65001'))
-  .addOption(new Option('--registry <url>', 'upstream registry the mirror stands in for').default('https://registry-1.docker.io'))
+  .addOption(new Option('--registry <url>', 'default upstream registry: the one requests without ?ns= go to').default('https://registry-1.docker.io'))
+  .addOption(new Option('--upstreams <name=url...>', "further upstream registries, picked by containerd's ?ns=<name>: name is the registry host as image references name it (registry.example.com:5000), url its API base URL. In the --config file a list of { name, url, username?, password?, caFile?, insecureSkipVerify? }: the daemon's own credentials there (used when a client sends none; anyone who can reach the mirror then reads what they read), a PEM CA file for its certificate, or no certificate check. Unknown ?ns= names get 404 (default: none)"))
   .addOption(new Option('--supernode <address...>', "the supernode's libp2p multiaddr, or its http:// address; several spread tasks over them by rendezvous hashing (give every daemon the same strings) and fail over to the next; 'none' fetches everything from the origin").default(['/ip4/127.0.0.1/tcp/8003']))
   .addOption(clusterKeyOption())
   .addOption(new Option('--p2p-listen <multiaddr...>', 'libp2p (TCP) addresses peers fetch pieces from').default(['/ip4/0.0.0.0/tcp/65002']))
@@ -130,6 +133,7 @@ const daemon = program.command('daemon')
       const d = new Daemon({ logger }, {
         listen: options.listen,
         registry: options.registry,
+        upstreams: await loadUpstreams(options.upstreams),
         supernode: options.supernode,
         p2pListen: options.p2pListen,
         p2pAnnounce: options.p2pAnnounce,

@@ -2,19 +2,18 @@ import { HttpError, InvalidDigestError, parseDigest, SourceRefusedError, type Co
 import { sendDenial, type BlobAuthorizer, type CheckOptions } from './blob-authorizer.ts'
 import { sendDownload } from './send-download.ts'
 import { proxyToUpstream } from './upstream-proxy.ts'
+import { upstreamRequest, type UpstreamRequestComponents } from './upstream-request.ts'
 import { AuthorizationUnavailableError } from '../errors.ts'
 import type { DownloadManager } from '../download/download-manager.ts'
 import type { DfgetMetrics } from '../metrics.ts'
 
-export interface RegistryMirrorInit {
-  /** Upstream registry base URL, such as https://registry-1.docker.io */
-  upstream: string
-}
+/** Nothing yet: the upstreams are a component (`?ns=` picks one per request). */
+export type RegistryMirrorInit = Record<string, never>
 
-export interface RegistryMirrorComponents {
+export interface RegistryMirrorComponents extends UpstreamRequestComponents {
   downloads: DownloadManager
   store: PieceStore
-  /** For the upstream (always allowed) and the check of blob URLs. */
+  /** For the upstreams (always allowed) and the check of blob URLs. */
   source: Pick<SourceClient, 'fetch' | 'check'>
   metrics: DfgetMetrics
   logger: ComponentLogger
@@ -35,9 +34,8 @@ export const registryErrorBody = (err: HttpError): unknown => ({ errors: [{ code
  * No blob byte is served before the upstream said this client may read that blob in
  * that repository.
  */
-export function registryMirrorRoutes (components: RegistryMirrorComponents, init: RegistryMirrorInit): Route[] {
+export function registryMirrorRoutes (components: RegistryMirrorComponents, _init: RegistryMirrorInit = {}): Route[] {
   const log: Logger = components.logger.forComponent('shoal:dfget:mirror')
-  const proxy = { upstream: init.upstream, source: components.source }
 
   return [
     {
@@ -57,8 +55,8 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, init
           }
           throw err
         }
-        const authorization = ctx.req.headers.authorization
-        const url = `${init.upstream}/v2/${name}/blobs/${digest}`
+        // the upstream ?ns= names; the client's credentials, else the daemon's own there
+        const { url, authorization } = await upstreamRequest(ctx, components, `/v2/${name}/blobs/${digest}`)
         // before anything else: the content may be on disk, on its way for another
         // client or coming from peers, and none of it is this client's unless the
         // upstream says so
@@ -79,7 +77,16 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, init
     {
       methods: ['GET', 'HEAD'],
       pattern: /^\/v2(\/.*)?$/,
-      handler: async (ctx) => { await proxyToUpstream(ctx, proxy) }
+      handler: async (ctx) => {
+        const target = await upstreamRequest(ctx, components)
+        await proxyToUpstream(ctx, {
+          target: target.url,
+          source: components.source,
+          ...(target.authorization != null ? { authorization: target.authorization } : {}),
+          // the daemon's own token was refused (revoked, expired early): learn afresh, once
+          ...(target.own ? { reauthorize: async () => { components.upstreamAuth.invalidate(target.upstream); return (await upstreamRequest(ctx, components)).authorization } } : {})
+        })
+      }
     }
   ]
 }

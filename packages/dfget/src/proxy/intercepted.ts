@@ -1,14 +1,26 @@
+import { UnknownUpstreamError } from '../errors.ts'
 import type { InterceptedHosts } from './proxy-server.ts'
-
-/** The names Docker Hub goes by in image references and on the wire. */
-const DOCKER_HUB = ['docker.io', 'index.docker.io', 'registry-1.docker.io']
+import type { Upstreams } from '../mirror/upstreams.ts'
 
 /**
- * The registries the proxy intercepts when only `--registry` is configured: its host
- * (with the port when not the scheme's default), and Docker Hub's aliases of each other.
+ * The registries the proxy intercepts: every upstream of the mirror (`--registry` and
+ * `upstreams`), by the name image references give it; Docker Hub under any of its names.
  */
-export function registryHosts (registry: string): InterceptedHosts {
-  const host = new URL(registry).host.toLowerCase()
-  const names = new Set(DOCKER_HUB.includes(host) ? DOCKER_HUB : [host])
-  return { has: (name) => names.has(name.toLowerCase()) }
+export function upstreamHosts (upstreams: Pick<Upstreams, 'resolve'>): InterceptedHosts {
+  return {
+    has: (name) => {
+      if (name === '') {
+        return false
+      }
+      try {
+        upstreams.resolve(name)
+        return true
+      } catch (err) {
+        if (err instanceof UnknownUpstreamError) {
+          return false
+        }
+        throw err
+      }
+    }
+  }
 }
