@@ -78,7 +78,9 @@ describe.skipIf(skip != null)(`dockerd pulls a private registry's image through 
     const tlsHost = `${net.address}:5000`
     supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [tlsRegistry.url, plainRegistry.url], pieceSize: MiB, extraArgs: ['--source-tls', `${tlsHost}=${registryCa}`] })
     const config = join(dir, 'host-a.yaml')
-    await writeFile(config, ['proxyListen: 127.0.0.1:0', 'upstreams:', `  - name: "${tlsHost}"`, `    url: ${tlsRegistry.url}`, `    caFile: ${registryCa}`, ''].join('\n'))
+    await writeFile(config, ['proxyListen: 127.0.0.1:0', 'upstreams:', `  - name: "${tlsHost}"`, `    url: ${tlsRegistry.url}`, `    caFile: ${registryCa}`,
+      // a second upstream, plain HTTP: intercepted by name like the default one
+      `  - name: "${net.address}:5001"`, `    url: ${plainRegistry.url}`, ''].join('\n'))
     daemon = await startDaemon({ dir, name: 'host-a', registry: tlsRegistry.url, supernode: supernode.url, extraArgs: ['--config', config] })
     // host-b's proxy listens on the link to the namespace and lets only this side's address
     // in (--proxy-allow): the registry's side of the link is a peer it must refuse
@@ -125,6 +127,16 @@ describe.skipIf(skip != null)(`dockerd pulls a private registry's image through 
     expect(out).toBe('200 0')
     const metrics = await scrape(`${plainDaemon.url}/metrics`)
     expect(sample(metrics, 'shoal_dfget_proxy_requests_total', { kind: 'tunnelled' })).toBeGreaterThanOrEqual(1)
+  })
+
+  it('intercepts every upstream by name, not only the default one', async () => {
+    const before = sample(await scrape(`${daemon.url}/metrics`), 'shoal_dfget_proxy_requests_total', { kind: 'intercepted' })
+    const layer = plainImage.layers[0]!
+    const file = join(dir, 'second-upstream.bin')
+    const code = await sh('curl', ['-sS', '--max-time', '60', '-x', daemon.proxy!, '-o', file, '-w', '%{http_code}', `${plainRegistry.url}/v2/${plainImage.name}/blobs/${layer.digest}`])
+    expect(code).toBe('200')
+    expect(`sha256:${createHash('sha256').update(await readFile(file)).digest('hex')}`).toBe(layer.digest)
+    expect(sample(await scrape(`${daemon.url}/metrics`), 'shoal_dfget_proxy_requests_total', { kind: 'intercepted' })).toBe(before + 1)
   })
 
   it('answers 502 when a tunnel\'s target does not answer within --proxy-connect-timeout', async () => {
