@@ -231,6 +231,8 @@ export class Daemon {
       ...(this.init.authTimeout != null ? { timeout: this.init.authTimeout } : {})
     })
     const shared = { downloads: this.downloads, store, metrics, source, authorizer }
+    // a CA that cannot be loaded stops the start before anything listens
+    const ca = this.init.proxyListen != null ? await LocalCa.open(this.init.dataDir, { log: this.log }) : undefined
     const router = createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),
       ...daemonApiRoutes(shared),
@@ -241,8 +243,7 @@ export class Daemon {
       allowedHostsHint: 'start the daemon with --allowed-host <name>',
       errorBody: registryErrorBody
     })
-    if (this.init.proxyListen != null) {
-      const ca = await LocalCa.open(this.init.dataDir, { log: this.log })
+    if (this.init.proxyListen != null && ca != null) {
       // the same router as the mirror listener's: the proxy adds ?ns=<registry> and the
       // proxy's own peer check stands in for the Host check
       this.proxy = new ProxyServer({ logger, mirror: router, intercepted: this.intercepted, ca, requests: metrics.proxyRequests }, {
