@@ -34,3 +34,9 @@ export class UpstreamAuthError extends ShoalError {
   override name = 'UpstreamAuthError'
   override readonly code = 'ERR_UPSTREAM_AUTH'
 }
+
+/** The proxy's local CA cannot be loaded or generated (a file missing, unreadable, malformed). */
+export class ProxyCaError extends ShoalError {
+  override name = 'ProxyCaError'
+  override readonly code = 'ERR_PROXY_CA'
+}

@@ -22,6 +22,8 @@ export class DfgetMetrics {
   readonly rateLimitedSeconds: Counter<'direction'>
   /** Manifest-by-digest requests, by whether the upstream was asked (miss) or not (hit). */
   readonly manifestCache: Counter<'result'>
+  /** Requests and CONNECTs through the HTTP(S) proxy, by what became of them. */
+  readonly proxyRequests: Counter<'kind'>
 
   constructor (registry: Registry) {
     const registers = [registry]
@@ -47,6 +49,7 @@ export class DfgetMetrics {
     for (const direction of ['download', 'upload']) {
       this.rateLimitedSeconds.inc({ direction }, 0)
     }
+    this.proxyRequests = new Counter({ name: 'shoal_dfget_proxy_requests_total', help: 'CONNECTs and plain-HTTP requests through the --proxy-listen proxy, by kind (intercepted: handed to the mirror; tunnelled: CONNECT passed through untouched; forwarded: plain HTTP passed on; refused: a peer or target not allowed; bad_request; failed: the target could not be reached)', labelNames: ['kind'], registers })
     for (const result of ['allowed', 'denied', 'error', 'cached']) {
       this.authzChecks.inc({ result }, 0)
     }
