@@ -19,6 +19,8 @@ export interface Dockerd {
 }
 
 export interface DockerdOptions {
+  /** Environment for dockerd besides the test's own, such as HTTPS_PROXY and SSL_CERT_FILE. */
+  env?: NodeJS.ProcessEnv
   /** Its daemon.json (`--config-file`), where the mirror is then set instead of by flag. */
   configFile?: string
   /** @default <dir>/docker.pid */
@@ -29,8 +31,9 @@ export interface DockerdOptions {
 
 /**
  * A real dockerd (Debian's docker.io) that can pull but run nothing: vfs storage, no
- * iptables, no bridge, and every path of its own, so several run side by side. Its
- * registry mirror is `mirror`, or whatever its `configFile` says when `mirror` is null.
+ * iptables, no bridge, and every path of its own, so several run side by side. With
+ * `mirror` null it has no registry mirror (it pulls straight, or through its proxy),
+ * unless its `configFile` names one.
  */
 export async function startDockerd (dir: string, mirror: string | null, options: DockerdOptions = {}): Promise<Dockerd> {
   const dockerdBin = which('dockerd')
@@ -60,6 +63,7 @@ export async function startDockerd (dir: string, mirror: string | null, options:
       ...(mirror != null ? ['--registry-mirror', mirror] : []),
       ...(options.configFile != null ? ['--config-file', options.configFile] : [])
     ],
+    ...(options.env != null ? { env: options.env } : {}),
     logFile: join(dir, 'dockerd.log'),
     ready: (line) => line.includes('API listen on') ? true : undefined,
     readyTimeoutMs: 60_000
