@@ -68,11 +68,17 @@ describe('bad input', () => {
     ['dfget daemon --no-such-flag', [BINARIES.dfget, 'daemon', '--no-such-flag'], /unknown option '--no-such-flag'/],
     ['dfget daemon --proxy-allow 10.0.0.0/40', [BINARIES.dfget, 'daemon', '--proxy-allow', '10.0.0.0/40'], /--proxy-allow.0: "10.0.0.0\/40" has a prefix length outside 0-32/],
     ['dfget daemon --proxy-listen nowhere', [BINARIES.dfget, 'daemon', '--proxy-listen', 'nowhere'], /--proxy-listen: invalid listen address "nowhere"/],
-    ['dfget proxy-ca before the daemon made one', [BINARIES.dfget, 'proxy-ca', '--data-dir', '/nonexistent/shoal'], /no proxy CA at \/nonexistent\/shoal\/proxy\/ca.crt yet: start the daemon once with --proxy-listen/]
+    ['dfget proxy-ca before the daemon made one', [BINARIES.dfget, 'proxy-ca', '--data-dir', '/nonexistent/shoal'], /no proxy CA at \/nonexistent\/shoal\/proxy\/ca.crt yet: start the daemon once with --proxy-listen/],
+    ['dfctl rollout --batch 0', [BINARIES.dfctl, 'rollout', '-i', '/nonexistent/fleet.yaml', '--batch', '0'], /--batch 0: must be a whole number of at least 1/],
+    ['dfctl rollout with a missing inventory', [BINARIES.dfctl, 'rollout', '-i', '/nonexistent/fleet.yaml'], /cannot read inventory \/nonexistent\/fleet.yaml/],
+    ['dfctl doctor --host unknown', [BINARIES.dfctl, 'doctor', '-i', '/nonexistent/fleet.yaml', '--host', 'x'], /cannot read inventory/],
+    ['dfctl bundle -o a wrong name', [BINARIES.dfctl, 'bundle', '-o', '/tmp/shoal.tgz'], /-o must name the file shoal-0\.1\.0-linux-x64\.tar\.gz/]
   ])('%s exits non-zero naming the problem', async (_label, args, message) => {
     const { stderr, code } = await run(node, args, { timeoutMs: 20_000 })
     expect(code).not.toBe(0)
     expect(stderr).toMatch(message)
+    // a message, not a crash
+    expect(stderr).not.toMatch(/^\s+at .+:\d+:\d+\)?$/m)
   })
 })
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, Option } from 'commander'
+import { Command, InvalidArgumentError, Option } from 'commander'
 import { InvalidConfigError, packageVersion, runMain, writeClusterKeyFile } from '@shoal/core'
 import { buildBundle } from '../bundle.ts'
 import { executorFor } from '../exec/index.ts'
@@ -35,7 +35,8 @@ function count (name: string, min: number) {
   return (value: string): number => {
     const n = Number(value)
     if (!Number.isInteger(n) || n < min) {
-      throw new InvalidConfigError(`${name} ${value}: must be a whole number of at least ${min}`)
+      // commander's own error: it prints the message and exits 1, never a stack
+      throw new InvalidArgumentError(`${name} ${value}: must be a whole number of at least ${min}`)
     }
     return n
   }
