@@ -322,6 +322,16 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
     expect(back.code, back.stdout).toBe(0)
   })
 
+  it('doctor names a host it cannot reach over SSH before anything else', async () => {
+    const file = join(dir, 'inventory-no-ssh.yaml')
+    const closed = await freePort()
+    await writeFile(file, (await readFile(inventoryFile, 'utf8')).replace(`"port": ${hosts[0]!.sshd.port}`, `"port": ${closed}`))
+    const res = await dfctl(['doctor', '-i', file, '--host', 'a'])
+    expect(res.code).toBe(1)
+    expect(res.stdout).toMatch(new RegExp(`FAIL host: cannot run commands on a: ssh to root@127\\.0\\.0\\.1:${closed} failed`))
+    expect(res.stdout).toMatch(/a: the first broken link is host/)
+  })
+
   it('rejects a bad inventory naming the line and the field', async () => {
     const file = join(dir, 'inventory-invalid.yaml')
     await copyFile(inventoryFile, file)

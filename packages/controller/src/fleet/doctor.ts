@@ -133,6 +133,12 @@ export async function doctorHost (c: DoctorComponents, inventory: Inventory, hos
   const checks: Check[] = []
   const done = (): boolean => checks.some(ch => !ch.ok)
   try {
+    // every other check runs on the host: first, can we get there at all
+    const reach = await exec.run('true', { timeout: 30_000, ...so })
+    if (reach.code !== 0) {
+      checks.push({ name: 'host', ok: false, detail: `cannot run commands on ${host.name}: ${reach.stderr.trim() || `exit ${reach.code}`}`, fix: host.executor === 'ssh' ? `check the inventory's address, ssh.user, ssh.port, ssh.key and the host key in ${host.ssh.knownHostsFile ?? '~/.ssh/known_hosts'}` : 'check that sh runs here' })
+      return checks
+    }
     checks.push(...await runtimeChecks(exec, host, options.signal))
     if (done()) return checks
     const url = localDaemonUrl(host)
