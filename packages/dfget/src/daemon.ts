@@ -1,6 +1,6 @@
 import { hostname } from 'node:os'
 import {
-  commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, DEFAULT_RATE, PeerNode, SourceClient, startHttpServer, TokenBucket,
+  commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, DEFAULT_RATE, PeerNode, PullJobs, RegistryClient, SourceClient, startHttpServer, TokenBucket,
   type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerInfo, type PieceStore
 } from '@shoal/core'
 import { daemonApiRoutes } from './api/routes.ts'
@@ -14,6 +14,7 @@ import { SupernodeRing } from './download/supernode-ring.ts'
 import { DfgetMetrics } from './metrics.ts'
 import { BlobAuthorizer, type SourceHead } from './mirror/blob-authorizer.ts'
 import { registryErrorBody, registryMirrorRoutes } from './mirror/registry-mirror.ts'
+import { prefetchRoutes } from './prefetch/prefetch-routes.ts'
 import { SupernodeClient } from './supernode-client.ts'
 import type { Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
@@ -122,7 +123,8 @@ export interface DaemonComponents {
 
 /**
  * The per-host daemon: a registry mirror whose blobs come through the swarm, a piece
- * server for the pieces this host holds, and `POST /api/v1/downloads` for `dfget`.
+ * server for the pieces this host holds, `POST /api/v1/downloads` for `dfget`, and
+ * `POST /api/v1/prefetch` to fill this host's store with an image's layers ahead of a pull.
  */
 export class Daemon {
   private readonly init: DaemonInit
@@ -140,6 +142,7 @@ export class Daemon {
   private downloads?: DownloadManager
   private clients: SupernodeClient[] = []
   private http?: HttpServer
+  private prefetch?: { jobs: PullJobs, registryClient: RegistryClient }
   private readonly controller = new AbortController()
 
   constructor (components: DaemonComponents, init: DaemonInit) {
@@ -201,9 +204,14 @@ export class Daemon {
       ...(this.init.authTimeout != null ? { timeout: this.init.authTimeout } : {})
     })
     const shared = { downloads: this.downloads, store, metrics, source, authorizer }
+    // the manifest comes from the upstream through the source client, like the mirror's
+    const registryClient = new RegistryClient({ source, ...(this.ownsDispatcher ? {} : { dispatcher }) })
+    const jobs = new PullJobs({ log: logger.forComponent('shoal:dfget:prefetch') })
+    this.prefetch = { jobs, registryClient }
     this.http = await startHttpServer(this.init.listen, createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),
       ...daemonApiRoutes(shared),
+      ...prefetchRoutes({ jobs, downloads: this.downloads, source, registryClient }, { registry: this.init.registry }),
       ...registryMirrorRoutes({ ...shared, logger }, { upstream: this.init.registry })
     ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }), {
       allowedHosts: this.init.allowedHosts ?? [],
@@ -240,6 +248,8 @@ export class Daemon {
     await Promise.all(this.clients.map(async client => client.leave(this.self().peerId, { signal: AbortSignal.timeout(2_000) })
       .catch((err: unknown) => { this.log.debug({ err, supernode: client.address }, 'could not tell the supernode this peer is leaving') })))
     await this.http?.close()
+    await this.prefetch?.jobs.stop()
+    await this.prefetch?.registryClient.stop()
     await this.downloads?.stop()
     await this.node.stop()
     await this.source.stop()
