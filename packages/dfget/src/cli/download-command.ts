@@ -5,7 +5,7 @@ import {
   API_PREFIX, createHttpDispatcher, DigestMismatchError, InvalidConfigError, parseDigest, ShoalError
 } from '@shoal/core'
 import { request, type Dispatcher } from 'undici'
-import { DownloadFailedError } from '../errors.ts'
+import { DaemonRejectedError, DaemonUnreachableError, DownloadFailedError, OutputClosedError } from '../errors.ts'
 
 export interface DownloadOptions {
   url: string
@@ -15,6 +15,10 @@ export interface DownloadOptions {
   daemon: string
   timeout: number
   signal: AbortSignal
+  /** Bytes written so far, the length when known, and how the daemon got the content (local, swarm, origin). */
+  onProgress?: (written: number, total: number | null, via: string | undefined) => void
+  /** Where `-o -` writes. @default process.stdout */
+  stdout?: NodeJS.WritableStream
 }
 
 export interface DownloadSummary {
@@ -51,7 +55,7 @@ export async function downloadToFile (options: DownloadOptions): Promise<Downloa
       })
     } catch (err) {
       options.signal.throwIfAborted()
-      throw new DownloadFailedError(`cannot reach the dfget daemon at ${options.daemon} (${(err as Error).message}); is 'dfget daemon' running?`)
+      throw new DaemonUnreachableError(`cannot reach the dfget daemon at ${options.daemon} (${(err as Error).message}); is 'dfget daemon' running?`)
     }
 
     if (res.statusCode !== 200) {
@@ -61,22 +65,29 @@ export async function downloadToFile (options: DownloadOptions): Promise<Downloa
         const json = JSON.parse(text) as { errors?: Array<{ message?: string }> }
         message = json.errors?.[0]?.message ?? message
       } catch {}
-      throw new DownloadFailedError(`daemon answered ${res.statusCode}: ${message}`)
+      throw res.statusCode === 400
+        ? new DaemonRejectedError(`daemon refused the request: ${message}`)
+        : new DownloadFailedError(`daemon answered ${res.statusCode}: ${message}`)
     }
 
     const algorithm = options.digest != null ? parseDigest(options.digest).algorithm : 'sha256'
     const hash = createHash(algorithm)
     let bytes = 0
     const file = toStdout ? undefined : await open(tmp, 'w', 0o644)
+    const out = toStdout ? new PipeWriter(options.stdout ?? process.stdout) : undefined
+    const total = Number.isFinite(Number(res.headers['content-length'])) ? Number(res.headers['content-length']) : null
+    const via = typeof res.headers['x-shoal-via'] === 'string' ? res.headers['x-shoal-via'] : undefined
     try {
+      options.onProgress?.(0, total, via)
       for await (const chunk of res.body as AsyncIterable<Buffer>) {
         hash.update(chunk)
         bytes += chunk.byteLength
         if (file != null) {
           await file.write(chunk)
-        } else if (!process.stdout.write(chunk)) {
-          await new Promise(resolve => process.stdout.once('drain', resolve))
+        } else {
+          await out?.write(chunk)
         }
+        options.onProgress?.(bytes, total, via)
       }
       const expectedLength = Number(res.headers['content-length'])
       if (Number.isFinite(expectedLength) && bytes !== expectedLength) {
@@ -85,6 +96,9 @@ export async function downloadToFile (options: DownloadOptions): Promise<Downloa
       await file?.sync()
     } finally {
       await file?.close()
+      out?.release()
+      // cut at once (a reader that went away, a failure): no waiting on the body's timeout
+      res.body.destroy()
     }
 
     const digest = `${algorithm}:${hash.digest('hex')}`
@@ -101,6 +115,9 @@ export async function downloadToFile (options: DownloadOptions): Promise<Downloa
     }
     if (err instanceof ShoalError) {
       throw err
+    }
+    if (isEpipe(err)) {
+      throw new OutputClosedError('the output was closed (EPIPE)')
     }
     if (options.signal.aborted) {
       throw err
@@ -123,4 +140,56 @@ export function parseHeaders (values: string[]): Record<string, string> {
     headers[name.toLowerCase()] = value.slice(i + 1).trim()
   }
   return headers
+}
+
+function isEpipe (err: unknown): boolean {
+  return (err as NodeJS.ErrnoException)?.code === 'EPIPE' || (err as NodeJS.ErrnoException)?.code === 'ERR_STREAM_DESTROYED'
+}
+
+/**
+ * Writes to stdout with back-pressure, and turns the reader going away (EPIPE, which
+ * arrives as an 'error' event, not a thrown error) into an {@link OutputClosedError}
+ * for the write in progress or the next one, instead of a crash or a wait for a
+ * 'drain' that never comes.
+ */
+class PipeWriter {
+  private readonly stream: NodeJS.WritableStream
+  private closed: Error | undefined
+  private wake: (() => void) | undefined
+  private readonly onError = (err: Error): void => {
+    this.closed = err
+    this.wake?.()
+  }
+
+  constructor (stream: NodeJS.WritableStream) {
+    this.stream = stream
+    stream.on('error', this.onError)
+  }
+
+  async write (chunk: Uint8Array): Promise<void> {
+    this.throwIfClosed()
+    if (this.stream.write(chunk)) {
+      return
+    }
+    // bounded: 'drain' or 'error' (the reader went away) ends the wait
+    await new Promise<void>(resolve => {
+      this.wake = resolve
+      this.stream.once('drain', resolve)
+    })
+    this.stream.off('drain', this.wake ?? (() => {}))
+    this.wake = undefined
+    this.throwIfClosed()
+  }
+
+  /** Keeps swallowing late EPIPE errors (the stream may still flush), so none crashes the process. */
+  release (): void {
+    this.stream.off('error', this.onError)
+    this.stream.on('error', () => {})
+  }
+
+  private throwIfClosed (): void {
+    if (this.closed != null) {
+      throw isEpipe(this.closed) ? new OutputClosedError('the output was closed (EPIPE)') : this.closed
+    }
+  }
 }

@@ -84,6 +84,8 @@ export async function sendDownload (ctx: RouteContext, components: SendDownloadC
   res.writeHead(200, {
     ...headers,
     'content-type': 'application/octet-stream',
+    // how this host got the content (local, swarm, origin), for dfget's progress line
+    'x-shoal-via': download.via,
     ...(download.contentLength != null ? { 'content-length': String(download.contentLength) } : {})
   })
   try {
