@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
+import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Transform, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -9,6 +10,10 @@ import { pack } from 'tar-stream'
 export const MANIFEST_V2 = 'application/vnd.docker.distribution.manifest.v2+json'
 export const CONFIG_V1 = 'application/vnd.docker.container.image.v1+json'
 export const LAYER_TAR_GZIP = 'application/vnd.docker.image.rootfs.diff.tar.gzip'
+export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
+export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
+export const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json'
+export const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip'
 
 export interface Blob {
   digest: string
@@ -19,6 +24,8 @@ export interface Blob {
 }
 
 export interface GeneratedImage {
+  /** The manifest's media type. @default {@link MANIFEST_V2} */
+  mediaType?: string
   name: string
   tag: string
   layers: Blob[]
@@ -79,7 +86,7 @@ async function writeLayer (dir: string, index: number, bytes: number): Promise<{
  * Generates a runnable-looking image (Docker schema 2) with layers of the given sizes
  * of random content, in `dir`.
  */
-export async function generateImage (dir: string, name: string, tag: string, layerSizes: number[]): Promise<GeneratedImage> {
+export async function generateImage (dir: string, name: string, tag: string, layerSizes: number[], options: { oci?: boolean, architecture?: string } = {}): Promise<GeneratedImage> {
   const layers: Blob[] = []
   const diffIds: string[] = []
   for (const [i, size] of layerSizes.entries()) {
@@ -89,7 +96,7 @@ export async function generateImage (dir: string, name: string, tag: string, lay
   }
 
   const config = Buffer.from(JSON.stringify({
-    architecture: 'amd64',
+    architecture: options.architecture ?? 'amd64',
     os: 'linux',
     created: '2026-01-01T00:00:00Z',
     config: { Cmd: ['/bin/true'], Labels: { 'org.shoal.test': name } },
@@ -98,16 +105,23 @@ export async function generateImage (dir: string, name: string, tag: string, lay
   }))
   const configPath = join(dir, 'config.json')
   await pipeline(async function * () { yield config }, createWriteStream(configPath))
-  const configBlob: Blob = { digest: `sha256:${createHash('sha256').update(config).digest('hex')}`, size: config.byteLength, mediaType: CONFIG_V1, path: configPath }
+  const configBlob: Blob = { digest: `sha256:${createHash('sha256').update(config).digest('hex')}`, size: config.byteLength, mediaType: options.oci === true ? OCI_CONFIG : CONFIG_V1, path: configPath }
+  if (options.oci === true) {
+    for (const layer of layers) {
+      layer.mediaType = OCI_LAYER
+    }
+  }
+  const mediaType = options.oci === true ? OCI_MANIFEST : MANIFEST_V2
 
   const manifest = Buffer.from(JSON.stringify({
     schemaVersion: 2,
-    mediaType: MANIFEST_V2,
-    config: { mediaType: CONFIG_V1, size: configBlob.size, digest: configBlob.digest },
+    mediaType,
+    config: { mediaType: configBlob.mediaType, size: configBlob.size, digest: configBlob.digest },
     layers: layers.map(l => ({ mediaType: l.mediaType, size: l.size, digest: l.digest }))
   }))
 
   return {
+    mediaType,
     name,
     tag,
     layers,
@@ -131,4 +145,39 @@ export async function writeRandomBlob (path: string, bytes: number, mediaType = 
     }
   }, createWriteStream(path))
   return { digest: `sha256:${hash.digest('hex')}`, size: bytes, mediaType, path }
+}
+
+export interface GeneratedIndex {
+  name: string
+  tag: string
+  /** One OCI image per platform, each tagged by its manifest digest. */
+  images: Array<{ platform: string, image: GeneratedImage }>
+  index: Buffer
+  indexDigest: string
+}
+
+/**
+ * A multi-platform image: one OCI image per `linux/<arch>` (layers of the given sizes,
+ * in its own directory under `dir`) and an OCI index naming them.
+ */
+export async function generateOciIndex (dir: string, name: string, tag: string, platforms: Array<{ architecture: string, layerSizes: number[] }>): Promise<GeneratedIndex> {
+  const images: GeneratedIndex['images'] = []
+  for (const p of platforms) {
+    const sub = join(dir, p.architecture)
+    await mkdir(sub, { recursive: true })
+    const image = await generateImage(sub, name, 'unused', p.layerSizes, { oci: true, architecture: p.architecture })
+    image.tag = image.manifestDigest
+    images.push({ platform: `linux/${p.architecture}`, image })
+  }
+  const index = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: OCI_INDEX,
+    manifests: images.map(({ platform, image }) => ({
+      mediaType: OCI_MANIFEST,
+      digest: image.manifestDigest,
+      size: image.manifest.byteLength,
+      platform: { os: 'linux', architecture: platform.split('/')[1] }
+    }))
+  }))
+  return { name, tag, images, index, indexDigest: `sha256:${createHash('sha256').update(index).digest('hex')}` }
 }

@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:http'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { request } from 'undici'
-import { MANIFEST_V2, type Blob, type GeneratedImage } from './image.ts'
+import { MANIFEST_V2, OCI_INDEX, type Blob, type GeneratedImage, type GeneratedIndex } from './image.ts'
 import { startProcess } from './processes.ts'
 import { which } from './require-binary.ts'
 
@@ -143,13 +143,30 @@ export async function pushImage (registryUrl: string, image: GeneratedImage, aut
   }
   const res = await request(`${registryUrl}/v2/${image.name}/manifests/${image.tag}`, {
     method: 'PUT',
-    headers: { ...(authorization != null ? { authorization } : {}), 'content-type': MANIFEST_V2 },
+    headers: { ...(authorization != null ? { authorization } : {}), 'content-type': image.mediaType ?? MANIFEST_V2 },
     body: image.manifest,
     signal: AbortSignal.timeout(30_000)
   })
   const text = await res.body.text()
   if (res.statusCode !== 201) {
     throw new Error(`manifest push failed: ${res.statusCode} ${text}`)
+  }
+}
+
+/** Pushes every platform's image, then the index under its tag. */
+export async function pushIndex (registryUrl: string, index: GeneratedIndex, authorization?: string): Promise<void> {
+  for (const { image } of index.images) {
+    await pushImage(registryUrl, image, authorization)
+  }
+  const res = await request(`${registryUrl}/v2/${index.name}/manifests/${index.tag}`, {
+    method: 'PUT',
+    headers: { ...(authorization != null ? { authorization } : {}), 'content-type': OCI_INDEX },
+    body: index.index,
+    signal: AbortSignal.timeout(30_000)
+  })
+  const text = await res.body.text()
+  if (res.statusCode !== 201) {
+    throw new Error(`index push failed: ${res.statusCode} ${text}`)
   }
 }
 
