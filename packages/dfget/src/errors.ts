@@ -35,3 +35,9 @@ export class DaemonRejectedError extends ShoalError {
   override name = 'DaemonRejectedError'
   override readonly code = 'ERR_DAEMON_REJECTED'
 }
+
+/** `dfget --digest`: the daemon found that the content does not match the digest given (nothing was kept). */
+export class ContentDigestMismatchError extends ShoalError {
+  override name = 'ContentDigestMismatchError'
+  override readonly code = 'ERR_DIGEST_MISMATCH'
+}

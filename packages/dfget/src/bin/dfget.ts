@@ -5,7 +5,7 @@ import { Command, Option } from 'commander'
 import { clusterKeyOption, configSchemas, createLogger, parseImageReference, diskOptions, diskOptionsSchema, DEFAULT_RATE, InvalidConfigError, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
 import { z } from 'zod'
 import { downloadToFile, parseHeaders } from '../cli/download-command.ts'
-import { EXIT_CODES_HELP, withExitCodes } from '../cli/exit-codes.ts'
+import { EXIT, EXIT_CODES_HELP, withExitCodes } from '../cli/exit-codes.ts'
 import { prefetchImage } from '../cli/prefetch-command.ts'
 import { createProgress } from '../cli/progress.ts'
 import { Daemon } from '../daemon.ts'
@@ -67,6 +67,8 @@ const prefetchSchema = z.object({
 const program = new Command('dfget')
   // the subcommands' --daemon and --timeout are their own, after the subcommand's name
   .enablePositionalOptions()
+  // usage errors commander finds (unknown flag, missing argument) exit 2, like ours; inherited by the subcommands
+  .exitOverride((err) => { process.exit(err.exitCode === 0 ? 0 : EXIT.USAGE) })
   .description('Download a file through the Shoal swarm (dfget URL -o FILE), fill this host\'s store with an image (dfget prefetch), or run the per-host daemon (dfget daemon).')
   .version(version)
   .argument('[url]', 'http(s) URL to download (or -u/--url)')
@@ -82,11 +84,11 @@ const program = new Command('dfget')
   .showHelpAfterError()
   .action(async (arg: string | undefined) => {
     await runMain('dfget', async (signal) => withExitCodes('dfget', async () => {
-      const options = await resolveOptions(program, downloadSchema)
-      const url = options.url ?? arg
-      if (url == null) {
+      if (arg == null && program.opts().url == null) {
         throw new InvalidConfigError('missing the URL to download (an argument or -u/--url), or a subcommand (daemon, prefetch)')
       }
+      const options = await resolveOptions(program, downloadSchema)
+      const url = options.url ?? arg ?? ''
       if (options.url != null && arg != null && arg !== options.url) {
         throw new InvalidConfigError(`two URLs given: ${arg} and --url ${options.url}`)
       }

@@ -5,7 +5,7 @@ import {
   API_PREFIX, createHttpDispatcher, DigestMismatchError, InvalidConfigError, parseDigest, ShoalError
 } from '@shoal/core'
 import { request, type Dispatcher } from 'undici'
-import { DaemonRejectedError, DaemonUnreachableError, DownloadFailedError, OutputClosedError } from '../errors.ts'
+import { ContentDigestMismatchError, DaemonRejectedError, DaemonUnreachableError, DownloadFailedError, OutputClosedError } from '../errors.ts'
 
 export interface DownloadOptions {
   url: string
@@ -43,28 +43,60 @@ export async function downloadToFile (options: DownloadOptions): Promise<Downloa
   const toStdout = options.output === '-'
   const tmp = toStdout ? '' : join(dirname(options.output), `.${basename(options.output)}.${process.pid}.dfget-part`)
 
+  const ask = async (): Promise<Dispatcher.ResponseData> => request(`${options.daemon}${API_PREFIX}/downloads`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ url: options.url, ...(options.digest != null ? { digest: options.digest } : {}), ...(Object.keys(options.headers).length > 0 ? { headers: options.headers } : {}) }),
+    signal,
+    dispatcher
+  })
+
+  /**
+   * The daemon cut the connection: when a digest was given, it may be because the
+   * content did not match it (the body is cut, never wrong). Asked once more, the daemon
+   * says so; any other answer is dropped unread.
+   */
+  const explainCut = async (err: unknown): Promise<Error> => {
+    const cut = new DownloadFailedError(`download failed: ${(err as Error).message}`)
+    if (options.digest == null || signal.aborted) {
+      return cut
+    }
+    try {
+      const again = await ask()
+      const text = again.statusCode === 502 ? await again.body.text() : ''
+      again.body.destroy()
+      const json = JSON.parse(text === '' ? '{}' : text) as { errors?: Array<{ code?: string, message?: string }> }
+      if (json.errors?.[0]?.code === 'DIGEST_INVALID') {
+        return new ContentDigestMismatchError(`${options.url} does not match ${options.digest}: ${json.errors[0].message ?? ''}`)
+      }
+    } catch {}
+    return cut
+  }
+
   try {
     let res: Dispatcher.ResponseData
     try {
-      res = await request(`${options.daemon}${API_PREFIX}/downloads`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ url: options.url, ...(options.digest != null ? { digest: options.digest } : {}), ...(Object.keys(options.headers).length > 0 ? { headers: options.headers } : {}) }),
-        signal,
-        dispatcher
-      })
+      res = await ask()
     } catch (err) {
       options.signal.throwIfAborted()
-      throw new DaemonUnreachableError(`cannot reach the dfget daemon at ${options.daemon} (${(err as Error).message}); is 'dfget daemon' running?`)
+      if (isConnectError(err)) {
+        throw new DaemonUnreachableError(`cannot reach the dfget daemon at ${options.daemon} (${(err as Error).message}); is 'dfget daemon' running?`)
+      }
+      throw await explainCut(err)
     }
 
     if (res.statusCode !== 200) {
       const text = await res.body.text().catch(() => '')
       let message = text.slice(0, 500)
+      let code: string | undefined
       try {
-        const json = JSON.parse(text) as { errors?: Array<{ message?: string }> }
+        const json = JSON.parse(text) as { errors?: Array<{ message?: string, code?: string }> }
         message = json.errors?.[0]?.message ?? message
+        code = json.errors?.[0]?.code
       } catch {}
+      if (code === 'DIGEST_INVALID') {
+        throw new ContentDigestMismatchError(`${options.url} does not match ${options.digest ?? 'its digest'}: ${message}`)
+      }
       throw res.statusCode === 400
         ? new DaemonRejectedError(`daemon refused the request: ${message}`)
         : new DownloadFailedError(`daemon answered ${res.statusCode}: ${message}`)
@@ -122,7 +154,7 @@ export async function downloadToFile (options: DownloadOptions): Promise<Downloa
     if (options.signal.aborted) {
       throw err
     }
-    throw new DownloadFailedError(`download failed: ${(err as Error).message}`)
+    throw await explainCut(err)
   } finally {
     await dispatcher.close()
   }
@@ -192,4 +224,19 @@ class PipeWriter {
       throw isEpipe(this.closed) ? new OutputClosedError('the output was closed (EPIPE)') : this.closed
     }
   }
+}
+
+/** Errors that mean nothing answered at the daemon's address (as opposed to a connection it cut). */
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT'])
+
+function isConnectError (err: unknown): boolean {
+  // bounded: a cause chain a few links long
+  let e = err as { code?: unknown, cause?: unknown } | undefined
+  for (let depth = 0; depth < 5 && e != null; depth++) {
+    if (typeof e.code === 'string' && CONNECT_ERRORS.has(e.code)) {
+      return true
+    }
+    e = e.cause as typeof e
+  }
+  return false
 }

@@ -1,4 +1,4 @@
-import { DigestMismatchError, InvalidConfigError, InvalidImageReferenceError, ShoalError } from '@shoal/core'
+import { InvalidConfigError, InvalidDigestError, InvalidImageReferenceError, ShoalError } from '@shoal/core'
 import { DaemonRejectedError, DaemonUnreachableError, OutputClosedError } from '../errors.ts'
 
 /** What `dfget` exits with; `--help` and docs/cli.md list them. */
@@ -37,13 +37,13 @@ export async function withExitCodes (program: string, body: () => Promise<void>)
     if (err instanceof OutputClosedError) {
       return EXIT.OK
     }
-    if (err instanceof InvalidConfigError || err instanceof DaemonRejectedError || err instanceof InvalidImageReferenceError) {
+    if (err instanceof InvalidConfigError || err instanceof DaemonRejectedError || err instanceof InvalidImageReferenceError || err instanceof InvalidDigestError) {
       process.stderr.write(`${program}: ${err.message}\n${program}: see '${program} --help'\n`)
       return EXIT.USAGE
     }
     if (err instanceof ShoalError) {
       process.stderr.write(`${program}: ${err.message} (${err.code})\n`)
-      return err instanceof DaemonUnreachableError ? EXIT.DAEMON_UNREACHABLE : err instanceof DigestMismatchError ? EXIT.DIGEST_MISMATCH : EXIT.FAILED
+      return err instanceof DaemonUnreachableError ? EXIT.DAEMON_UNREACHABLE : err.code === 'ERR_DIGEST_MISMATCH' ? EXIT.DIGEST_MISMATCH : EXIT.FAILED
     }
     throw err
   }

@@ -56,6 +56,10 @@ export function downloadError (err: Error | undefined): HttpError {
     // this host's disk is full or failing: the client may try another mirror or the registry
     return new HttpError(507, 'UNAVAILABLE', `this host cannot store the content: ${err.message}`)
   }
+  if (err instanceof DigestMismatchError || (err instanceof TaskFailedError && err.reason === 'ERR_DIGEST_MISMATCH')) {
+    // the source's content is not what the digest names: a client (dfget) tells its user so
+    return new HttpError(502, 'DIGEST_INVALID', `the content does not match its digest: ${err.message}`)
+  }
   if (err instanceof TaskFailedError && err.sourceStatus != null && err.sourceStatus >= 400 && err.sourceStatus < 500) {
     return new HttpError(err.sourceStatus, SOURCE_STATUS_CODES[err.sourceStatus] ?? 'UNKNOWN', err.message)
   }
