@@ -54,7 +54,7 @@ describe.skipIf(skip != null)(`prefetch, then docker pull${skip != null ? ` (ski
   it('refuses a reference to a registry that is not its upstream, naming the host', async () => {
     const res = await postJob(`${daemon.url}/api/v1/prefetch`, { image: 'registry.example.com/team/app:1' })
     expect(res.status).toBe(400)
-    expect(res.json.errors[0].message).toContain('registry.example.com')
+    expect(res.json.errors[0]?.message).toContain('registry.example.com')
     const cli = await run(process.execPath, [BINARIES.dfget, 'prefetch', 'registry.example.com/team/app:1', '--daemon', daemon.url], { timeoutMs: 30_000 })
     expect(cli.code).toBe(2)
     expect(cli.stderr).toContain('registry.example.com')
@@ -105,7 +105,7 @@ describe.skipIf(skip != null)(`prefetch, then docker pull${skip != null ? ` (ski
     // a second prefetch finds it all on this host
     const again = await postJob(`${daemon.url}/api/v1/prefetch`, { image: ref })
     expect(again.status).toBe(202)
-    const second = await waitForJob(`${daemon.url}/api/v1/prefetch/${again.json.id as string}`)
+    const second = await waitForJob(`${daemon.url}/api/v1/prefetch/${again.json.id}`)
     expect(second.bytesBySource).toEqual({ local: total, peer: 0, supernode: 0, origin: 0 })
   })
 })

@@ -75,7 +75,7 @@ describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${s
     const body = { image: `${host}/library/multi:v1` }
     const none = await postJob(`${supernode.url}/api/v1/preheat`, body)
     expect(none.status).toBe(401)
-    expect(none.json.errors[0].message).toMatch(/Bearer/)
+    expect(none.json.errors[0]?.message).toMatch(/Bearer/)
     const wrong = await postJob(`${supernode.url}/api/v1/preheat`, body, { authorization: 'Bearer not-the-token-at-all' })
     expect(wrong.status).toBe(401)
     const list = await request(`${supernode.url}/api/v1/preheat`, { signal: AbortSignal.timeout(10_000) })
@@ -84,11 +84,11 @@ describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${s
     for (const bad of [{}, { image: 'Not A Reference' }, { image: 'alpine', urls: ['http://x/y'] }, { image: 'alpine', platforms: ['linux'] }]) {
       const res = await postJob(`${supernode.url}/api/v1/preheat`, bad, auth)
       expect(res.status, JSON.stringify(bad)).toBe(400)
-      expect(res.json.errors[0].code).toBe('BAD_REQUEST')
+      expect(res.json.errors[0]?.code).toBe('BAD_REQUEST')
     }
     const refused = await postJob(`${supernode.url}/api/v1/preheat`, { image: 'registry.example.com/team/app:1' }, auth)
     expect(refused.status).toBe(403)
-    expect(refused.json.errors[0].message).toMatch(/registry\.example\.com/)
+    expect(refused.json.errors[0]?.message).toMatch(/registry\.example\.com/)
     expect(proxy.blobGets.size).toBe(0)
   })
 
@@ -96,7 +96,7 @@ describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${s
     const created = await postJob(`${supernode.url}/api/v1/preheat`, { image: `${host}/library/multi:v1`, platforms: ['linux/arm64'] }, auth)
     expect(created.status).toBe(202)
     expect(created.json.state).toBe('running')
-    const job = await waitForJob(`${supernode.url}/api/v1/preheat/${created.json.id as string}`, auth)
+    const job = await waitForJob(`${supernode.url}/api/v1/preheat/${created.json.id}`, auth)
     expect(job.state, job.error).toBe('succeeded')
 
     const arm = multi.images.find(i => i.platform === 'linux/arm64')!.image
@@ -135,7 +135,7 @@ describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${s
 
     // listed, and a second preheat finds everything already cached
     const again = await postJob(`${supernode.url}/api/v1/preheat`, { image: `${host}/library/multi@${multi.indexDigest}`, platforms: ['linux/arm64'] }, auth)
-    const second = await waitForJob(`${supernode.url}/api/v1/preheat/${again.json.id as string}`, auth)
+    const second = await waitForJob(`${supernode.url}/api/v1/preheat/${again.json.id}`, auth)
     expect(second.state, second.error).toBe('succeeded')
     expect(second.bytesBySource).toEqual({ local: total, peer: 0, supernode: 0, origin: 0 })
   })
@@ -146,7 +146,7 @@ describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${s
     await rm(join(dir, 'registry', 'storage', 'docker', 'registry', 'v2', 'blobs', 'sha256', missing.digest.slice(7, 9), missing.digest.slice(7)), { recursive: true, force: true })
     const created = await postJob(`${supernode.url}/api/v1/preheat`, { image: `${host}/library/broken:v1` }, auth)
     expect(created.status).toBe(202)
-    const job = await waitForJob(`${supernode.url}/api/v1/preheat/${created.json.id as string}`, auth)
+    const job = await waitForJob(`${supernode.url}/api/v1/preheat/${created.json.id}`, auth)
     expect(job.state).toBe('failed')
     expect(job.error).toContain(missing.digest)
     const layer = job.layers.find(l => l.digest === missing.digest)!
@@ -160,15 +160,15 @@ describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${s
   it('pulls from a registry with credentials, and fails without them', async () => {
     const image = `${new URL(privateRegistry.url).host}/team/secret:v1`
     const without = await postJob(`${supernode.url}/api/v1/preheat`, { image }, auth)
-    const failed = await waitForJob(`${supernode.url}/api/v1/preheat/${without.json.id as string}`, auth)
+    const failed = await waitForJob(`${supernode.url}/api/v1/preheat/${without.json.id}`, auth)
     expect(failed.state).toBe('failed')
     expect(failed.error).toMatch(/401|credentials/)
 
     const badPassword = await postJob(`${supernode.url}/api/v1/preheat`, { image, credentials: { username: 'ops', password: 'wrong' } }, auth)
-    expect((await waitForJob(`${supernode.url}/api/v1/preheat/${badPassword.json.id as string}`, auth)).state).toBe('failed')
+    expect((await waitForJob(`${supernode.url}/api/v1/preheat/${badPassword.json.id}`, auth)).state).toBe('failed')
 
     const withCreds = await postJob(`${supernode.url}/api/v1/preheat`, { image, credentials: { username: 'ops', password: 'op-secret' } }, auth)
-    const job = await waitForJob(`${supernode.url}/api/v1/preheat/${withCreds.json.id as string}`, auth)
+    const job = await waitForJob(`${supernode.url}/api/v1/preheat/${withCreds.json.id}`, auth)
     expect(job.state, job.error).toBe('succeeded')
     expect(job.layers.map(l => l.digest).sort()).toEqual([secret.config, ...secret.layers].map(b => b.digest).sort())
     expect(job.completedBytes).toBe(secret.config.size + secret.layerBytes)

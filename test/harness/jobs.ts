@@ -14,10 +14,13 @@ export interface JobView {
   layers: Array<{ digest?: string, url: string, size: number | null, completedBytes: number, state: string, error?: string }>
 }
 
+/** What a POST answers: `{ id, state }`, or `{ errors: [...] }`. */
+export interface PostAnswer { id: string, state: string, errors: Array<{ code: string, message: string }> }
+
 /** POSTs a job; resolves with the status and the JSON answer. */
-export async function postJob (url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number, json: any }> {
+export async function postJob (url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number, json: PostAnswer }> {
   const res = await request(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body), signal: AbortSignal.timeout(30_000) })
-  return { status: res.statusCode, json: await res.body.json() }
+  return { status: res.statusCode, json: await res.body.json() as PostAnswer }
 }
 
 /** Polls a job until it is no longer running (or `timeoutMs` passes: an error). */

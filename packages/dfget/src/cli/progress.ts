@@ -56,7 +56,7 @@ export function createProgress (init: ProgressInit): ProgressReporter {
     const bar = new cliProgress.SingleBar({
       stream,
       format: '{bar} {done}/{size} {rate}/s ETA {eta_formatted} {sources}',
-      formatValue: (v, _o, type) => String(v),
+      formatValue: (v) => String(v),
       hideCursor: true,
       etaBuffer: 20,
       fps: 5
