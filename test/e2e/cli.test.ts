@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { sha256, startTestOrigin, type TestOrigin } from '../harness/origin.ts'
 import { BINARIES, makeTestDir, removeTestDir, run } from '../harness/processes.ts'
+import { which } from '../harness/require-binary.ts'
 import { DEFAULT_NODE_FLAGS } from '../../packages/core/src/runtime/node-flags.ts'
 import { startDaemon, startSupernode, type DaemonHandle, type SupernodeHandle } from '../harness/swarm.ts'
 
@@ -178,5 +179,15 @@ describe('dfget <url> -o <file> through running processes', () => {
     expect(res.stderr).not.toMatch(/EPIPE|Error|at /)
     // the download timeout is 30 minutes: ending is not waiting for it
     expect(ms).toBeLessThan(30_000)
+  })
+
+  it.skipIf(which('script') == null)('draws a bar with bytes, rate and ETA when stderr is a terminal', async () => {
+    const { url } = origin.add('/releases/tty.bin', randomBytes(2 * 1024 * 1024))
+    // script(1) runs dfget on a pseudo-terminal
+    const command = `"${node}" "${BINARIES.dfget}" "${url}" -o "${join(dir, 'tty.bin')}" --daemon "${daemon.url}"`
+    const res = await run('script', ['-qec', command, '/dev/null'], { timeoutMs: 60_000 })
+    expect(res.code, res.stdout).toBe(0)
+    expect(res.stdout).toMatch(/\u2588+/)
+    expect(res.stdout).toMatch(/2\.0 MiB\/2\.0 MiB .*\/s ETA \S+ via (swarm|local|origin)/)
   })
 })

@@ -140,6 +140,23 @@ describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${s
     expect(second.bytesBySource).toEqual({ local: total, peer: 0, supernode: 0, origin: 0 })
   })
 
+  it('preheats a list of URLs, each a task keyed by its URL', async () => {
+    const amd = multi.images.find(i => i.platform === 'linux/amd64')!.image
+    const layer = amd.layers[0]!
+    const url = `${proxy.url}/v2/library/multi/blobs/${layer.digest}`
+    const created = await postJob(`${supernode.url}/api/v1/preheat`, { urls: [url] }, auth)
+    expect(created.status).toBe(202)
+    const job = await waitForJob(`${supernode.url}/api/v1/preheat/${created.json.id}`, auth)
+    expect(job.state, job.error).toBe('succeeded')
+    expect(job.image).toBeUndefined()
+    expect(job.layers).toMatchObject([{ url, size: layer.size, completedBytes: layer.size, state: 'succeeded' }])
+    expect(job.bytesBySource.origin).toBe(layer.size)
+    expect(proxy.blobGets.get(layer.digest)).toBe(1)
+    const refused = await postJob(`${supernode.url}/api/v1/preheat`, { urls: ['https://files.example.com/a.tar'] }, auth)
+    expect(refused.status).toBe(403)
+    expect(refused.json.errors[0]?.message).toContain('files.example.com')
+  })
+
   it('fails a job whose layer the registry cannot serve, naming the layer and the reason', async () => {
     const missing = broken.layers[1]!
     // the registry loses the blob's data: its GET answers an error

@@ -93,7 +93,7 @@ export class PullJobs {
 
   /** @throws {TooManyJobsError} when every kept job is still running */
   create (spec: PullJobSpec): PullJobView {
-    this.evict()
+    this.evict(true)
     if (this.jobs.size >= this.maxJobs) {
       throw new TooManyJobsError(`${this.jobs.size} jobs are running (at most ${this.maxJobs}); try again once some finished`)
     }
@@ -183,12 +183,16 @@ export class PullJobs {
     }
   }
 
-  /** Forgets finished jobs past their age, then the oldest finished ones while over the bound. */
-  private evict (): void {
+  /**
+   * Forgets finished jobs past their age; when making room for a new one, also the
+   * oldest finished ones while at the bound (a job someone is polling is only dropped
+   * for a new one).
+   */
+  private evict (makeRoom = false): void {
     const now = Date.now()
     const finished = [...this.jobs.values()].filter(j => j.finishedAt != null).sort((a, b) => (a.finishedAt ?? 0) - (b.finishedAt ?? 0))
     for (const job of finished) {
-      if (now - (job.finishedAt ?? now) > this.maxAge || this.jobs.size >= this.maxJobs) {
+      if (now - (job.finishedAt ?? now) > this.maxAge || (makeRoom && this.jobs.size >= this.maxJobs)) {
         this.jobs.delete(job.view.id)
       }
     }
