@@ -85,6 +85,7 @@ describe.skipIf(skip != null)(`prefetch, then docker pull${skip != null ? ` (ski
     expect(job.completedBytes).toBe(total)
     expect(job.bytesBySource.origin).toBe(0)
     expect(job.bytesBySource.supernode + job.bytesBySource.peer).toBe(total)
+    expect(sample(await scrape(`${daemon.url}/metrics`), 'shoal_dfget_prefetch_jobs_total', { result: 'succeeded' })).toBe(1)
 
     const before = await daemonBytes(daemon.url)
     const hitsBefore = sample(await scrape(`${daemon.url}/metrics`), 'shoal_dfget_cache_hits_total')

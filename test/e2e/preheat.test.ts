@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startCountingProxy, type CountingProxy } from '../harness/counting-proxy.ts'
 import { generateImage, generateOciIndex, type GeneratedImage, type GeneratedIndex } from '../harness/image.ts'
 import { postJob, waitForJob } from '../harness/jobs.ts'
-import { daemonBytes } from '../harness/metrics.ts'
+import { daemonBytes, sample, scrape } from '../harness/metrics.ts'
 import { makeTestDir, removeTestDir } from '../harness/processes.ts'
 import { pushIndex, startDockerRegistry, type Registry } from '../harness/registry.ts'
 import { requireReal } from '../harness/require-binary.ts'
@@ -138,6 +138,7 @@ describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${s
     const second = await waitForJob(`${supernode.url}/api/v1/preheat/${again.json.id}`, auth)
     expect(second.state, second.error).toBe('succeeded')
     expect(second.bytesBySource).toEqual({ local: total, peer: 0, supernode: 0, origin: 0 })
+    expect(sample(await scrape(`${supernode.url}/metrics`), 'shoal_supernode_preheat_jobs_total', { result: 'succeeded' })).toBe(2)
   })
 
   it('preheats a list of URLs, each a task keyed by its URL', async () => {

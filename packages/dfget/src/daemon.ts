@@ -16,7 +16,7 @@ import { BlobAuthorizer, type SourceHead } from './mirror/blob-authorizer.ts'
 import { registryErrorBody, registryMirrorRoutes } from './mirror/registry-mirror.ts'
 import { prefetchRoutes } from './prefetch/prefetch-routes.ts'
 import { SupernodeClient } from './supernode-client.ts'
-import type { Registry } from 'prom-client'
+import { Counter, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 
 export interface DaemonInit {
@@ -206,7 +206,11 @@ export class Daemon {
     const shared = { downloads: this.downloads, store, metrics, source, authorizer }
     // the manifest comes from the upstream through the source client, like the mirror's
     const registryClient = new RegistryClient({ source, ...(this.ownsDispatcher ? {} : { dispatcher }) })
-    const jobs = new PullJobs({ log: logger.forComponent('shoal:dfget:prefetch') })
+    const prefetchJobs = new Counter({ name: 'shoal_dfget_prefetch_jobs_total', help: 'Prefetch jobs that ended, by result (succeeded, failed)', labelNames: ['result'], registers: [this.registry] })
+    for (const result of ['succeeded', 'failed']) {
+      prefetchJobs.inc({ result }, 0)
+    }
+    const jobs = new PullJobs({ log: logger.forComponent('shoal:dfget:prefetch'), onFinished: (job) => { prefetchJobs.inc({ result: job.state }) } })
     this.prefetch = { jobs, registryClient }
     this.http = await startHttpServer(this.init.listen, createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),

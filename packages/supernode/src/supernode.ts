@@ -11,7 +11,7 @@ import { PeerRegistry } from './peers/peer-registry.ts'
 import { preheatRoutes } from './preheat/preheat-routes.ts'
 import { Scheduler } from './scheduler/scheduler.ts'
 import { TaskManager } from './tasks/task-manager.ts'
-import type { Registry } from 'prom-client'
+import { Counter, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 
 export interface SupernodeInit {
@@ -126,7 +126,14 @@ export class Supernode {
       init.pieceSize != null ? { pieceSize: init.pieceSize } : {})
     this.tasks = new TaskManager({ store: this.store, fetcher, logger: this.logger, metrics: this.metrics },
       { sourceHeadersTimeout: (init.sourceTimeout ?? 30_000) + 5_000 })
-    this.preheatJobs = new PullJobs({ log: components.logger.forComponent('shoal:supernode:preheat') })
+    const preheatJobs = new Counter({ name: 'shoal_supernode_preheat_jobs_total', help: 'Preheat jobs that ended, by result (succeeded, failed)', labelNames: ['result'], registers: [this.registry] })
+    for (const result of ['succeeded', 'failed']) {
+      preheatJobs.inc({ result }, 0)
+    }
+    this.preheatJobs = new PullJobs({
+      log: components.logger.forComponent('shoal:supernode:preheat'),
+      onFinished: (job) => { preheatJobs.inc({ result: job.state }) }
+    })
     // manifests come through the source client, so --allow-source governs them as it does layers
     this.registryClient = new RegistryClient({ source: this.source, ...(components.dispatcher != null ? { dispatcher: components.dispatcher } : {}) })
   }

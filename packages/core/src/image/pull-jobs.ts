@@ -63,6 +63,12 @@ export interface PullJobsInit {
   timeout?: number
 }
 
+export interface PullJobsComponents {
+  log: Logger
+  /** Told of every job that ended (for a metric of jobs by result). */
+  onFinished?: (job: PullJobView) => void
+}
+
 interface Job {
   view: PullJobView
   finishedAt?: number
@@ -78,13 +84,17 @@ export class PullJobs {
   private readonly running = new Set<Promise<void>>()
   private readonly controller = new AbortController()
   private readonly log: Logger
+  private readonly onFinished?: (job: PullJobView) => void
   private readonly maxJobs: number
   private readonly maxAge: number
   private readonly concurrency: number
   private readonly timeout: number
 
-  constructor (components: { log: Logger }, init: PullJobsInit = {}) {
+  constructor (components: PullJobsComponents, init: PullJobsInit = {}) {
     this.log = components.log
+    if (components.onFinished != null) {
+      this.onFinished = components.onFinished
+    }
     this.maxJobs = init.maxJobs ?? 100
     this.maxAge = init.maxAge ?? 3_600_000
     this.concurrency = init.concurrency ?? 3
@@ -169,6 +179,7 @@ export class PullJobs {
     job.finishedAt = Date.now()
     view.finishedAt = new Date(job.finishedAt).toISOString()
     this.log.info({ job: view.id, image: view.image, state: view.state, error: view.error }, 'job finished')
+    this.onFinished?.(this.snapshot(job))
   }
 
   private snapshot (job: Job): PullJobView {
