@@ -5,7 +5,7 @@
  * supernode without the registry serving them again.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { rm, writeFile } from 'node:fs/promises'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -16,21 +16,25 @@ import { daemonBytes, sample, scrape } from '../harness/metrics.ts'
 import { makeTestDir, removeTestDir } from '../harness/processes.ts'
 import { pushIndex, startDockerRegistry, type Registry } from '../harness/registry.ts'
 import { requireReal } from '../harness/require-binary.ts'
+import { startTokenServer, type TokenServer } from '../harness/token-server.ts'
 import { startDaemon, startSupernode, type DaemonHandle, type SupernodeHandle } from '../harness/swarm.ts'
 
 const MiB = 1024 * 1024
-const skip = requireReal({ binaries: ['docker-registry'] })
+const skip = requireReal({ binaries: ['docker-registry', 'openssl'] })
 
 describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${skip})` : ''}`, () => {
   let dir: string
   let registry: Registry
   let privateRegistry: Registry
+  let tokenRegistry: Registry
+  let tokens: TokenServer
   let proxy: CountingProxy
   let supernode: SupernodeHandle
   let daemon: DaemonHandle
   let multi: GeneratedIndex
   let broken: GeneratedImage
   let secret: GeneratedImage
+  let tokenSecret: GeneratedImage
   const token = randomBytes(24).toString('hex')
   const auth = { authorization: `Bearer ${token}` }
   const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
@@ -41,10 +45,17 @@ describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${s
     registry = await startDockerRegistry(join(dir, 'registry'))
     proxy = await startCountingProxy(registry.url)
     privateRegistry = await startDockerRegistry(join(dir, 'private'), { htpasswd: { ops: 'op-secret' }, pushAuthorization: () => basic('ops', 'op-secret') })
+    await mkdir(join(dir, 'token-registry'), { recursive: true })
+    tokens = await startTokenServer(join(dir, 'token-registry'), { users: { ops: { password: 'op-secret', repositories: ['team/secret'] } } })
+    const t = tokens
+    tokenRegistry = await startDockerRegistry(join(dir, 'token-registry'), {
+      token: { realm: t.realm, service: t.service, issuer: t.issuer, rootCertBundle: t.certFile },
+      pushAuthorization: (name) => `Bearer ${t.mint('pusher', [{ type: 'repository', name, actions: ['pull', 'push'] }])}`
+    })
     await writeFile(join(dir, 'token'), `${token}\n`, { mode: 0o600 })
     supernode = await startSupernode({
       dir: join(dir, 'supernode'),
-      allowSource: [proxy.url, privateRegistry.url],
+      allowSource: [proxy.url, privateRegistry.url, tokenRegistry.url],
       pieceSize: MiB,
       extraArgs: ['--preheat-token-file', join(dir, 'token')]
     })
@@ -60,6 +71,10 @@ describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${s
     await registry.push(broken)
     secret = await generateImage(await makeTestDir('preheat-img'), 'team/secret', 'v1', [2 * MiB + 9])
     await privateRegistry.push(secret)
+    // its own layers, so its blobs are fetched with the bearer token, not found in the cache
+    tokenSecret = await generateImage(await makeTestDir('preheat-img'), 'team/secret', 'v2', [MiB + 99])
+    tokenSecret.tag = 'v1'
+    await tokenRegistry.push(tokenSecret)
   })
 
   afterAll(async () => {
@@ -68,6 +83,8 @@ describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${s
     await proxy?.stop()
     await registry?.stop()
     await privateRegistry?.stop()
+    await tokenRegistry?.stop()
+    await tokens?.stop()
     await removeTestDir(dir)
   })
 
@@ -175,12 +192,13 @@ describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${s
     }
   })
 
-  it('pulls from a registry with credentials, and fails without them', async () => {
-    const image = `${new URL(privateRegistry.url).host}/team/secret:v1`
+  it.each(['htpasswd (Basic)', 'token (Bearer)'])('pulls from a registry with credentials, and fails without them: %s', async (kind) => {
+    const image = `${new URL(kind.startsWith('htpasswd') ? privateRegistry.url : tokenRegistry.url).host}/team/secret:v1`
+    const pushed = kind.startsWith('htpasswd') ? secret : tokenSecret
     const without = await postJob(`${supernode.url}/api/v1/preheat`, { image }, auth)
     const failed = await waitForJob(`${supernode.url}/api/v1/preheat/${without.json.id}`, auth)
     expect(failed.state).toBe('failed')
-    expect(failed.error).toMatch(/401|credentials/)
+    expect(failed.error).toMatch(kind.startsWith('htpasswd') ? /no credentials given|none were given/ : /401|403/)
 
     const badPassword = await postJob(`${supernode.url}/api/v1/preheat`, { image, credentials: { username: 'ops', password: 'wrong' } }, auth)
     expect((await waitForJob(`${supernode.url}/api/v1/preheat/${badPassword.json.id}`, auth)).state).toBe('failed')
@@ -188,8 +206,10 @@ describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${s
     const withCreds = await postJob(`${supernode.url}/api/v1/preheat`, { image, credentials: { username: 'ops', password: 'op-secret' } }, auth)
     const job = await waitForJob(`${supernode.url}/api/v1/preheat/${withCreds.json.id}`, auth)
     expect(job.state, job.error).toBe('succeeded')
-    expect(job.layers.map(l => l.digest).sort()).toEqual([secret.config, ...secret.layers].map(b => b.digest).sort())
-    expect(job.completedBytes).toBe(secret.config.size + secret.layerBytes)
+    expect(job.layers.map(l => l.digest).sort()).toEqual([pushed.config, ...pushed.layers].map(b => b.digest).sort())
+    expect(job.completedBytes).toBe(pushed.config.size + pushed.layerBytes)
+    // fetched from the registry (with the credentials), not found in the cache
+    expect(job.bytesBySource.origin).toBe(pushed.config.size + pushed.layerBytes)
     // the credentials are not shown back
     expect(JSON.stringify(job)).not.toContain('op-secret')
   })
