@@ -1,4 +1,4 @@
-import { API_PREFIX, DigestMismatchError, HttpError, isDigest, readJson, type Route } from '@shoal/core'
+import { API_PREFIX, DigestMismatchError, HttpError, isDigest, readJson, sendJson, type Route } from '@shoal/core'
 import { z } from 'zod'
 import { authorize } from '../mirror/registry-mirror.ts'
 import { sendDownload, type SendDownloadComponents } from '../mirror/send-download.ts'
@@ -24,6 +24,25 @@ export const downloadRequestSchema = z.object({
 export function daemonApiRoutes (c: DaemonApiComponents): Route[] {
   const mismatches = new RecentSet(MISMATCH_MEMORY_MS, 1024)
   return [
+    {
+      // a download in progress, by where its bytes came from: what dfget's progress bar shows
+      methods: ['GET'],
+      pattern: new RegExp(`^${API_PREFIX}/downloads/(?<taskId>[a-f0-9]{64})$`),
+      handler: async (ctx) => {
+        const download = c.downloads.inProgress(ctx.params.taskId ?? '')
+        if (download == null) {
+          throw new HttpError(404, 'NOT_FOUND', 'no download of that task is in progress here')
+        }
+        sendJson(ctx.res, 200, {
+          taskId: download.taskId,
+          state: download.state,
+          via: download.via,
+          contentLength: download.contentLength,
+          completedBytes: download.contiguous,
+          bytesBySource: download.bytesBySource
+        })
+      }
+    },
     {
       methods: ['POST'],
       pattern: new RegExp(`^${API_PREFIX}/downloads$`),

@@ -103,7 +103,7 @@ const program = new Command('dfget')
           daemon: options.daemon,
           timeout: options.timeout,
           signal,
-          ...(progress != null ? { onProgress: (completed, total, via) => { progress.update({ completed, total, ...(via != null ? { note: `via ${via}` } : {}) }) } } : {})
+          ...(progress != null ? { onProgress: (p) => { progress.update({ completed: p.written, total: p.total, ...(p.bySource != null ? { bySource: p.bySource } : {}), ...(p.via != null ? { note: `via ${p.via}` } : {}) }) } } : {})
         })
       } finally {
         progress?.stop()

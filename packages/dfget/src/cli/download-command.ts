@@ -15,10 +15,23 @@ export interface DownloadOptions {
   daemon: string
   timeout: number
   signal: AbortSignal
-  /** Bytes written so far, the length when known, and how the daemon got the content (local, swarm, origin). */
-  onProgress?: (written: number, total: number | null, via: string | undefined) => void
+  /**
+   * Bytes written so far, the length when known, how the daemon got the content (local,
+   * swarm, origin) and, while it is still arriving, the daemon's bytes by source (asked
+   * every `sourcesInterval` only when this is given).
+   */
+  onProgress?: (progress: DownloadProgress) => void
+  /** How often the daemon is asked where the bytes come from. @default 500 ms */
+  sourcesInterval?: number
   /** Where `-o -` writes. @default process.stdout */
   stdout?: NodeJS.WritableStream
+}
+
+export interface DownloadProgress {
+  written: number
+  total: number | null
+  via: string | undefined
+  bySource?: Record<string, number>
 }
 
 export interface DownloadSummary {
@@ -109,8 +122,11 @@ export async function downloadToFile (options: DownloadOptions): Promise<Downloa
     const out = toStdout ? new PipeWriter(options.stdout ?? process.stdout) : undefined
     const total = Number.isFinite(Number(res.headers['content-length'])) ? Number(res.headers['content-length']) : null
     const via = typeof res.headers['x-shoal-via'] === 'string' ? res.headers['x-shoal-via'] : undefined
+    const taskId = typeof res.headers['x-shoal-task-id'] === 'string' && /^[a-f0-9]{64}$/.test(res.headers['x-shoal-task-id']) ? res.headers['x-shoal-task-id'] : undefined
+    const sources = options.onProgress != null && taskId != null && via !== 'local' ? watchSources(options.daemon, taskId, dispatcher, signal, options.sourcesInterval ?? 500) : undefined
+    const progress = (): void => { options.onProgress?.({ written: bytes, total, via, ...(sources?.latest != null ? { bySource: sources.latest } : {}) }) }
     try {
-      options.onProgress?.(0, total, via)
+      progress()
       for await (const chunk of res.body as AsyncIterable<Buffer>) {
         hash.update(chunk)
         bytes += chunk.byteLength
@@ -119,7 +135,13 @@ export async function downloadToFile (options: DownloadOptions): Promise<Downloa
         } else {
           await out?.write(chunk)
         }
-        options.onProgress?.(bytes, total, via)
+        progress()
+      }
+      if (sources != null) {
+        // the daemon's last word on where the bytes came from, for the final line
+        sources.stop()
+        await sources.ask()
+        progress()
       }
       const expectedLength = Number(res.headers['content-length'])
       if (Number.isFinite(expectedLength) && bytes !== expectedLength) {
@@ -127,6 +149,7 @@ export async function downloadToFile (options: DownloadOptions): Promise<Downloa
       }
       await file?.sync()
     } finally {
+      sources?.stop()
       await file?.close()
       out?.release()
       // cut at once (a reader that went away, a failure): no waiting on the body's timeout
@@ -239,4 +262,43 @@ function isConnectError (err: unknown): boolean {
     e = e.cause as typeof e
   }
   return false
+}
+
+/**
+ * Asks the daemon now and then where a download's bytes come from, until stopped or
+ * the download is no longer running there. Best effort: a failed ask is skipped.
+ */
+function watchSources (daemon: string, taskId: string, dispatcher: Dispatcher, signal: AbortSignal, interval: number): { latest?: Record<string, number>, stop: () => void, ask: () => Promise<void> } {
+  const state: { latest?: Record<string, number>, stop: () => void, ask: () => Promise<void> } = { stop: () => {}, ask: async () => {} }
+  let stopped = false
+  let timer: NodeJS.Timeout | undefined
+  const ask = async (): Promise<void> => {
+    try {
+      const res = await request(`${daemon}${API_PREFIX}/downloads/${taskId}`, { signal: AbortSignal.any([signal, AbortSignal.timeout(2_000)]), dispatcher })
+      if (res.statusCode !== 200) {
+        await res.body.dump()
+        stopped = true
+        return
+      }
+      const json = await res.body.json() as { bytesBySource?: Record<string, number> }
+      if (json.bytesBySource != null) {
+        state.latest = json.bytesBySource
+      }
+    } catch {}
+  }
+  const tick = (): void => {
+    ask().finally(() => {
+      if (!stopped && !signal.aborted) {
+        timer = setTimeout(tick, interval)
+        timer.unref()
+      }
+    }).catch(() => {})
+  }
+  tick()
+  state.ask = ask
+  state.stop = () => {
+    stopped = true
+    clearTimeout(timer)
+  }
+  return state
 }

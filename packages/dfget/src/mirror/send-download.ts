@@ -90,6 +90,8 @@ export async function sendDownload (ctx: RouteContext, components: SendDownloadC
     'content-type': 'application/octet-stream',
     // how this host got the content (local, swarm, origin), for dfget's progress line
     'x-shoal-via': download.via,
+    // where `GET /api/v1/downloads/<task id>` tells its progress by source
+    'x-shoal-task-id': download.taskId,
     ...(download.contentLength != null ? { 'content-length': String(download.contentLength) } : {})
   })
   try {
