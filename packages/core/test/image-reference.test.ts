@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest'
-import { formatImageReference, InvalidImageReferenceError, parseImageReference, PullJobs, silentLogger, TooManyJobsError } from '../src/index.ts'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { BlobAuthorization, TOKEN_REUSE_MS, formatImageReference, InvalidImageReferenceError, parseImageReference, PullJobs, silentLogger, TooManyJobsError } from '../src/index.ts'
 
 const digest = `sha256:${'a'.repeat(64)}`
 
@@ -82,5 +82,33 @@ describe('PullJobs', () => {
     expect(jobs.list()).toHaveLength(2)
     release()
     await jobs.stop()
+  })
+})
+
+describe('BlobAuthorization', () => {
+  afterEach(() => { vi.useRealTimers() })
+  const signal = new AbortController().signal
+
+  it('asks for a new token once the one it has is older than TOKEN_REUSE_MS, once for concurrent layers', async () => {
+    vi.useFakeTimers()
+    let refreshes = 0
+    const auth = new BlobAuthorization('Bearer first', async () => { refreshes++; return `Bearer fresh-${refreshes}` })
+    expect(await auth.headers(signal)).toEqual({ authorization: 'Bearer first' })
+    vi.advanceTimersByTime(TOKEN_REUSE_MS - 1000)
+    expect(await auth.headers(signal)).toEqual({ authorization: 'Bearer first' })
+    vi.advanceTimersByTime(2000)
+    const [a, b] = await Promise.all([auth.headers(signal), auth.headers(signal)])
+    expect(a).toEqual({ authorization: 'Bearer fresh-1' })
+    expect(b).toEqual({ authorization: 'Bearer fresh-1' })
+    expect(refreshes).toBe(1)
+  })
+
+  it('sends nothing, and asks nothing, for a registry that wants no token', async () => {
+    vi.useFakeTimers()
+    let refreshes = 0
+    const auth = new BlobAuthorization(undefined, async () => { refreshes++; return 'Bearer x' })
+    vi.advanceTimersByTime(10 * TOKEN_REUSE_MS)
+    expect(await auth.headers(signal)).toEqual({})
+    expect(refreshes).toBe(0)
   })
 })

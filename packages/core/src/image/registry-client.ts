@@ -149,6 +149,17 @@ export class RegistryClient {
     }
   }
 
+  /**
+   * A fresh Authorization header for pulling from `ref`'s repository (a new token, as a
+   * pull's first request would get one), or undefined when the registry asks for none.
+   * Tokens are short-lived (Docker Hub's for 5 minutes): a long job asks again.
+   */
+  async authorization (baseUrl: string, ref: ImageReference, options: Pick<ResolveOptions, 'credentials' | 'signal'> = {}): Promise<string | undefined> {
+    const session = { authorization: undefined as string | undefined }
+    await this.manifest(baseUrl.replace(/\/+$/, ''), ref.repository, ref.digest ?? ref.tag ?? 'latest', ref.digest, session, options)
+    return session.authorization
+  }
+
   /** One manifest GET, answering one auth challenge; verified when asked by digest. */
   private async manifest (base: string, repository: string, reference: string, expected: string | undefined, session: { authorization: string | undefined }, options: ResolveOptions): Promise<{ digest: string, mediaType: string, json: ManifestJson }> {
     const url = `${base}/v2/${repository}/manifests/${reference}`
@@ -300,5 +311,37 @@ function checkDescriptor (d: Descriptor, manifest: string): void {
     parseDigest(d.digest)
   } catch {
     throw new ImageResolveError(`manifest ${manifest} names an invalid digest ${JSON.stringify(String(d.digest).slice(0, 100))}`)
+  }
+}
+
+/** How long a registry token is used before a new one is asked for: well under the 5 minutes Docker Hub's last. */
+export const TOKEN_REUSE_MS = 60_000
+
+/**
+ * The Authorization header a job's blob fetches carry: the one the resolve got, then a
+ * new one once it is older than {@link TOKEN_REUSE_MS}, so the last layers of a long
+ * job are not refused with an expired token.
+ */
+export class BlobAuthorization {
+  private header: string | undefined
+  private at = Date.now()
+  private refreshing: Promise<void> | undefined
+  private readonly refresh: (signal: AbortSignal) => Promise<string | undefined>
+
+  constructor (initial: string | undefined, refresh: (signal: AbortSignal) => Promise<string | undefined>) {
+    this.header = initial
+    this.refresh = refresh
+  }
+
+  /** Headers for the next blob fetch. */
+  async headers (signal: AbortSignal): Promise<Record<string, string>> {
+    if (this.header != null && Date.now() - this.at > TOKEN_REUSE_MS) {
+      // one refresh at a time, shared by the layers that start meanwhile
+      this.refreshing ??= this.refresh(signal)
+        .then(header => { this.header = header; this.at = Date.now() })
+        .finally(() => { this.refreshing = undefined })
+      await this.refreshing
+    }
+    return this.header != null ? { authorization: this.header } : {}
   }
 }

@@ -1,5 +1,5 @@
 import {
-  HttpError, parseImageReference, pullJobRoutes, SourceRefusedError,
+  BlobAuthorization, HttpError, parseImageReference, pullJobRoutes, SourceRefusedError,
   type PullByteSource, type PullJobLayer, type PullJobs, type PullJobSpec, type RegistryClient, type Route, type SourceClient
 } from '@shoal/core'
 import { registryBaseFor } from './registry-host.ts'
@@ -10,7 +10,7 @@ export interface PrefetchComponents {
   downloads: Pick<DownloadManager, 'open'>
   /** Says whether a URL may be fetched at all. */
   source: Pick<SourceClient, 'check'>
-  registryClient: Pick<RegistryClient, 'resolve'>
+  registryClient: Pick<RegistryClient, 'resolve' | 'authorization'>
 }
 
 export interface PrefetchInit {
@@ -48,15 +48,15 @@ export function prefetchRoutes (c: PrefetchComponents, init: PrefetchInit): Rout
       const image = body.image ?? ''
       const ref = parseImageReference(image)
       const base = registryBaseFor(ref.registry, init.registry)
-      let headers: Record<string, string> = {}
+      let auth: BlobAuthorization | undefined
       return {
         image,
         resolve: async (signal) => {
           const resolved = await c.registryClient.resolve(base, ref, { ...(body.platforms != null ? { platforms: body.platforms } : {}), signal })
-          headers = resolved.authorization != null ? { authorization: resolved.authorization } : {}
+          auth = new BlobAuthorization(resolved.authorization, async (s) => c.registryClient.authorization(base, ref, { signal: s }))
           return { layers: resolved.blobs.map(b => ({ digest: b.digest, url: b.url, size: b.size })) }
         },
-        fetch: async (layer, bySource, signal) => { await fetchLayer(c, layer, headers, bySource, signal) }
+        fetch: async (layer, bySource, signal) => { await fetchLayer(c, layer, await auth?.headers(signal) ?? {}, bySource, signal) }
       }
     }
   })

@@ -1,6 +1,6 @@
 import { timingSafeEqual, createHash } from 'node:crypto'
 import {
-  HttpError, imageDefaults, isDockerHub, parseImageReference, pullJobRoutes, SourceRefusedError, taskIdFor,
+  BlobAuthorization, HttpError, imageDefaults, isDockerHub, parseImageReference, pullJobRoutes, SourceRefusedError, taskIdFor,
   type PullByteSource, type PullJobLayer, type PullJobs, type PullJobSpec, type RegistryClient, type Route, type RouteContext, type SourceClient
 } from '@shoal/core'
 import type { TaskManager } from '../tasks/task-manager.ts'
@@ -10,7 +10,7 @@ export interface PreheatComponents {
   tasks: Pick<TaskManager, 'register' | 'find'>
   /** Says whether a URL may be fetched at all (`--allow-source`). */
   source: Pick<SourceClient, 'check'>
-  registryClient: Pick<RegistryClient, 'resolve'>
+  registryClient: Pick<RegistryClient, 'resolve' | 'authorization'>
 }
 
 export interface PreheatInit {
@@ -67,19 +67,16 @@ export function preheatSpec (c: Omit<PreheatComponents, 'jobs'>, body: { image?:
   const image = body.image ?? ''
   const ref = parseImageReference(image)
   const base = registryBase(c, ref.registry)
-  let headers: Record<string, string> = {}
+  const credentials = body.credentials != null ? { credentials: body.credentials } : {}
+  let auth: BlobAuthorization | undefined
   return {
     image,
     resolve: async (signal) => {
-      const resolved = await c.registryClient.resolve(base, ref, {
-        ...(body.platforms != null ? { platforms: body.platforms } : {}),
-        ...(body.credentials != null ? { credentials: body.credentials } : {}),
-        signal
-      })
-      headers = resolved.authorization != null ? { authorization: resolved.authorization } : {}
+      const resolved = await c.registryClient.resolve(base, ref, { ...(body.platforms != null ? { platforms: body.platforms } : {}), ...credentials, signal })
+      auth = new BlobAuthorization(resolved.authorization, async (s) => c.registryClient.authorization(base, ref, { ...credentials, signal: s }))
       return { layers: resolved.blobs.map(b => ({ digest: b.digest, url: b.url, size: b.size })) }
     },
-    fetch: async (layer, bySource, signal) => { await fetchLayer(c, layer, headers, bySource, signal) }
+    fetch: async (layer, bySource, signal) => { await fetchLayer(c, layer, await auth?.headers(signal) ?? {}, bySource, signal) }
   }
 }
 
