@@ -22,3 +22,11 @@ export const MEDIA_TYPES = {
 
 /** What a manifest GET accepts, in order of preference. */
 export const MANIFEST_ACCEPT = [MEDIA_TYPES.ociIndex, MEDIA_TYPES.dockerList, MEDIA_TYPES.ociManifest, MEDIA_TYPES.dockerManifest].join(', ')
+/** Prefetch or preheat jobs kept per process, running and finished. */
+export const DEFAULT_MAX_JOBS = 100
+/** How long a finished job is kept. @default 1 h */
+export const DEFAULT_JOB_MAX_AGE = 3_600_000
+/** Layers of one job fetched at once (as many as a docker pull). */
+export const DEFAULT_JOB_CONCURRENCY = 3
+/** Longest one job may run. @default 1 h */
+export const DEFAULT_JOB_TIMEOUT = 3_600_000

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { ShoalError } from '../errors.ts'
+import { DEFAULT_JOB_CONCURRENCY, DEFAULT_JOB_MAX_AGE, DEFAULT_JOB_TIMEOUT, DEFAULT_MAX_JOBS } from './constants.ts'
 import type { Logger } from '../logger.ts'
 
 /** No room for another job: every kept job is still running. */
@@ -95,10 +96,10 @@ export class PullJobs {
     if (components.onFinished != null) {
       this.onFinished = components.onFinished
     }
-    this.maxJobs = init.maxJobs ?? 100
-    this.maxAge = init.maxAge ?? 3_600_000
-    this.concurrency = init.concurrency ?? 3
-    this.timeout = init.timeout ?? 3_600_000
+    this.maxJobs = init.maxJobs ?? DEFAULT_MAX_JOBS
+    this.maxAge = init.maxAge ?? DEFAULT_JOB_MAX_AGE
+    this.concurrency = init.concurrency ?? DEFAULT_JOB_CONCURRENCY
+    this.timeout = init.timeout ?? DEFAULT_JOB_TIMEOUT
   }
 
   /** @throws {TooManyJobsError} when every kept job is still running */
