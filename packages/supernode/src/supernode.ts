@@ -8,7 +8,7 @@ import { apiRoutes } from './api/routes.ts'
 import { SourceFetcher } from './cdn/source-fetcher.ts'
 import { SupernodeMetrics } from './metrics.ts'
 import { PeerRegistry } from './peers/peer-registry.ts'
-import { preheatRoutes } from './preheat/preheat-routes.ts'
+import { preheatControl, preheatRoutes } from './preheat/preheat-routes.ts'
 import { Scheduler } from './scheduler/scheduler.ts'
 import { TaskManager } from './tasks/task-manager.ts'
 import { Counter, type Registry } from 'prom-client'
@@ -144,15 +144,15 @@ export class Supernode {
 
     const scheduler = new Scheduler({ peers: this.peers, self: () => this.self() }, { maxSeeding: this.uploadSlots })
     const api = new ControlApi({ tasks: this.tasks, peers: this.peers, scheduler, metrics: this.metrics, self: () => this.self() })
-    this.control = new ControlServer({ libp2p: this.node.libp2p, api, logger: this.logger })
+    const preheat = { jobs: this.preheatJobs, tasks: this.tasks, source: this.source, registryClient: this.registryClient }
+    this.control = new ControlServer({ libp2p: this.node.libp2p, api, logger: this.logger, preheat: preheatControl(preheat) })
     await this.control.start()
     this.http = await startHttpServer(this.init.listen, createRouter([
       // the status names this supernode's peer id and addresses, which is how a daemon
       // given only this HTTP address finds the control plane; it holds nothing secret
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self(), peers: this.peers.size }) }),
       ...apiRoutes(),
-      ...preheatRoutes({ jobs: this.preheatJobs, tasks: this.tasks, source: this.source, registryClient: this.registryClient },
-        this.init.preheatToken != null ? { token: this.init.preheatToken } : {})
+      ...preheatRoutes(preheat, this.init.preheatToken != null ? { token: this.init.preheatToken } : {})
     ], { log: this.log, signal: this.controller.signal }))
 
     this.metrics.observe({ tasks: () => this.tasks.all(), peerCount: () => this.peers.size })

@@ -1,7 +1,7 @@
 import { timingSafeEqual, createHash } from 'node:crypto'
 import {
-  BlobAuthorization, HttpError, imageDefaults, isDockerHub, parseImageReference, pullJobRoutes, SourceRefusedError, taskIdFor,
-  type PullByteSource, type PullJobLayer, type PullJobs, type PullJobSpec, type RegistryClient, type Route, type RouteContext, type SourceClient
+  BlobAuthorization, formatIssues, HttpError, imageDefaults, isDockerHub, parseImageReference, pullJobRequestSchema, pullJobRoutes, ShoalError, SourceRefusedError, taskIdFor, TooManyJobsError,
+  type PullByteSource, type PullJobView, type PullJobLayer, type PullJobs, type PullJobSpec, type RegistryClient, type Route, type RouteContext, type SourceClient
 } from '@shoal/core'
 import type { TaskManager } from '../tasks/task-manager.ts'
 
@@ -140,4 +140,52 @@ async function fetchLayer (c: Pick<PreheatComponents, 'tasks'>, layer: PullJobLa
   }
   layer.completedBytes = task.contentLength ?? bytes()
   bySource[cached ? 'local' : 'origin'] += layer.completedBytes
+}
+
+/** Preheat over the control protocol: what a cluster member may ask without the operator's token. */
+export interface PreheatControl {
+  /** @throws {HttpError} 400, 403, 429 as over HTTP */
+  create(body: unknown): { id: string, state: string }
+  /** @throws {HttpError} 400 without an id, 404 for no such job */
+  get(body: unknown): PullJobView
+}
+
+export function preheatControl (c: PreheatComponents): PreheatControl {
+  return {
+    create (body) {
+      const parsed = pullJobRequestSchema.safeParse(body)
+      if (!parsed.success) {
+        throw new HttpError(400, 'BAD_REQUEST', `invalid request: ${formatIssues(parsed.error)}`)
+      }
+      let spec: PullJobSpec
+      try {
+        spec = preheatSpec(c, parsed.data)
+      } catch (err) {
+        if (err instanceof ShoalError && !(err instanceof HttpError)) {
+          throw new HttpError(400, 'BAD_REQUEST', err.message)
+        }
+        throw err
+      }
+      try {
+        const view = c.jobs.create(spec)
+        return { id: view.id, state: view.state }
+      } catch (err) {
+        if (err instanceof TooManyJobsError) {
+          throw new HttpError(429, 'TOOMANYREQUESTS', err.message)
+        }
+        throw err
+      }
+    },
+    get (body) {
+      const id = (body as { id?: unknown } | null)?.id
+      if (typeof id !== 'string' || id.length > 100) {
+        throw new HttpError(400, 'BAD_REQUEST', 'preheat-status needs { id }')
+      }
+      const view = c.jobs.get(id)
+      if (view == null) {
+        throw new HttpError(404, 'NOT_FOUND', `no preheat job ${JSON.stringify(id)} (finished jobs are kept for an hour)`)
+      }
+      return view
+    }
+  }
 }
