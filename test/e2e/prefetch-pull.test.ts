@@ -16,7 +16,7 @@ import { postJob, waitForJob } from '../harness/jobs.ts'
 import { daemonBytes, sample, scrape } from '../harness/metrics.ts'
 import { BINARIES, makeTestDir, removeTestDir, run } from '../harness/processes.ts'
 import { startDockerRegistry, type Registry } from '../harness/registry.ts'
-import { requireReal } from '../harness/require-binary.ts'
+import { requireReal, which } from '../harness/require-binary.ts'
 import { startDaemon, startSupernode, type DaemonHandle, type SupernodeHandle } from '../harness/swarm.ts'
 
 const MiB = 1024 * 1024
@@ -55,6 +55,9 @@ describe.skipIf(skip != null)(`prefetch, then docker pull${skip != null ? ` (ski
     const res = await postJob(`${daemon.url}/api/v1/prefetch`, { image: 'registry.example.com/team/app:1' })
     expect(res.status).toBe(400)
     expect(res.json.errors[0]?.message).toContain('registry.example.com')
+    const withCredentials = await postJob(`${daemon.url}/api/v1/prefetch`, { image: `${new URL(proxy.url).host}/library/shoal-pre:v1`, credentials: { username: 'u', password: 'p' } })
+    expect(withCredentials.status).toBe(400)
+    expect(withCredentials.json.errors[0]?.message).toMatch(/credentials are not accepted/)
     const cli = await run(process.execPath, [BINARIES.dfget, 'prefetch', 'registry.example.com/team/app:1', '--daemon', daemon.url], { timeoutMs: 30_000 })
     expect(cli.code).toBe(2)
     expect(cli.stderr).toContain('registry.example.com')
@@ -108,5 +111,12 @@ describe.skipIf(skip != null)(`prefetch, then docker pull${skip != null ? ` (ski
     expect(again.status).toBe(202)
     const second = await waitForJob(`${daemon.url}/api/v1/prefetch/${again.json.id}`)
     expect(second.bytesBySource).toEqual({ local: total, peer: 0, supernode: 0, origin: 0 })
+
+    // on a terminal (script(1) gives it one): a bar with the bytes by source and the layers done
+    if (which('script') != null) {
+      const tty = await run('script', ['-qec', `"${process.execPath}" "${BINARIES.dfget}" prefetch "${ref}" --daemon "${daemon.url}"`, '/dev/null'], { timeoutMs: 60_000 })
+      expect(tty.code, tty.stdout).toBe(0)
+      expect(tty.stdout).toMatch(/\u2588+ [\d.]+ MiB\/[\d.]+ MiB .*\/s ETA \S+ local [\d.]+ MiB 3\/3 layers/)
+    }
   })
 })
