@@ -5,7 +5,7 @@
  * supernode without the registry serving them again.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -67,12 +67,12 @@ describe.skipIf(skip != null)(`supernode preheat${skip != null ? ` (skipped: ${s
       { architecture: 'arm64', layerSizes: [3 * MiB + 5, MiB + 7] }
     ])
     await pushIndex(registry.url, multi)
-    broken = await generateImage(await makeTestDir('preheat-img'), 'library/broken', 'v1', [MiB + 1, 2 * MiB + 3])
+    broken = await generateImage(await mkdtemp(join(dir, 'img-')), 'library/broken', 'v1', [MiB + 1, 2 * MiB + 3])
     await registry.push(broken)
-    secret = await generateImage(await makeTestDir('preheat-img'), 'team/secret', 'v1', [2 * MiB + 9])
+    secret = await generateImage(await mkdtemp(join(dir, 'img-')), 'team/secret', 'v1', [2 * MiB + 9])
     await privateRegistry.push(secret)
     // its own layers, so its blobs are fetched with the bearer token, not found in the cache
-    tokenSecret = await generateImage(await makeTestDir('preheat-img'), 'team/secret', 'v2', [MiB + 99])
+    tokenSecret = await generateImage(await mkdtemp(join(dir, 'img-')), 'team/secret', 'v2', [MiB + 99])
     tokenSecret.tag = 'v1'
     await tokenRegistry.push(tokenSecret)
   })

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdtemp } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -38,6 +38,7 @@ describe('preheat by cluster members, over the control protocol', () => {
     await member?.stop()
     await supernode?.stop()
     await origin?.stop()
+    await rm(dataDir, { recursive: true, force: true })
   })
 
   it('creates a job for a member and reports it; HTTP without a token file says preheat is off', async () => {
