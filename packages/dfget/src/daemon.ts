@@ -1,6 +1,6 @@
 import { hostname } from 'node:os'
 import {
-  commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, DEFAULT_RATE, PeerNode, SourceClient, startHttpServer, TokenBucket,
+  commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, DEFAULT_RATE, PeerNode, PullJobs, RegistryClient, SourceClient, startHttpServer, TokenBucket,
   type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerInfo, type PieceStore
 } from '@shoal/core'
 import { daemonApiRoutes } from './api/routes.ts'
@@ -20,6 +20,7 @@ import { Upstreams, type UpstreamInit } from './mirror/upstreams.ts'
 import { upstreamHosts } from './proxy/intercepted.ts'
 import { LocalCa } from './proxy/local-ca.ts'
 import { ProxyServer, type InterceptedHosts } from './proxy/proxy-server.ts'
+import { prefetchRoutes } from './prefetch/prefetch-routes.ts'
 import { SupernodeClient } from './supernode-client.ts'
 import type { Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
@@ -147,7 +148,8 @@ export interface DaemonComponents {
 
 /**
  * The per-host daemon: a registry mirror whose blobs come through the swarm, a piece
- * server for the pieces this host holds, and `POST /api/v1/downloads` for `dfget`.
+ * server for the pieces this host holds, `POST /api/v1/downloads` for `dfget`, and
+ * `POST /api/v1/prefetch` to fill this host's store with an image's layers ahead of a pull.
  */
 export class Daemon {
   private readonly init: DaemonInit
@@ -168,6 +170,7 @@ export class Daemon {
   private http?: HttpServer
   private proxy?: ProxyServer
   private readonly intercepted: InterceptedHosts
+  private prefetch?: { jobs: PullJobs, registryClient: RegistryClient }
   private readonly controller = new AbortController()
 
   constructor (components: DaemonComponents, init: DaemonInit) {
@@ -234,9 +237,14 @@ export class Daemon {
     const shared = { downloads: this.downloads, store, metrics, source, authorizer }
     // a CA that cannot be loaded stops the start before anything listens
     const ca = this.init.proxyListen != null ? await LocalCa.open(this.init.dataDir, { log: this.log }) : undefined
+    // the manifest comes from the upstream through the source client, like the mirror's
+    const registryClient = new RegistryClient({ source, ...(this.ownsDispatcher ? {} : { dispatcher }) })
+    const jobs = new PullJobs({ log: logger.forComponent('shoal:dfget:prefetch'), onFinished: (job) => { metrics.prefetchJobs.inc({ result: job.state }) } })
+    this.prefetch = { jobs, registryClient }
     const router = createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),
       ...daemonApiRoutes(shared),
+      ...prefetchRoutes({ jobs, downloads: this.downloads, source, registryClient }, { upstreams: this.upstreams }),
       ...registryMirrorRoutes({ ...shared, logger, upstreams: this.upstreams, upstreamAuth: new UpstreamAuth({ source, logger }), manifests: new ManifestCache({ metrics, logger }) })
     ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal })
     this.http = await startHttpServer(this.init.listen, router, {
@@ -286,6 +294,8 @@ export class Daemon {
       .catch((err: unknown) => { this.log.debug({ err, supernode: client.address }, 'could not tell the supernode this peer is leaving') })))
     await this.proxy?.stop()
     await this.http?.close()
+    await this.prefetch?.jobs.stop()
+    await this.prefetch?.registryClient.stop()
     await this.downloads?.stop()
     await this.node.stop()
     await this.source.stop()

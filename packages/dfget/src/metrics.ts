@@ -24,6 +24,8 @@ export class DfgetMetrics {
   readonly manifestCache: Counter<'result'>
   /** Requests and CONNECTs through the HTTP(S) proxy, by what became of them. */
   readonly proxyRequests: Counter<'kind'>
+  /** Prefetch jobs that ended, by result. */
+  readonly prefetchJobs: Counter<'result'>
 
   constructor (registry: Registry) {
     const registers = [registry]
@@ -50,6 +52,10 @@ export class DfgetMetrics {
       this.rateLimitedSeconds.inc({ direction }, 0)
     }
     this.proxyRequests = new Counter({ name: 'shoal_dfget_proxy_requests_total', help: 'CONNECTs and plain-HTTP requests through the --proxy-listen proxy, by kind (intercepted: handed to the mirror; tunnelled: CONNECT passed through untouched; forwarded: plain HTTP passed on; refused: a peer or target not allowed; bad_request; failed: the target could not be reached)', labelNames: ['kind'], registers })
+    this.prefetchJobs = new Counter({ name: 'shoal_dfget_prefetch_jobs_total', help: 'Prefetch jobs that ended, by result (succeeded, failed)', labelNames: ['result'], registers })
+    for (const result of ['succeeded', 'failed']) {
+      this.prefetchJobs.inc({ result }, 0)
+    }
     for (const result of ['allowed', 'denied', 'error', 'cached']) {
       this.authzChecks.inc({ result }, 0)
     }
