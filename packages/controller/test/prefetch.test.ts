@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { selectHosts, type PrefetchHost } from '../src/index.ts'
 import { BINARIES, run } from '../../../test/harness/processes.ts'
+import { which } from '../../../test/harness/require-binary.ts'
 import { startContract4Server, type Contract4Server, type JobBehaviour, type RecordedRequest } from './fixtures/contract4-server.ts'
 
 const MiB = 1024 * 1024
@@ -151,7 +152,19 @@ describe('dfctl prefetch', () => {
     const a = await daemon('host-a', { kind: 'ok', totalBytes: 5 * MiB, steps: 3, bySource: { peer: 1 } })
     const { stderr, code } = await dfctl('alpine', '--progress', 'bars', ...flag(a))
     expect(code).toBe(0)
-    expect(stderr).toMatch(/host-a \[[█░]+\] 100% \| 5\.0 MiB \/ 5\.0 MiB \| [\d.]+ (KiB|MiB|GiB)\/s \| succeeded/)
+    expect(stderr).toMatch(/host-a succeeded \[[█░]+\] 100% 5\.0 MiB \/ 5\.0 MiB [\d.]+ (KiB|MiB|GiB)\/s/)
+  })
+
+  // util-linux's script(1) gives the CLI a real pseudo-terminal
+  it.skipIf(which('script') == null)('on a terminal, draws the bars by itself (no --progress)', async () => {
+    const a = await daemon('host-a', { kind: 'ok', totalBytes: 5 * MiB, steps: 3 })
+    const command = [process.execPath, BINARIES.dfctl, 'prefetch', 'alpine', '--poll-interval', '20ms', '--daemon', `host-a=${a.url}`].map(s => `'${s}'`).join(' ')
+    const { stdout, code } = await run(which('script') ?? 'script', ['-qefc', command, '/dev/null'], { timeoutMs: 30_000 })
+    expect(code).toBe(0)
+    expect(stdout).toContain('\u001b[')
+    expect(stdout).toMatch(/host-a succeeded \[[█░]+\] 100% 5\.0 MiB \/ 5\.0 MiB [\d.]+ (KiB|MiB|GiB)\/s/)
+    // not the line-per-state-change output
+    expect(stdout).not.toMatch(/host-a running\r?\n/)
   })
 
   it('names bad flags and exits 2 without asking anyone', { timeout: 90_000 }, async () => {

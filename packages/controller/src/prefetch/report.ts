@@ -47,13 +47,14 @@ export function lineReporter (stream: NodeJS.WritableStream): Reporter {
 export function barReporter (stream: NodeJS.WritableStream): Reporter {
   const multibar = new cliProgress.MultiBar({
     stream: stream as NodeJS.WriteStream,
-    format: '{name} [{bar}] {percentage}% | {done} / {size} | {rate}/s | {state}',
+    // the state before the bar: a narrow terminal cuts the end of the line, not the state
+    format: '{name} {state} [{bar}] {percentage}% {done} / {size} {rate}/s{error}',
     hideCursor: true,
     clearOnComplete: false,
     stopOnComplete: false,
     forceRedraw: true,
     autopadding: true,
-    barsize: 30,
+    barsize: 24,
     // --progress bars asked for bars where there is no terminal (a CI log): redraw each second
     noTTYOutput: true,
     notTTYSchedule: 1000
@@ -69,7 +70,8 @@ export function barReporter (stream: NodeJS.WritableStream): Reporter {
         done: formatBytes(s.completedBytes),
         size: s.totalBytes == null ? '?' : formatBytes(s.totalBytes),
         rate: formatBytes(s.durationMs > 0 ? Math.round(s.completedBytes * 1000 / s.durationMs) : 0),
-        state: s.state === 'failed' ? `failed: ${s.error ?? ''}` : s.state
+        state: s.state.padEnd(9),
+        error: s.state === 'failed' ? ` ${s.error ?? ''}` : ''
       }
       // a bar's total must be positive; an unknown size shows as 0 %
       const total = Math.max(1, s.totalBytes ?? s.completedBytes)
