@@ -111,6 +111,15 @@ describe('dfctl prefetch', () => {
     expect(stdout).toMatch(/^host-b +failed .*manifest unknown/m)
   })
 
+  it('rides out a status request or two failing, not more', async () => {
+    const a = await daemon('host-a', { kind: 'ok', totalBytes: MiB, steps: 1, failPolls: 2 })
+    const b = await daemon('host-b', { kind: 'ok', totalBytes: MiB, steps: 1, failPolls: 3 })
+    const { stderr, code } = await dfctl('alpine', ...flag(a), ...flag(b))
+    expect(code).toBe(1)
+    expect(stderr).toMatch(/^host-a succeeded/m)
+    expect(stderr).toMatch(new RegExp(`^dfctl prefetch: host-b failed: alpine: GET ${b.url}/api/v1/prefetch/job-1 answered 503: UNAVAILABLE restarting$`, 'm'))
+  })
+
   it('gives up at --timeout: exits 1 naming the hosts still running', async () => {
     const a = await daemon('host-a', { kind: 'ok', totalBytes: MiB, steps: 1 })
     const b = await daemon('host-b', { kind: 'hang' })

@@ -15,5 +15,11 @@ export const DEFAULT_REQUEST_TIMEOUT = 10_000
 /** Platforms prefetched when none are given (contract 4's default, said out loud). */
 export const DEFAULT_PLATFORMS = ['linux/amd64']
 
+/**
+ * Status requests to one job that may fail in a row (the daemon restarting, a network
+ * blip) before its host is reported failed.
+ */
+export const MAX_POLL_ERRORS = 3
+
 /** Largest response body read from a daemon or supernode API: 4 MiB. */
 export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024

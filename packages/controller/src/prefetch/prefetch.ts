@@ -1,5 +1,5 @@
 import { getJob, startJob, type BytesBySource, type Job, type JobApi, type JobState } from './api.ts'
-import { DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TIMEOUT } from './constants.ts'
+import { DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TIMEOUT, MAX_POLL_ERRORS } from './constants.ts'
 import { PrefetchTimeoutError } from './errors.ts'
 import type { PrefetchHost } from './select-hosts.ts'
 
@@ -115,6 +115,8 @@ function newStatus (kind: TargetStatus['kind'], name: string, url: string, image
 async function follow (run: RunContext, status: TargetStatus, api: JobApi): Promise<void> {
   const started = performance.now()
   const latest = new Map<string, Job>()
+  /** failed status requests in a row, per image */
+  const pollErrors = new Map<string, number>()
   const requestOptions = { signal: run.signal, timeout: run.requestTimeout }
   const update = (): void => {
     status.durationMs = Math.round(performance.now() - started)
@@ -145,7 +147,18 @@ async function follow (run: RunContext, status: TargetStatus, api: JobApi): Prom
     while (status.jobs.some(j => j.state === 'running')) {
       await pause(run.pollInterval, run.signal)
       for (const job of status.jobs.filter(j => j.state === 'running' && j.id != null)) {
-        const answer = await getJob(api, job.id ?? '', requestOptions)
+        let answer
+        try {
+          answer = await getJob(api, job.id ?? '', requestOptions)
+        } catch (err) {
+          const errors = (pollErrors.get(job.image) ?? 0) + 1
+          pollErrors.set(job.image, errors)
+          if (run.signal.aborted || errors >= MAX_POLL_ERRORS) {
+            throw err
+          }
+          continue
+        }
+        pollErrors.delete(job.image)
         latest.set(job.image, answer)
         job.state = answer.state
         if (answer.state === 'failed') {
