@@ -39,7 +39,8 @@ describe('--help', () => {
     ['supernode', [BINARIES.supernode]],
     ['dfget', [BINARIES.dfget]],
     ['dfget daemon', [BINARIES.dfget, 'daemon']],
-    ['dfctl', [BINARIES.dfctl]]
+    ['dfctl', [BINARIES.dfctl]],
+    ['dfctl prefetch', [BINARIES.dfctl, 'prefetch']]
   ])('%s lists every flag with its default', async (_name, args) => {
     const { stdout, code } = await run(node, [...args, '--help'])
     expect(code).toBe(0)
