@@ -173,6 +173,18 @@ describe.skipIf(skip != null)(`observability: rules, dashboard and /metrics${ski
     }
   })
 
+  it('the dashboard has the panels operators need, each on the templated data source', async () => {
+    const dashboard = JSON.parse(await readFile(DASHBOARD, 'utf8')) as { uid: string, panels: Array<{ id: number, type: string, title: string, datasource?: { uid?: string } }> }
+    expect(dashboard.uid).toBe('shoal-overview')
+    const titles = dashboard.panels.map(p => p.title)
+    for (const needed of ['Bytes into hosts by source', 'Origin egress saved', 'Download progress per host', 'Back-to-source reasons', 'Supernodes up', 'Scheduling latency (p50, p99)', 'Disk use against quota']) {
+      expect(titles).toContain(needed)
+    }
+    const ids = dashboard.panels.map(p => p.id)
+    expect(new Set(ids).size).toBe(ids.length)
+    expect(dashboard.panels.filter(p => p.type !== 'row' && p.datasource?.uid !== '${datasource}').map(p => p.title)).toEqual([])
+  })
+
   it('promtool check metrics finds nothing to complain about on any component', async () => {
     expect([...exposed.keys()]).toEqual(['supernode', 'host-a', 'host-b'])
     for (const [name, text] of exposed) {
