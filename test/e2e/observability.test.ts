@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import { parse as parseYaml } from 'yaml'
-import { sample, scrape } from '../harness/metrics.ts'
+import { parseSamples, sample, scrape, type Samples } from '../harness/metrics.ts'
 import { startTestOrigin, type TestOrigin } from '../harness/origin.ts'
 import { makeTestDir, removeTestDir, REPO_ROOT, run } from '../harness/processes.ts'
 import { startPrometheus, type Prometheus } from '../harness/prometheus.ts'
@@ -191,6 +191,16 @@ describe.skipIf(skip != null)(`observability: rules, dashboard and /metrics${ski
       const { stdout, stderr, code } = await run(which('promtool') ?? 'promtool', ['check', 'metrics'], { input: text, timeoutMs: 30_000 })
       expect({ name, code, stdout, stderr }).toEqual({ name, code: 0, stdout: '', stderr: '' })
     }
+  })
+
+  it('each component exposes its disk quota and its version', async () => {
+    const version = (JSON.parse(await readFile(join(REPO_ROOT, 'packages/dfget/package.json'), 'utf8')) as { version: string }).version
+    const samples = (name: string): Samples => parseSamples(exposed.get(name) ?? '')
+    expect(sample(samples('supernode'), 'shoal_supernode_disk_quota_bytes')).toBe(1024 ** 3)
+    expect(sample(samples('host-a'), 'shoal_dfget_disk_quota_bytes')).toBe(1024 ** 3)
+    expect(samples('host-b').get('shoal_dfget_disk_quota_bytes')).toBe(0)
+    expect(sample(samples('host-a'), 'shoal_dfget_build_info', { version, node_version: process.version })).toBe(1)
+    expect(samples('supernode').get(`shoal_supernode_build_info{version="${version}",node_version="${process.version}"}`)).toBe(1)
   })
 
   it('every metric the dashboard and the rules name exists in some component\'s /metrics', async () => {
