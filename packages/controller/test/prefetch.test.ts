@@ -182,7 +182,9 @@ describe('dfctl prefetch', () => {
       [['alpine', '--daemon', 'web-1'], '--daemon must be name=http://host:port, not "web-1"'],
       [['alpine', '--daemon', 'a=http://127.0.0.1:1', '--daemon', 'a=http://127.0.0.1:2'], 'names must be unique: a given twice'],
       [['alpine', '--daemon', 'a=http://127.0.0.1:1', '--timeout', 'soon'], '--timeout must be a duration such as 90s, 10m or 1h, not "soon"'],
-      [['alpine', '--daemon', 'a=http://127.0.0.1:1', '--percent', '0'], '--percent must be a number above 0 and at most 100'],
+      [['alpine', '--daemon', 'a=http://127.0.0.1:1', '--percent', '0'], '--percent must be a number above 0 and at most 100, not "0"'],
+      [['alpine', '--daemon', 'a=http://127.0.0.1:1', '--percent', 'half'], '--percent must be a number above 0 and at most 100, not "half"'],
+      [['alpine', '--daemon', 'a=http://127.0.0.1:1', '--count', '0'], '--count must be a whole number of at least 1, not "0"'],
       [['alpine', '--daemon', 'a=http://127.0.0.1:1', '--supernode-api', 'http://127.0.0.1:3'], '--supernode-api and --token-file go together'],
       [['alpine', '--daemon', 'a=http://127.0.0.1:1', '--supernode-api', 'http://127.0.0.1:3', '--token-file', join(dir, 'missing')], `cannot read --token-file ${join(dir, 'missing')}`]
     ] as Array<[string[], string]>) {

@@ -41,6 +41,14 @@ function wholeNumber (value: string, flag: string): number {
   return n
 }
 
+function percent (value: string): number {
+  const n = Number(value.trim().replace(/%$/, ''))
+  if (value.trim() === '' || !Number.isFinite(n) || n <= 0 || n > 100) {
+    throw new InvalidConfigError(`--percent must be a number above 0 and at most 100, not "${value}"`)
+  }
+  return n
+}
+
 interface Flags {
   daemon?: string[]
   supernodeApi?: string[]
@@ -98,7 +106,7 @@ async function runPrefetch (images: string[], flags: Flags, signal: AbortSignal)
   }
   const token = flags.tokenFile != null ? await readToken(flags.tokenFile) : undefined
   const selected = selectHosts(hosts, {
-    ...(flags.percent != null ? { percent: Number(flags.percent) } : {}),
+    ...(flags.percent != null ? { percent: percent(flags.percent) } : {}),
     ...(flags.count != null ? { count: wholeNumber(flags.count, '--count') } : {})
   })
 
