@@ -132,9 +132,9 @@ describe.skipIf(skip != null)(`observability: rules, dashboard and /metrics${ski
       expect(res.statusCode).toBe(200)
       exposed.set(name, await res.body.text())
     }
-    // bounded wait until Prometheus holds a minute-window's worth of scrapes after the downloads
+    // bounded wait until Prometheus scraped every target a few times, so rate() over 1m has samples
     for (let i = 0; i < 60; i++) {
-      const series = await prometheus.query('sum(rate(shoal_dfget_download_bytes_total[1m])) > 0 and count_over_time(shoal_supernode_peers[1m]) > 4')
+      const series = await prometheus.query('count(count_over_time(up[1m]) >= 3) == 3')
       if (series.length > 0) {
         break
       }
