@@ -236,6 +236,9 @@ describe.skipIf(skip != null)(`observability: rules, dashboard and /metrics${ski
     const loaded = rules.groups.flatMap(g => g.rules)
     expect(loaded.length).toBe((await ruleExpressions()).length)
     expect(loaded.filter(r => r.health !== 'ok').map(r => `${r.name}: ${r.health} ${r.lastError ?? ''}`)).toEqual([])
+    // a healthy swarm that just distributed a file through peers alarms nobody, not even pending
+    const { alerts } = await prometheus.api('/api/v1/alerts') as { alerts: Array<{ labels: { alertname: string }, state: string }> }
+    expect(alerts.map(a => `${a.labels.alertname} ${a.state}`)).toEqual([])
 
     const empty: string[] = []
     for (const { title, expr } of await dashboardQueries()) {
