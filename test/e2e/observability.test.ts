@@ -162,7 +162,7 @@ describe.skipIf(skip != null)(`observability: rules, dashboard and /metrics${ski
     expect(stdout).toContain('SUCCESS')
   })
 
-  it('every alert has a runbook-style description and a severity', async () => {
+  it('every alert has a runbook-style description, a severity and a unit test that fires it', async () => {
     const rules = parseYaml(await readFile(RULES, 'utf8')) as { groups: Array<{ rules: Array<{ alert: string, labels?: { severity?: string }, annotations?: { summary?: string, description?: string } }> }> }
     const all = rules.groups.flatMap(g => g.rules)
     expect(all.length).toBeGreaterThanOrEqual(3)
@@ -171,6 +171,10 @@ describe.skipIf(skip != null)(`observability: rules, dashboard and /metrics${ski
       expect(rule.annotations?.summary, rule.alert).toBeTruthy()
       expect(rule.annotations?.description, rule.alert).toMatch(/Check:/)
     }
+    // and a promtool unit test that sees it fire
+    const tests = parseYaml(await readFile(RULE_TESTS, 'utf8')) as { tests: Array<{ alert_rule_test?: Array<{ alertname: string, exp_alerts?: unknown[] }> }> }
+    const fired = new Set(tests.tests.flatMap(t => t.alert_rule_test ?? []).filter(a => (a.exp_alerts ?? []).length > 0).map(a => a.alertname))
+    expect(all.map(r => r.alert).filter(name => !fired.has(name))).toEqual([])
   })
 
   it('the dashboard has the panels operators need, each on the templated data source', async () => {
