@@ -39,6 +39,7 @@ describe('--help', () => {
     ['supernode', [BINARIES.supernode]],
     ['dfget', [BINARIES.dfget]],
     ['dfget daemon', [BINARIES.dfget, 'daemon']],
+    ['dfget proxy-ca', [BINARIES.dfget, 'proxy-ca']],
     ['dfctl', [BINARIES.dfctl]],
     ['dfctl prefetch', [BINARIES.dfctl, 'prefetch']]
   ])('%s lists every flag with its default', async (_name, args) => {
@@ -61,7 +62,14 @@ describe('bad input', () => {
     ['dfget <url> without -o', [BINARIES.dfget, 'http://127.0.0.1:9/x'], /--output: is required/],
     ['dfget --digest md5:abc', [BINARIES.dfget, 'http://127.0.0.1:9/x', '-o', '/tmp/x', '--digest', 'md5:abc'], /invalid digest "md5:abc"/],
     ['dfget without a URL', [BINARIES.dfget], /missing the URL/],
-    ['dfget daemon --no-such-flag', [BINARIES.dfget, 'daemon', '--no-such-flag'], /unknown option '--no-such-flag'/]
+    ['dfget daemon --upstreams with a bad name', [BINARIES.dfget, 'daemon', '--upstreams', 'not a host=https://x.example'], /--upstreams\.0\.name: must be the registry host/],
+    ['dfget daemon --upstreams with a bad URL', [BINARIES.dfget, 'daemon', '--upstreams', 'x.example=ftp://x.example'], /--upstreams\.0\.url: must be an http:\/\/ or https:\/\/ URL/],
+    ['dfget daemon --upstreams naming Docker Hub twice', [BINARIES.dfget, 'daemon', '--upstreams', 'docker.io=https://a.example', 'index.docker.io=https://b.example'], /--upstreams\.1\.name: index\.docker\.io is configured twice/],
+    ['supernode --source-tls with a bad host', [BINARIES.supernode, '--source-tls', 'not a host=/tmp/ca.pem'], /--source-tls\.0\.host: must be host or host:port/],
+    ['dfget daemon --no-such-flag', [BINARIES.dfget, 'daemon', '--no-such-flag'], /unknown option '--no-such-flag'/],
+    ['dfget daemon --proxy-allow 10.0.0.0/40', [BINARIES.dfget, 'daemon', '--proxy-allow', '10.0.0.0/40'], /--proxy-allow.0: "10.0.0.0\/40" has a prefix length outside 0-32/],
+    ['dfget daemon --proxy-listen nowhere', [BINARIES.dfget, 'daemon', '--proxy-listen', 'nowhere'], /--proxy-listen: invalid listen address "nowhere"/],
+    ['dfget proxy-ca before the daemon made one', [BINARIES.dfget, 'proxy-ca', '--data-dir', '/nonexistent/shoal'], /no proxy CA at \/nonexistent\/shoal\/proxy\/ca.crt yet: start the daemon once with --proxy-listen/]
   ])('%s exits non-zero naming the problem', async (_label, args, message) => {
     const { stderr, code } = await run(node, args, { timeoutMs: 20_000 })
     expect(code).not.toBe(0)

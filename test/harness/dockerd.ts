@@ -16,11 +16,17 @@ export interface Dockerd {
   stop(): Promise<void>
 }
 
+export interface DockerdOptions {
+  /** Environment for dockerd besides the test's own, such as HTTPS_PROXY and SSL_CERT_FILE. */
+  env?: NodeJS.ProcessEnv
+}
+
 /**
  * A real dockerd (Debian's docker.io) that can pull but run nothing: vfs storage, no
- * iptables, no bridge, and every path of its own, so several run side by side.
+ * iptables, no bridge, and every path of its own, so several run side by side. With
+ * `mirror` null it has no registry mirror (it pulls straight, or through its proxy).
  */
-export async function startDockerd (dir: string, mirror: string): Promise<Dockerd> {
+export async function startDockerd (dir: string, mirror: string | null, options: DockerdOptions = {}): Promise<Dockerd> {
   const dockerdBin = which('dockerd')
   if (dockerdBin == null) {
     throw new Error('dockerd is not installed')
@@ -45,8 +51,9 @@ export async function startDockerd (dir: string, mirror: string): Promise<Docker
       '--exec-root', execRoot,
       '--pidfile', join(dir, 'docker.pid'),
       '-H', `unix://${socket}`,
-      '--registry-mirror', mirror
+      ...(mirror != null ? ['--registry-mirror', mirror] : [])
     ],
+    ...(options.env != null ? { env: options.env } : {}),
     logFile: join(dir, 'dockerd.log'),
     ready: (line) => line.includes('API listen on') ? true : undefined,
     readyTimeoutMs: 60_000

@@ -4,8 +4,9 @@ import { writeFile, mkdir } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { request } from 'undici'
-import { MANIFEST_V2, type Blob, type GeneratedImage } from './image.ts'
+import { readFileSync } from 'node:fs'
+import { Agent, request, type Dispatcher } from 'undici'
+import { MANIFEST_V2, type Blob, type GeneratedImage, type MultiPlatformImage } from './image.ts'
 import { startProcess } from './processes.ts'
 import { which } from './require-binary.ts'
 
@@ -28,11 +29,11 @@ export async function freePort (): Promise<number> {
   return port
 }
 
-async function waitForHttp (url: string, timeoutMs = 20_000): Promise<void> {
+async function waitForHttp (url: string, timeoutMs = 20_000, dispatcher?: Dispatcher): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     try {
-      const res = await request(url, { signal: AbortSignal.timeout(1_000) })
+      const res = await request(url, { signal: AbortSignal.timeout(1_000), ...(dispatcher != null ? { dispatcher } : {}) })
       await res.body.dump()
       if (res.statusCode < 500) {
         return
@@ -56,6 +57,8 @@ export interface DockerRegistryOptions {
   token?: { realm: string, service: string, issuer: string, rootCertBundle: string }
   /** The Authorization header `push` sends for a repository, for a registry with auth. */
   pushAuthorization?: (name: string) => string
+  /** Serve HTTPS with this certificate (PEM files); `ca` is what the harness trusts to reach it. */
+  tls?: { certFile: string, keyFile: string, caFile: string }
 }
 
 async function authConfig (dir: string, options: DockerRegistryOptions): Promise<string[]> {
@@ -96,6 +99,7 @@ export async function startDockerRegistry (dir: string, options: DockerRegistryO
     `    rootdirectory: ${join(dir, 'storage')}`,
     'http:',
     `  addr: ${listen}`,
+    ...(options.tls != null ? ['  tls:', `    certificate: ${options.tls.certFile}`, `    key: ${options.tls.keyFile}`] : []),
     ...(options.proxyRemoteUrl != null ? ['proxy:', `  remoteurl: ${options.proxyRemoteUrl}`] : []),
     ...await authConfig(dir, options),
     ''
@@ -103,20 +107,31 @@ export async function startDockerRegistry (dir: string, options: DockerRegistryO
   const logFile = join(dir, 'registry.log')
   const exec = options.exec ?? ((command, args) => ({ command, args }))
   const { proc } = await startProcess({ ...exec(binary, ['serve', config]), logFile })
-  const url = `http://${listen}`
+  const url = `${options.tls != null ? 'https' : 'http'}://${listen}`
+  // the harness's own client of a TLS registry trusts only its CA
+  const dispatcher = options.tls != null ? new Agent({ connect: { ca: readFileSync(options.tls.caFile, 'utf8') } }) : undefined
   try {
-    await waitForHttp(`${url}/v2/`)
+    await waitForHttp(`${url}/v2/`, 20_000, dispatcher)
   } catch (err) {
     await proc.stop()
+    await dispatcher?.close()
     throw err
   }
-  return { url, kind: 'docker-registry', pid: proc.child.pid, logFile, push: async (image) => { await pushImage(url, image, options.pushAuthorization?.(image.name)) }, stop: async () => { await proc.stop() } }
+  return {
+    url,
+    kind: 'docker-registry',
+    pid: proc.child.pid,
+    logFile,
+    push: async (image) => { await pushImage(url, image, options.pushAuthorization?.(image.name), dispatcher) },
+    stop: async () => { await proc.stop(); await dispatcher?.close() }
+  }
 }
 
 /** Uploads one blob into a repository with a monolithic upload (POST, then PUT). */
-export async function pushBlob (registryUrl: string, name: string, blob: Pick<Blob, 'digest' | 'size' | 'path'>, authorization?: string): Promise<void> {
+export async function pushBlob (registryUrl: string, name: string, blob: Pick<Blob, 'digest' | 'size' | 'path'>, authorization?: string, dispatcher?: Dispatcher): Promise<void> {
   const auth: Record<string, string> = authorization != null ? { authorization } : {}
-  const start = await request(`${registryUrl}/v2/${name}/blobs/uploads/`, { method: 'POST', headers: auth, signal: AbortSignal.timeout(30_000) })
+  const via = dispatcher != null ? { dispatcher } : {}
+  const start = await request(`${registryUrl}/v2/${name}/blobs/uploads/`, { method: 'POST', headers: auth, signal: AbortSignal.timeout(30_000), ...via })
   await start.body.dump()
   const location = start.headers.location
   if (start.statusCode !== 202 || typeof location !== 'string') {
@@ -128,7 +143,8 @@ export async function pushBlob (registryUrl: string, name: string, blob: Pick<Bl
     method: 'PUT',
     headers: { ...auth, 'content-type': 'application/octet-stream', 'content-length': String(blob.size) },
     body: createReadStream(blob.path),
-    signal: AbortSignal.timeout(600_000)
+    signal: AbortSignal.timeout(600_000),
+    ...via
   })
   const text = await put.body.text()
   if (put.statusCode !== 201) {
@@ -136,21 +152,38 @@ export async function pushBlob (registryUrl: string, name: string, blob: Pick<Bl
   }
 }
 
-/** Pushes an image with the registry HTTP API: monolithic blob uploads, then the manifest. */
-export async function pushImage (registryUrl: string, image: GeneratedImage, authorization?: string): Promise<void> {
-  for (const blob of [image.config, ...image.layers]) {
-    await pushBlob(registryUrl, image.name, blob, authorization)
-  }
-  const res = await request(`${registryUrl}/v2/${image.name}/manifests/${image.tag}`, {
+/** PUTs a manifest (or index) under a tag or its digest. */
+async function pushManifest (registryUrl: string, name: string, reference: string, body: Buffer, contentType: string, authorization?: string, dispatcher?: Dispatcher): Promise<void> {
+  const res = await request(`${registryUrl}/v2/${name}/manifests/${reference}`, {
     method: 'PUT',
-    headers: { ...(authorization != null ? { authorization } : {}), 'content-type': MANIFEST_V2 },
-    body: image.manifest,
-    signal: AbortSignal.timeout(30_000)
+    headers: { ...(authorization != null ? { authorization } : {}), 'content-type': contentType },
+    body,
+    signal: AbortSignal.timeout(30_000),
+    ...(dispatcher != null ? { dispatcher } : {})
   })
   const text = await res.body.text()
   if (res.statusCode !== 201) {
-    throw new Error(`manifest push failed: ${res.statusCode} ${text}`)
+    throw new Error(`manifest push of ${name}:${reference} failed: ${res.statusCode} ${text}`)
   }
+}
+
+/** Pushes an image with the registry HTTP API: monolithic blob uploads, then the manifest. */
+export async function pushImage (registryUrl: string, image: GeneratedImage, authorization?: string, dispatcher?: Dispatcher): Promise<void> {
+  for (const blob of [image.config, ...image.layers]) {
+    await pushBlob(registryUrl, image.name, blob, authorization, dispatcher)
+  }
+  await pushManifest(registryUrl, image.name, image.tag, image.manifest, image.manifestType, authorization, dispatcher)
+}
+
+/** Pushes each platform's blobs and manifest (by digest), then the index or manifest list under the tag. */
+export async function pushMultiPlatformImage (registryUrl: string, image: MultiPlatformImage, authorization?: string, dispatcher?: Dispatcher): Promise<void> {
+  for (const platform of image.images) {
+    for (const blob of [platform.config, ...platform.layers]) {
+      await pushBlob(registryUrl, image.name, blob, authorization, dispatcher)
+    }
+    await pushManifest(registryUrl, image.name, platform.manifestDigest, platform.manifest, platform.manifestType, authorization, dispatcher)
+  }
+  await pushManifest(registryUrl, image.name, image.tag, image.index, image.indexType, authorization, dispatcher)
 }
 
 /**

@@ -14,14 +14,16 @@ export interface SupernodeHandle {
 export interface DaemonHandle {
   url: string
   peerId: string
+  /** The HTTP(S) proxy's URL, when started with --proxy-listen */
+  proxy?: string
   name: string
   proc: ManagedProcess
 }
 
 function readyLine (msg: string) {
-  return (line: string): { url: string, peerId: string } | undefined => {
+  return (line: string): { url: string, peerId: string, proxy?: string } | undefined => {
     const json = jsonLine(line)
-    return json?.msg === msg ? { url: String(json.url), peerId: String(json.peerId) } : undefined
+    return json?.msg === msg ? { url: String(json.url), peerId: String(json.peerId), ...(typeof json.proxy === 'string' ? { proxy: json.proxy } : {}) } : undefined
   }
 }
 
@@ -62,6 +64,8 @@ export interface SupernodeOptions {
   exec?: ExecWrapper
   /** Flags for node itself, such as --cpu-prof */
   nodeArgs?: string[]
+  /** Environment besides the test's own, such as NODE_EXTRA_CA_CERTS */
+  env?: NodeJS.ProcessEnv
 }
 
 /** Starts the built `supernode` binary, by default on loopback, on ports the OS picks. */
@@ -79,6 +83,7 @@ export async function startSupernode (options: SupernodeOptions): Promise<Supern
       ...(options.pieceSize != null ? ['--piece-size', String(options.pieceSize)] : []),
       ...(options.extraArgs ?? [])
     ]),
+    ...(options.env != null ? { env: options.env } : {}),
     logFile: join(options.dir, 'supernode.log'),
     ready: readyLine('supernode ready')
   })
@@ -102,6 +107,8 @@ export interface DaemonOptions {
   exec?: ExecWrapper
   /** Flags for node itself, such as --cpu-prof */
   nodeArgs?: string[]
+  /** Environment besides the test's own, such as NODE_EXTRA_CA_CERTS */
+  env?: NodeJS.ProcessEnv
 }
 
 /** Starts the built `dfget daemon`, by default on loopback, on ports the OS picks. */
@@ -121,9 +128,10 @@ export async function startDaemon (options: DaemonOptions): Promise<DaemonHandle
       '--hostname', options.name,
       ...(options.extraArgs ?? [])
     ]),
+    ...(options.env != null ? { env: options.env } : {}),
     logFile: join(dir, 'daemon.log'),
     ready: readyLine('daemon ready')
   })
-  const { url, peerId } = ready as { url: string, peerId: string }
-  return { url, peerId, name: options.name, proc }
+  const { url, peerId, proxy } = ready as { url: string, peerId: string, proxy?: string }
+  return { url, peerId, ...(proxy != null ? { proxy } : {}), name: options.name, proc }
 }

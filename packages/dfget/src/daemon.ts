@@ -13,7 +13,13 @@ import { openBreakersGauge, SupernodeBreaker } from './download/supernode-breake
 import { SupernodeRing } from './download/supernode-ring.ts'
 import { DfgetMetrics } from './metrics.ts'
 import { BlobAuthorizer, type SourceHead } from './mirror/blob-authorizer.ts'
+import { ManifestCache } from './mirror/manifest-cache.ts'
 import { registryErrorBody, registryMirrorRoutes } from './mirror/registry-mirror.ts'
+import { UpstreamAuth } from './mirror/upstream-auth.ts'
+import { Upstreams, type UpstreamInit } from './mirror/upstreams.ts'
+import { upstreamHosts } from './proxy/intercepted.ts'
+import { LocalCa } from './proxy/local-ca.ts'
+import { ProxyServer, type InterceptedHosts } from './proxy/proxy-server.ts'
 import { SupernodeClient } from './supernode-client.ts'
 import type { Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
@@ -21,8 +27,14 @@ import type { Dispatcher } from 'undici'
 export interface DaemonInit {
   /** Registry mirror and API address. @default 127.0.0.1:65001 */
   listen: HostPort
-  /** Upstream registry the mirror stands in for. @default https://registry-1.docker.io */
+  /** Upstream registry the mirror stands in for, for requests without `?ns=`. @default https://registry-1.docker.io */
   registry: string
+  /**
+   * Further upstream registries by name, picked by containerd's `?ns=<name>`: each with
+   * its URL and optionally the daemon's own credentials there and its TLS settings.
+   * One named like the `--registry` host replaces it. @default []
+   */
+  upstreams?: UpstreamInit[]
   /**
    * The supernode: its libp2p multiaddr, or its HTTP address (the control plane is then
    * found through its `/api/v1/status`); or several of them: each task goes to the one
@@ -103,6 +115,17 @@ export interface DaemonInit {
   downloadRate?: number
   /** Bytes per second of piece data sent to other peers, summed (a token bucket holding 1 s of the rate); 0: no limit. @default 0 */
   uploadRate?: number
+  /**
+   * Where the HTTP(S) proxy for an unmodified dockerd (`HTTPS_PROXY`) listens; off when
+   * unset. Its CA is generated at `<dataDir>/proxy/ca.crt` on first start. @default undefined
+   */
+  proxyListen?: HostPort
+  /** Networks (CIDRs) whose peers may use the proxy besides loopback. @default [] */
+  proxyAllow?: string[]
+  /** Longest a tunnel or forwarded request may take to connect. @default 10000 ms */
+  proxyConnectTimeout?: number
+  /** A tunnel or proxy connection idle for this long is closed. @default 300000 ms */
+  proxyIdleTimeout?: number
   version?: string
 }
 
@@ -118,6 +141,8 @@ export interface DaemonComponents {
   dispatcher?: Dispatcher
   /** Asks the upstream (a HEAD, redirects not followed) whether a client may read a blob. @default a HEAD through the daemon's source client */
   sourceHead?: SourceHead
+  /** The registries the proxy terminates TLS for and hands to the mirror. @default every upstream (`registry` and `upstreams`) */
+  intercepted?: InterceptedHosts
 }
 
 /**
@@ -134,12 +159,15 @@ export class Daemon {
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
   private readonly source: SourceClient
+  private readonly upstreams: Upstreams
   private readonly sourceHead: SourceHead
   private readonly downloadLimit: TokenBucket
   private heartbeat?: NodeJS.Timeout
   private downloads?: DownloadManager
   private clients: SupernodeClient[] = []
   private http?: HttpServer
+  private proxy?: ProxyServer
+  private readonly intercepted: InterceptedHosts
   private readonly controller = new AbortController()
 
   constructor (components: DaemonComponents, init: DaemonInit) {
@@ -150,9 +178,12 @@ export class Daemon {
     this.metrics = new DfgetMetrics(this.registry, init.version != null ? { version: init.version } : {})
     this.ownsDispatcher = components.dispatcher == null
     this.dispatcher = components.dispatcher ?? createHttpDispatcher()
-    // the registry the mirror stands in for is always a source; --allow-source adds more
+    this.upstreams = new Upstreams({ registry: init.registry, upstreams: init.upstreams ?? [] })
+    this.intercepted = components.intercepted ?? upstreamHosts(this.upstreams)
+    // the registries the mirror stands in for are always sources; --allow-source adds more
     this.source = new SourceClient({ logger: this.logger, ...(components.dispatcher != null ? { dispatcher: components.dispatcher } : {}) }, {
-      allow: [new URL(init.registry).origin, ...init.allowSource ?? []],
+      allow: [...this.upstreams.origins(), ...init.allowSource ?? []],
+      tls: this.upstreams.tls(),
       allowPrivateRedirects: init.allowPrivateRedirects ?? false,
       ...(init.maxSourceBytes != null ? { maxSourceBytes: init.maxSourceBytes } : {}),
       ...(init.maxSourceFetches != null ? { maxConcurrentFetches: init.maxSourceFetches } : {})
@@ -210,15 +241,29 @@ export class Daemon {
       ...(this.init.authTimeout != null ? { timeout: this.init.authTimeout } : {})
     })
     const shared = { downloads: this.downloads, store, metrics, source, authorizer }
-    this.http = await startHttpServer(this.init.listen, createRouter([
+    // a CA that cannot be loaded stops the start before anything listens
+    const ca = this.init.proxyListen != null ? await LocalCa.open(this.init.dataDir, { log: this.log }) : undefined
+    const router = createRouter([
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self() }) }),
       ...daemonApiRoutes(shared),
-      ...registryMirrorRoutes({ ...shared, logger }, { upstream: this.init.registry })
-    ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal }), {
+      ...registryMirrorRoutes({ ...shared, logger, upstreams: this.upstreams, upstreamAuth: new UpstreamAuth({ source, logger }), manifests: new ManifestCache({ metrics, logger }) })
+    ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal })
+    this.http = await startHttpServer(this.init.listen, router, {
       allowedHosts: this.init.allowedHosts ?? [],
       allowedHostsHint: 'start the daemon with --allowed-host <name>',
       errorBody: registryErrorBody
     })
+    if (this.init.proxyListen != null && ca != null) {
+      // the same router as the mirror listener's: the proxy adds ?ns=<registry> and the
+      // proxy's own peer check stands in for the Host check
+      this.proxy = new ProxyServer({ logger, mirror: router, intercepted: this.intercepted, ca, requests: metrics.proxyRequests }, {
+        listen: this.init.proxyListen,
+        allow: this.init.proxyAllow ?? [],
+        ...(this.init.proxyConnectTimeout != null ? { connectTimeout: this.init.proxyConnectTimeout } : {}),
+        ...(this.init.proxyIdleTimeout != null ? { idleTimeout: this.init.proxyIdleTimeout } : {})
+      })
+      await this.proxy.start()
+    }
 
     if (this.clients.length > 0) {
       // with the complete tasks held here, so a restarted supernode knows the swarm again
@@ -238,7 +283,7 @@ export class Daemon {
       this.heartbeat.unref()
     }
 
-    this.log.info({ url: this.http.url, registry: this.init.registry, supernode: this.init.supernode, ...this.self() }, 'daemon ready')
+    this.log.info({ url: this.http.url, ...(this.proxy != null ? { proxy: this.proxy.url } : {}), registry: this.init.registry, upstreams: this.upstreams.list().map(u => u.name), supernode: this.init.supernode, ...this.self() }, 'daemon ready')
   }
 
   async stop (): Promise<void> {
@@ -248,10 +293,12 @@ export class Daemon {
     // the client exists only once the node started, so self() is safe here
     await Promise.all(this.clients.map(async client => client.leave(this.self().peerId, { signal: AbortSignal.timeout(2_000) })
       .catch((err: unknown) => { this.log.debug({ err, supernode: client.address }, 'could not tell the supernode this peer is leaving') })))
+    await this.proxy?.stop()
     await this.http?.close()
     await this.downloads?.stop()
     await this.node.stop()
     await this.source.stop()
+    await this.upstreams.stop()
     if (this.ownsDispatcher) {
       await this.dispatcher.close()
     }
@@ -263,6 +310,11 @@ export class Daemon {
       throw new Error('daemon is not started')
     }
     return this.http.url
+  }
+
+  /** The HTTP(S) proxy's URL as bound, when `proxyListen` is set. */
+  get proxyUrl (): string | undefined {
+    return this.proxy?.url
   }
 
   /** Where the daemon keeps its pieces. */

@@ -11,3 +11,32 @@ export class AuthorizationUnavailableError extends ShoalError {
   override name = 'AuthorizationUnavailableError'
   override readonly code = 'ERR_AUTHZ_UNAVAILABLE'
 }
+
+/**
+ * A request named (with `?ns=`) a registry that is not one of the daemon's upstreams.
+ * The mirror answers 404 with a `NAME_UNKNOWN` error naming the host, never another
+ * registry's content.
+ */
+export class UnknownUpstreamError extends ShoalError {
+  override name = 'UnknownUpstreamError'
+  override readonly code = 'UPSTREAM_UNKNOWN'
+  /** The host the request named. */
+  readonly host: string
+
+  constructor (host: string, message: string) {
+    super(message)
+    this.host = host
+  }
+}
+
+/** The daemon could not get a token (or learn the challenge) for its own credentials to an upstream. */
+export class UpstreamAuthError extends ShoalError {
+  override name = 'UpstreamAuthError'
+  override readonly code = 'ERR_UPSTREAM_AUTH'
+}
+
+/** The proxy's local CA cannot be loaded or generated (a file missing, unreadable, malformed). */
+export class ProxyCaError extends ShoalError {
+  override name = 'ProxyCaError'
+  override readonly code = 'ERR_PROXY_CA'
+}

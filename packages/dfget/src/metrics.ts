@@ -39,6 +39,10 @@ export class DfgetMetrics {
   readonly rateLimitedSeconds: Counter<'direction'>
   /** 1 per configured supernode that downloads try, 0 while one cools down after it was found unavailable. */
   readonly supernodeAvailable: Gauge<'supernode'>
+  /** Manifest-by-digest requests, by whether the upstream was asked (miss) or not (hit). */
+  readonly manifestCache: Counter<'result'>
+  /** Requests and CONNECTs through the HTTP(S) proxy, by what became of them. */
+  readonly proxyRequests: Counter<'kind'>
   private state?: DfgetState
 
   constructor (registry: Registry, init: DfgetMetricsInit = {}) {
@@ -74,9 +78,14 @@ export class DfgetMetrics {
     this.supernodeBreakerOpen = new Gauge({ name: 'shoal_dfget_supernode_breaker_open', help: 'Whether downloads skip the swarm for a cool-down because the supernode was found unavailable (1) or try it (0)', registers })
     this.originRetries = new Counter({ name: 'shoal_dfget_origin_retries_total', help: 'Origin fetches tried again, after a pause with jitter, because the origin failed (5xx, unreachable, stopped sending)', registers })
     this.rateLimitedSeconds = new Counter({ name: 'shoal_dfget_rate_limited_seconds_total', help: 'Seconds transfers waited for the rate limit, by direction (download: --download-rate, upload: --upload-rate); summed over concurrent transfers, so it may grow faster than the clock', labelNames: ['direction'], registers })
+    this.manifestCache = new Counter({ name: 'shoal_dfget_manifest_cache_total', help: 'Manifest requests by digest, by result (hit: served from the verified copy held here, or sharing a fetch in progress; miss: fetched from the upstream)', labelNames: ['result'], registers })
+    for (const result of ['hit', 'miss']) {
+      this.manifestCache.inc({ result }, 0)
+    }
     for (const direction of ['download', 'upload']) {
       this.rateLimitedSeconds.inc({ direction }, 0)
     }
+    this.proxyRequests = new Counter({ name: 'shoal_dfget_proxy_requests_total', help: 'CONNECTs and plain-HTTP requests through the --proxy-listen proxy, by kind (intercepted: handed to the mirror; tunnelled: CONNECT passed through untouched; forwarded: plain HTTP passed on; refused: a peer or target not allowed; bad_request; failed: the target could not be reached)', labelNames: ['kind'], registers })
     for (const result of ['allowed', 'denied', 'error', 'cached']) {
       this.authzChecks.inc({ result }, 0)
     }

@@ -36,7 +36,8 @@ async function startAuthOrigin (): Promise<AuthOrigin> {
       res.writeHead(req.method === 'HEAD' || blob == null ? 403 : 200).end(req.method === 'HEAD' ? undefined : blob?.data)
       return
     }
-    const m = /^\/v2\/(.+)\/blobs\/(.+)$/.exec(path)
+    // manifests by digest are held and shared like blobs, and guarded the same way
+    const m = /^\/v2\/(.+)\/(?:blobs|manifests)\/(.+)$/.exec(path)
     if (m == null) {
       res.writeHead(200, api).end('{}')
       return
@@ -260,6 +261,25 @@ describe('private blobs stay private', () => {
       }
       expect(body.includes(blob.data.subarray(0, 32))).toBe(false)
     }
+  })
+
+  it('refuses a private manifest by digest, held or shared by a peer, to clients the registry refuses', async () => {
+    const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', layers: [], note: randomBytes(8).toString('hex') }))
+    const digest = sha256(manifest)
+    origin.blobs.set(`private/app@${digest}`, { data: manifest })
+    const path = `/v2/private/app/manifests/${digest}`
+    const ok = await get(`${a.url}${path}`, { authorization: GOOD })
+    expect(ok.status).toBe(200)
+    expect(ok.body.equals(manifest)).toBe(true)
+    for (const daemon of [a, b]) {
+      for (const [what, headers] of [['no credentials', {}], ['a wrong password', { authorization: BAD }]] as const) {
+        const res = await get(`${daemon.url}${path}`, headers)
+        expect(res.status, what).toBe(401)
+        expect(res.headers['www-authenticate'], what).toBe(CHALLENGE)
+        expect(res.body.includes(manifest), what).toBe(false)
+      }
+    }
+    expect((await get(`${b.url}${path}`, { authorization: GOOD })).body.equals(manifest)).toBe(true)
   })
 })
 

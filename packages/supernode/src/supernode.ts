@@ -1,6 +1,6 @@
 import {
   commonRoutes, createMetricsRegistry, createRouter, DEFAULT_RATE, PeerNode, SourceClient, startHttpServer, TokenBucket,
-  type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerAddress, type PieceStore
+  type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerAddress, type PieceStore, type SourceTls
 } from '@shoal/core'
 import { ControlApi } from './api/control-api.ts'
 import { ControlServer } from './api/control-server.ts'
@@ -38,6 +38,11 @@ export interface SupernodeInit {
   allowSource?: string[]
   /** Follow source redirects to private addresses (loopback, RFC 1918, link-local). @default false */
   allowPrivateRedirects?: boolean
+  /**
+   * TLS settings of source hosts with their own: a registry whose certificate comes from
+   * a private CA (PEM), or one whose certificate is not checked. @default [] (the system's CAs)
+   */
+  sourceTls?: SourceTls[]
   /** Largest source accepted. @default 64 GiB */
   maxSourceBytes?: number
   /** Source responses open at once. @default 32 */
@@ -98,6 +103,7 @@ export class Supernode {
     this.source = new SourceClient({ logger: this.logger, ...(components.dispatcher != null ? { dispatcher: components.dispatcher } : {}) }, {
       allow: init.allowSource ?? [],
       allowPrivateRedirects: init.allowPrivateRedirects ?? false,
+      tls: init.sourceTls ?? [],
       headersTimeout: init.sourceTimeout ?? 30_000,
       ...(init.maxSourceBytes != null ? { maxSourceBytes: init.maxSourceBytes } : {}),
       ...(init.maxSourceFetches != null ? { maxConcurrentFetches: init.maxSourceFetches } : {})

@@ -4,7 +4,7 @@ import { Agent, request, type Dispatcher } from 'undici'
 import { InvalidConfigError, SourceRefusedError, SourceTooLargeError, SourceUnavailableError } from '../errors.ts'
 import { raceSignal } from '../race-signal.ts'
 import { createGuardedLookup, defaultResolve, isPublicAddress, type ResolveAll } from './address.ts'
-import { bareHostname, hostLabel, SourceAllowlist } from './allowlist.ts'
+import { bareHostname, effectivePort, hostLabel, SourceAllowlist } from './allowlist.ts'
 import {
   CROSS_ORIGIN_HEADERS, DEFAULT_BODY_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONNECTIONS, DEFAULT_HEADERS_TIMEOUT,
   DEFAULT_MAX_CONCURRENT_FETCHES, DEFAULT_MAX_REDIRECTS, DEFAULT_MAX_SOURCE_BYTES, DEFAULT_RESPONSE_TIMEOUT,
@@ -39,6 +39,22 @@ export interface SourceClientInit {
   responseTimeout?: number
   /** Longest wait for a free slot. @default 300000 ms */
   slotTimeout?: number
+  /**
+   * TLS settings of particular hosts (a registry with its own CA, or one whose
+   * certificate is not checked): each gets its own agent. Own agent only.
+   * @default [] (the system's CAs for every host)
+   */
+  tls?: readonly SourceTls[]
+}
+
+/** How the client checks one host's certificate. */
+export interface SourceTls {
+  /** `host[:port]`; without a port, every port of that host. */
+  host: string
+  /** PEM certificates trusted for this host instead of the system's CAs. */
+  ca?: string
+  /** Do not check the host's certificate at all (a test registry): anyone on the path can read and change the traffic. @default false */
+  insecureSkipVerify?: boolean
 }
 
 export interface SourceClientComponents {
@@ -112,6 +128,8 @@ export class SourceClient {
   private readonly log: Logger
   private readonly allowlist: SourceAllowlist
   private readonly dispatcher: Dispatcher
+  /** Agents of the hosts with their own TLS settings, by `host[:port]` as configured. */
+  private readonly tlsDispatchers = new Map<string, Dispatcher>()
   private readonly ownsDispatcher: boolean
   private readonly resolve: ResolveAll | undefined
   private readonly slots: FetchSlots
@@ -133,9 +151,11 @@ export class SourceClient {
     this.slotTimeout = init.slotTimeout ?? DEFAULT_SLOT_TIMEOUT
     this.resolve = components.resolve
     this.ownsDispatcher = components.dispatcher == null
-    this.dispatcher = components.dispatcher ?? new Agent({
+    const agent = (tls: Pick<SourceTls, 'ca' | 'insecureSkipVerify'> = {}): Agent => new Agent({
       connect: {
         timeout: init.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT,
+        ...(tls.ca != null ? { ca: tls.ca } : {}),
+        ...(tls.insecureSkipVerify === true ? { rejectUnauthorized: false } : {}),
         // with private redirects allowed there is nothing to guard
         ...(this.allowPrivateRedirects
           ? {}
@@ -145,6 +165,16 @@ export class SourceClient {
       bodyTimeout: init.bodyTimeout ?? DEFAULT_BODY_TIMEOUT,
       connections: DEFAULT_CONNECTIONS
     })
+    this.dispatcher = components.dispatcher ?? agent()
+    if (components.dispatcher == null) {
+      for (const entry of init.tls ?? []) {
+        const host = tlsHostKey(entry.host)
+        if (this.tlsDispatchers.has(host)) {
+          throw new InvalidConfigError(`TLS settings for ${entry.host} given twice`)
+        }
+        this.tlsDispatchers.set(host, agent(entry))
+      }
+    }
   }
 
   /** Fetches open right now (responses whose body has not ended). */
@@ -160,12 +190,13 @@ export class SourceClient {
     if (!this.ownsDispatcher) {
       return
     }
-    const closing = this.dispatcher.close()
+    const dispatchers = [this.dispatcher, ...this.tlsDispatchers.values()]
+    const closing = Promise.all(dispatchers.map(async d => { await d.close() }))
     closing.catch(() => {}) // settled either way below; a destroy may reject it
     try {
       await raceSignal(closing, options.signal ?? AbortSignal.timeout(DEFAULT_STOP_TIMEOUT))
     } catch {
-      await this.dispatcher.destroy()
+      await Promise.all(dispatchers.map(async d => { await d.destroy() }))
     }
   }
 
@@ -286,7 +317,7 @@ export class SourceClient {
   private async send (url: URL, method: 'GET' | 'HEAD', headers: Record<string, string>, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
     // maxRedirections 0: a dispatcher passed in with a redirect interceptor must not
     // follow redirects behind this client's back
-    const options = Object.assign({ method, headers, signal, dispatcher: this.dispatcher }, { maxRedirections: 0 })
+    const options = Object.assign({ method, headers, signal, dispatcher: this.dispatcherFor(url) }, { maxRedirections: 0 })
     try {
       return await request(url, options)
     } catch (err) {
@@ -299,6 +330,15 @@ export class SourceClient {
       }
       throw new SourceUnavailableError(`cannot fetch ${describe(url)}: ${(err as Error).message}`)
     }
+  }
+
+  /** The agent with this host's TLS settings: `host:port` first, then `host`, else the default. */
+  private dispatcherFor (url: URL): Dispatcher {
+    if (this.tlsDispatchers.size === 0) {
+      return this.dispatcher
+    }
+    const host = bareHostname(url).toLowerCase()
+    return this.tlsDispatchers.get(`${host}:${effectivePort(url)}`) ?? this.tlsDispatchers.get(host) ?? this.dispatcher
   }
 
   /** A redirect target is fine if it is an upstream, or every address it has is public. */
@@ -343,6 +383,21 @@ export class SourceClient {
       })
     })
   }
+}
+
+/** `host[:port]` as the key {@link SourceClient.dispatcherFor} looks up. */
+function tlsHostKey (entry: string): string {
+  let url: URL
+  try {
+    url = new URL(`https://${entry.trim()}`)
+  } catch {
+    throw new InvalidConfigError(`invalid TLS host ${JSON.stringify(entry)}: expected host or host:port, such as registry.example.com:5000`)
+  }
+  if (url.username !== '' || url.password !== '' || url.pathname !== '/' || url.search !== '' || url.hash !== '') {
+    throw new InvalidConfigError(`invalid TLS host ${JSON.stringify(entry)}: expected host or host:port, without scheme or path`)
+  }
+  const host = bareHostname(url).toLowerCase()
+  return url.port !== '' || /:443$/.test(entry.trim()) ? `${host}:${effectivePort(url)}` : host
 }
 
 function positive (name: string, value: number, zeroOk = false): number {

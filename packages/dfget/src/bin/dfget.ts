@@ -1,12 +1,16 @@
 #!/usr/bin/env node
 // first: re-executes node with the flags Shoal is measured with, if it was not started with them
 import '@shoal/core/node-flags'
+import { readFile } from 'node:fs/promises'
 import { Command, Option } from 'commander'
 import { clusterKeyOption, configSchemas, createLogger, diskOptions, diskOptionsSchema, DEFAULT_RATE, InvalidConfigError, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
 import { z } from 'zod'
 import { downloadToFile, parseHeaders } from '../cli/download-command.ts'
+import { loadUpstreams, upstreamsSchema } from '../cli/upstreams-config.ts'
 import { Daemon } from '../daemon.ts'
 import { MAX_SUPERNODES } from '../download/supernode-ring.ts'
+import { parseCidr } from '../proxy/access.ts'
+import { caPaths } from '../proxy/local-ca.ts'
 
 const version = packageVersion(import.meta.url)
 
@@ -14,6 +18,7 @@ const daemonSchema = z.object({
   config: z.string().optional(),
   listen: configSchemas.hostPort,
   registry: configSchemas.httpUrl,
+  upstreams: upstreamsSchema,
   // one address or several (--supernode a b, or a YAML list); 'none' alone: no swarm
   supernode: z.preprocess(v => typeof v === 'string' ? [v] : v, z.array(z.union([z.literal('none'), configSchemas.multiaddr, configSchemas.httpUrl], {
     error: "must be the supernode's libp2p multiaddr (/ip4/10.0.0.5/tcp/8003), its http:// address, or none"
@@ -39,7 +44,17 @@ const daemonSchema = z.object({
   supernodeCooldown: z.coerce.number().int().min(0).max(3_600_000),
   originAttempts: z.coerce.number().int().min(1).max(16),
   downloadRate: configSchemas.byteRate,
-  uploadRate: configSchemas.byteRate
+  uploadRate: configSchemas.byteRate,
+  proxyListen: configSchemas.hostPort.optional(),
+  proxyAllow: z.array(z.string().superRefine((value, ctx) => {
+    try {
+      parseCidr(value)
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message })
+    }
+  })).default([]),
+  proxyConnectTimeout: configSchemas.duration,
+  proxyIdleTimeout: configSchemas.duration
 })
 
 const downloadSchema = z.object({
@@ -83,7 +98,8 @@ const daemon = program.command('daemon')
   .description('Run the per-host daemon: the registry mirror the container runtime pulls through, fetching layers as verified pieces from peers.')
   .addOption(new Option('-c, --config <file>', 'YAML file with any of these options, in camelCase; flags win (default: none)'))
   .addOption(new Option('--listen <host:port>', 'registry mirror and API address').default('127.0.0.1:65001'))
-  .addOption(new Option('--registry <url>', 'upstream registry the mirror stands in for').default('https://registry-1.docker.io'))
+  .addOption(new Option('--registry <url>', 'default upstream registry: the one requests without ?ns= go to').default('https://registry-1.docker.io'))
+  .addOption(new Option('--upstreams <name=url...>', "further upstream registries, picked by containerd's ?ns=<name>: name is the registry host as image references name it (registry.example.com:5000), url its API base URL. In the --config file a list of { name, url, username?, password?, caFile?, insecureSkipVerify? }: the daemon's own credentials there (used when a client sends none; anyone who can reach the mirror then reads what they read), a PEM CA file for its certificate, or no certificate check. Unknown ?ns= names get 404 (default: none)"))
   .addOption(new Option('--supernode <address...>', "the supernode's libp2p multiaddr, or its http:// address; several spread tasks over them by rendezvous hashing (give every daemon the same strings) and fail over to the next; 'none' fetches everything from the origin").default(['/ip4/127.0.0.1/tcp/8003']))
   .addOption(clusterKeyOption())
   .addOption(new Option('--p2p-listen <multiaddr...>', 'libp2p (TCP) addresses peers fetch pieces from').default(['/ip4/0.0.0.0/tcp/65002']))
@@ -105,6 +121,10 @@ const daemon = program.command('daemon')
   .addOption(new Option('--origin-attempts <n>', 'tries of one origin fetch when the origin fails (5xx, unreachable), with exponential back-off and jitter; 4xx are not retried').default('4'))
   .addOption(new Option('--download-rate <bytes/s>', 'piece data from peers and the supernode plus origin bytes, bytes per second summed: 10485760, 100MB, 1GiB (0: no limit)').default(String(DEFAULT_RATE)))
   .addOption(new Option('--upload-rate <bytes/s>', 'piece data sent to other peers, bytes per second summed over all uploads: 10485760, 100MB, 1GiB (0: no limit)').default(String(DEFAULT_RATE)))
+  .addOption(new Option('--proxy-listen <host:port>', "HTTP(S) proxy for an unmodified dockerd (its HTTPS_PROXY): CONNECTs to an upstream (--registry, --upstreams) are served by the mirror with a certificate from the proxy CA (<data-dir>/proxy/ca.crt, generated on first start), other hosts are tunnelled untouched (default: off)"))
+  .addOption(new Option('--proxy-allow <cidr...>', 'networks whose peers may use the proxy besides loopback, such as 10.0.0.0/8 (default: loopback only)'))
+  .addOption(new Option('--proxy-connect-timeout <ms>', 'longest a proxy tunnel or forwarded request may take to connect to its target').default('10000'))
+  .addOption(new Option('--proxy-idle-timeout <ms>', 'a proxy tunnel or connection with no traffic either way for this long is closed').default('300000'))
   .showHelpAfterError()
   .action(async () => {
     await runMain('dfget daemon', async (signal) => {
@@ -113,6 +133,7 @@ const daemon = program.command('daemon')
       const d = new Daemon({ logger }, {
         listen: options.listen,
         registry: options.registry,
+        upstreams: await loadUpstreams(options.upstreams),
         supernode: options.supernode,
         p2pListen: options.p2pListen,
         p2pAnnounce: options.p2pAnnounce,
@@ -136,9 +157,37 @@ const daemon = program.command('daemon')
         diskLowWatermark: options.diskLowWatermark,
         downloadRate: options.downloadRate,
         uploadRate: options.uploadRate,
+        ...(options.proxyListen != null ? { proxyListen: options.proxyListen } : {}),
+        proxyAllow: options.proxyAllow,
+        proxyConnectTimeout: options.proxyConnectTimeout,
+        proxyIdleTimeout: options.proxyIdleTimeout,
         version
       })
       await serveUntilAborted(d, signal)
+    })
+  })
+
+const proxyCaSchema = z.object({ dataDir: configSchemas.path, path: z.boolean().default(false) })
+
+const proxyCa = program.command('proxy-ca')
+  .description("Print the certificate of the daemon's proxy CA (PEM), for dockerd and the OS trust store to trust; the daemon generates it on its first start with --proxy-listen. The key stays in the data directory.")
+  .addOption(new Option('--data-dir <dir>', "the daemon's data directory").default('/var/lib/shoal/dfget'))
+  .addOption(new Option('--path', "print the certificate's path instead").default(false))
+  .showHelpAfterError()
+  .action(async () => {
+    await runMain('dfget proxy-ca', async () => {
+      const options = await resolveOptions(proxyCa, proxyCaSchema)
+      const { cert } = caPaths(options.dataDir)
+      let pem: string
+      try {
+        pem = await readFile(cert, 'utf8')
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+          throw new InvalidConfigError(`no proxy CA at ${cert} yet: start the daemon once with --proxy-listen (and this --data-dir)`)
+        }
+        throw err
+      }
+      process.stdout.write(options.path ? `${cert}\n` : pem)
     })
   })
 

@@ -153,10 +153,10 @@ export class BlobAuthorizer {
     }
     metrics.authzChecks.inc({ result: res.statusCode >= 500 ? 'error' : 'denied' })
     this.log.debug({ url, status: res.statusCode }, 'upstream denied the client')
-    return this.denial(res, body)
+    return this.denial(res, body, url)
   }
 
-  private denial (res: SourceHeadResponse, body: Buffer): Denial {
+  private denial (res: SourceHeadResponse, body: Buffer, url: string): Denial {
     const headers: Record<string, string> = {}
     for (const name of DENIAL_HEADERS) {
       const value = res.headers[name]
@@ -169,7 +169,9 @@ export class BlobAuthorizer {
       return { status: res.statusCode, headers, body }
     }
     // a HEAD answer has no body: say what the registry would have said
-    const [code, message] = STATUS_CODES[res.statusCode] ?? ['UNKNOWN', `upstream answered ${res.statusCode}`]
+    // the same check guards manifests by digest, whose 404 the spec names otherwise
+    const manifest = res.statusCode === 404 && new URL(url).pathname.includes('/manifests/')
+    const [code, message] = manifest ? ['MANIFEST_UNKNOWN', 'manifest unknown to registry'] : STATUS_CODES[res.statusCode] ?? ['UNKNOWN', `upstream answered ${res.statusCode}`]
     return {
       status: res.statusCode,
       headers: { ...headers, 'content-type': 'application/json; charset=utf-8' },

@@ -1,87 +1,152 @@
-import { HttpError, InvalidDigestError, parseDigest, SourceRefusedError, type ComponentLogger, type Logger, type PieceStore, type Route, type RouteContext, type SourceClient } from '@shoal/core'
+import { HttpError, SourceRefusedError, type ComponentLogger, type Logger, type PieceStore, type Route, type RouteContext, type SourceClient } from '@shoal/core'
 import { sendDenial, type BlobAuthorizer, type CheckOptions } from './blob-authorizer.ts'
+import { sendBlobHead } from './blob-head.ts'
+import { sendBlobRange } from './blob-range.ts'
+import { MANIFEST_MEDIA_TYPES } from './constants.ts'
+import { checkDigest, checkName, parseReference } from './oci-request.ts'
+import { parseRange } from './range.ts'
 import { sendDownload } from './send-download.ts'
 import { proxyToUpstream } from './upstream-proxy.ts'
+import { upstreamRequest, type UpstreamRequestComponents } from './upstream-request.ts'
 import { AuthorizationUnavailableError } from '../errors.ts'
+import { downloadManifest } from './manifest-download.ts'
+import type { ManifestCache, CachedManifest } from './manifest-cache.ts'
 import type { DownloadManager } from '../download/download-manager.ts'
 import type { DfgetMetrics } from '../metrics.ts'
 
-export interface RegistryMirrorInit {
-  /** Upstream registry base URL, such as https://registry-1.docker.io */
-  upstream: string
-}
+/** Nothing yet: the upstreams are a component (`?ns=` picks one per request). */
+export type RegistryMirrorInit = Record<string, never>
 
-export interface RegistryMirrorComponents {
+export interface RegistryMirrorComponents extends UpstreamRequestComponents {
   downloads: DownloadManager
   store: PieceStore
-  /** For the upstream (always allowed) and the check of blob URLs. */
+  /** For the upstreams (always allowed) and the check of blob URLs. */
   source: Pick<SourceClient, 'fetch' | 'check'>
   metrics: DfgetMetrics
   logger: ComponentLogger
-  /** Asked before any blob byte is served. */
+  /** Asked before any blob byte or manifest by digest is served. */
   authorizer: Pick<BlobAuthorizer, 'check'>
+  /** Manifests by digest, verified and held. */
+  manifests: Pick<ManifestCache, 'get'>
 }
-
-/** An OCI repository name (distribution spec), such as `library/alpine`. */
-const NAME_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/
 
 /** Registry error bodies, as the distribution spec has them. */
 export const registryErrorBody = (err: HttpError): unknown => ({ errors: [{ code: err.code, message: err.message, detail: err.detail ?? null }] })
 
+const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' }
+
 /**
- * The registry mirror the container runtime pulls through. Blob GETs go through the
- * swarm; everything else a pull needs (`/v2/`, manifests, token challenges) passes
- * through to the upstream registry unchanged. Writes are refused: this is a mirror.
- * No blob byte is served before the upstream said this client may read that blob in
+ * The registry mirror the container runtime pulls through: the pull side of the OCI
+ * Distribution API. Names, digests, tags and ranges are checked here first (a 4xx with
+ * the spec's error code, whatever the upstream would make of them). Blobs (GET, Range,
+ * HEAD) come from this host's store or the swarm; manifests by digest are held once
+ * verified (through the swarm too); `/v2/`, manifests by tag and the rest pass through
+ * to the upstream that `?ns=` names. Writes get a 405: this is a mirror. No blob byte
+ * or manifest by digest is served before the upstream said this client may read it in
  * that repository.
  */
-export function registryMirrorRoutes (components: RegistryMirrorComponents, init: RegistryMirrorInit): Route[] {
+export function registryMirrorRoutes (components: RegistryMirrorComponents, _init: RegistryMirrorInit = {}): Route[] {
   const log: Logger = components.logger.forComponent('shoal:dfget:mirror')
-  const proxy = { upstream: init.upstream, source: components.source }
+  /** Passes a request through to the upstream its `?ns=` names, with the client's credentials or the daemon's own. */
+  const passThrough = async (ctx: RouteContext): Promise<void> => {
+    const target = await upstreamRequest(ctx, components)
+    await proxyToUpstream(ctx, {
+      target: target.url,
+      source: components.source,
+      ...(target.authorization != null ? { authorization: target.authorization } : {}),
+      // the daemon's own token was refused (revoked, expired early): learn afresh, once
+      ...(target.own ? { reauthorize: async () => { components.upstreamAuth.invalidate(target.upstream); return (await upstreamRequest(ctx, components)).authorization } } : {})
+    })
+  }
 
   return [
     {
-      methods: ['GET'],
+      methods: ['GET', 'HEAD'],
       pattern: /^\/v2\/(?<name>.+)\/blobs\/(?<digest>[^/]+)$/,
       handler: async (ctx) => {
-        const name = ctx.params.name ?? ''
-        const digest = ctx.params.digest ?? ''
-        if (!NAME_RE.test(name)) {
-          throw new HttpError(400, 'NAME_INVALID', `invalid repository name ${JSON.stringify(name.slice(0, 256))}`)
-        }
-        try {
-          parseDigest(digest)
-        } catch (err) {
-          if (err instanceof InvalidDigestError) {
-            throw new HttpError(400, 'DIGEST_INVALID', err.message)
-          }
-          throw err
-        }
-        const authorization = ctx.req.headers.authorization
-        const url = `${init.upstream}/v2/${name}/blobs/${digest}`
+        const name = checkName(ctx.params.name ?? '')
+        const digest = checkDigest(ctx.params.digest ?? '')
+        const range = ctx.req.method === 'GET' ? parseRange(ctx.req.headers.range) : { kind: 'none' as const }
+        // the upstream ?ns= names; the client's credentials, else the daemon's own there
+        const { url, authorization } = await upstreamRequest(ctx, components, `/v2/${name}/blobs/${digest}`)
+        const headers: Record<string, string> = authorization != null ? { authorization } : {}
         // before anything else: the content may be on disk, on its way for another
         // client or coming from peers, and none of it is this client's unless the
         // upstream says so
-        if (!await authorize(ctx, components.authorizer, url, authorization != null ? { authorization } : {})) {
+        if (!await authorize(ctx, components.authorizer, url, headers)) {
           return
         }
-        log.debug({ name, digest }, 'blob through the swarm')
-        await sendDownload(ctx, components, {
-          url,
-          digest,
-          ...(authorization != null ? { headers: { authorization } } : {})
-        }, {
-          'docker-content-digest': digest,
-          'docker-distribution-api-version': 'registry/2.0'
-        })
+        const out = { ...API_VERSION, 'docker-content-digest': digest, 'accept-ranges': 'bytes' }
+        if (ctx.req.method === 'HEAD') {
+          await sendBlobHead(ctx, components, { url, digest, headers }, out)
+          return
+        }
+        const request = { url, digest, ...(authorization != null ? { headers } : {}) }
+        log.debug({ name, digest, range: range.kind }, 'blob through the swarm')
+        if (range.kind === 'from' || range.kind === 'suffix') {
+          await sendBlobRange(ctx, components, request, range, out)
+        } else {
+          await sendDownload(ctx, components, request, out)
+        }
       }
     },
     {
       methods: ['GET', 'HEAD'],
+      pattern: /^\/v2\/(?<name>.+)\/manifests\/(?<reference>[^/]+)$/,
+      handler: async (ctx) => {
+        const name = checkName(ctx.params.name ?? '')
+        const reference = parseReference(ctx.params.reference ?? '')
+        if (reference.kind === 'tag') {
+          // tags move: always resolved upstream, with the client's Accept
+          await passThrough(ctx)
+          return
+        }
+        const { url, authorization } = await upstreamRequest(ctx, components, `/v2/${name}/manifests/${reference.digest}`)
+        await sendManifestByDigest(ctx, components, url, reference.digest, authorization)
+      }
+    },
+    {
+      methods: ['GET', 'HEAD'],
+      pattern: /^\/v2\/(?<name>.+)\/(?:tags\/list|referrers\/[^/]+)$/,
+      handler: async (ctx) => {
+        checkName(ctx.params.name ?? '')
+        await passThrough(ctx)
+      }
+    },
+    {
+      // /v2/ (the API check and the token challenge) and anything else a client reads
+      methods: ['GET', 'HEAD'],
       pattern: /^\/v2(\/.*)?$/,
-      handler: async (ctx) => { await proxyToUpstream(ctx, proxy) }
+      handler: passThrough
     }
   ]
+}
+
+/**
+ * A manifest by digest: immutable, so brought through the swarm once (like a blob) and
+ * held once verified; served after the same authorization check as a blob. The digest
+ * names the bytes whatever the client accepts, so the upstream is always asked with
+ * every manifest type accepted: one authorization question per set of credentials,
+ * shared by clients that differ only in Accept.
+ */
+async function sendManifestByDigest (ctx: RouteContext, components: RegistryMirrorComponents, url: string, digest: string, authorization: string | undefined): Promise<void> {
+  const headers = { ...(authorization != null ? { authorization } : {}), accept: MANIFEST_MEDIA_TYPES.join(', ') }
+  if (!await authorize(ctx, components.authorizer, url, headers)) {
+    return
+  }
+  const manifest = await components.manifests.get(digest, async (options) => downloadManifest(components, { url, digest, headers }, options), { signal: ctx.signal })
+  sendManifest(ctx, manifest)
+}
+
+function sendManifest (ctx: RouteContext, manifest: CachedManifest): void {
+  ctx.res.writeHead(200, {
+    ...API_VERSION,
+    'content-type': manifest.contentType,
+    'content-length': String(manifest.body.byteLength),
+    'docker-content-digest': manifest.digest,
+    etag: `"${manifest.digest}"`
+  })
+  ctx.res.end(ctx.req.method === 'HEAD' ? undefined : manifest.body)
 }
 
 /**

@@ -11,7 +11,12 @@ const FORWARD_RESPONSE = [
 ]
 
 export interface ProxyOptions {
-  upstream: string
+  /** The whole upstream URL to ask: the mirror request's path on the upstream its `?ns=` names, `?ns=` dropped. */
+  target: string
+  /** Sent instead of the client's Authorization (the client's own, or the daemon's). @default the client's */
+  authorization?: string
+  /** After a 401 to `authorization`, gives a fresh one to try once more. @default none: the 401 goes to the client */
+  reauthorize?: () => Promise<string | undefined>
   /** The upstream is always one of its allowed sources; it checks redirects and sizes. */
   source: Pick<SourceClient, 'fetch'>
 }
@@ -22,7 +27,7 @@ export interface ProxyOptions {
  * is read-only.
  */
 export async function proxyToUpstream (ctx: RouteContext, options: ProxyOptions): Promise<void> {
-  const { req, res, url, signal } = ctx
+  const { req, res, signal } = ctx
   const headers: Record<string, string> = {}
   for (const name of FORWARD_REQUEST) {
     const value = req.headers[name]
@@ -30,22 +35,33 @@ export async function proxyToUpstream (ctx: RouteContext, options: ProxyOptions)
       headers[name] = value
     }
   }
+  if (options.authorization != null) {
+    headers.authorization = options.authorization
+  }
 
   let upstream: SourceResponse
   try {
-    upstream = await options.source.fetch(`${options.upstream}${url.pathname}${url.search}`, {
-      method: req.method === 'HEAD' ? 'HEAD' : 'GET',
-      headers,
-      signal
-    })
+    const ask = async (): Promise<SourceResponse> => options.source.fetch(options.target, { method: req.method === 'HEAD' ? 'HEAD' : 'GET', headers, signal })
+    upstream = await ask()
+    if (upstream.statusCode === 401 && options.reauthorize != null) {
+      await upstream.dump()
+      const fresh = await options.reauthorize()
+      if (fresh != null) {
+        headers.authorization = fresh
+      }
+      upstream = await ask()
+    }
   } catch (err) {
+    if (err instanceof HttpError) {
+      throw err
+    }
     if (err instanceof SourceRefusedError) {
       throw new HttpError(403, 'DENIED', err.message)
     }
     if (err instanceof SourceTooLargeError) {
       throw new HttpError(502, 'UNAVAILABLE', err.message)
     }
-    throw new HttpError(502, 'UNAVAILABLE', `upstream registry ${options.upstream} unreachable: ${(err as Error).message}`)
+    throw new HttpError(502, 'UNAVAILABLE', `upstream registry ${new URL(options.target).host} unreachable: ${(err as Error).message}`)
   }
 
   const out: Record<string, string | string[]> = {}

@@ -4,6 +4,7 @@ import '@shoal/core/node-flags'
 import { Command, Option } from 'commander'
 import { clusterKeyOption, configSchemas, createLogger, diskOptions, diskOptionsSchema, DEFAULT_RATE, MIN_PIECE_SIZE, MAX_PIECE_SIZE, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
 import { z } from 'zod'
+import { loadSourceTls, sourceTlsSchema } from '../source-tls-config.ts'
 import { Supernode } from '../supernode.ts'
 
 const version = packageVersion(import.meta.url)
@@ -20,6 +21,7 @@ const optionsSchema = z.object({
   maxUploads: z.coerce.number().int().min(1).max(1024),
   allowSource: z.array(z.string().min(1)).default([]),
   allowPrivateRedirects: z.boolean().default(false),
+  sourceTls: sourceTlsSchema,
   maxSourceBytes: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER),
   maxSourceFetches: z.coerce.number().int().min(1).max(1024),
   ...diskOptionsSchema,
@@ -41,6 +43,7 @@ const program = new Command('supernode')
   .addOption(new Option('--max-uploads <n>', 'pieces served at once').default('32'))
   .addOption(new Option('--allow-source <origin-or-host...>', 'registries and hosts to fetch from: https://host[:port] or host[:port] (default: none, every task is refused)'))
   .addOption(new Option('--allow-private-redirects', 'follow source redirects to loopback, private and link-local addresses').default(false))
+  .addOption(new Option('--source-tls <host=ca-file...>', 'a source host (host[:port]) whose certificate is checked against this PEM CA file instead of the system CAs; in the --config file a list of { host, caFile?, insecureSkipVerify? } (insecureSkipVerify: true checks no certificate) (default: none)'))
   .addOption(new Option('--max-source-bytes <bytes>', 'largest source accepted, in bytes').default(String(sourceDefaults.DEFAULT_MAX_SOURCE_BYTES), '64 GiB'))
   .addOption(new Option('--max-source-fetches <n>', 'source responses open at once').default(String(sourceDefaults.DEFAULT_MAX_CONCURRENT_FETCHES)))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
@@ -65,6 +68,7 @@ program.action(async () => {
       maxConcurrentUploads: options.maxUploads,
       allowSource: options.allowSource,
       allowPrivateRedirects: options.allowPrivateRedirects,
+      sourceTls: await loadSourceTls(options.sourceTls),
       maxSourceBytes: options.maxSourceBytes,
       maxSourceFetches: options.maxSourceFetches,
       diskQuota: options.diskQuota,
