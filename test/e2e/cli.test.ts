@@ -42,7 +42,8 @@ describe('--help', () => {
     ['dfget daemon', [BINARIES.dfget, 'daemon']],
     ['dfget proxy-ca', [BINARIES.dfget, 'proxy-ca']],
     ['dfget prefetch', [BINARIES.dfget, 'prefetch']],
-    ['dfctl', [BINARIES.dfctl]]
+    ['dfctl', [BINARIES.dfctl]],
+    ['dfctl prefetch', [BINARIES.dfctl, 'prefetch']]
   ])('%s lists every flag with its default', async (_name, args) => {
     const { stdout, code } = await run(node, [...args, '--help'])
     expect(code).toBe(0)

@@ -1,10 +1,11 @@
 /**
  * @packageDocumentation
  *
- * The Shoal controller (`dfctl`): thin provisioning for a fleet. It will roll the
- * daemon out to hosts from an inventory, point their container runtimes at it, and
- * prefetch release images across the fleet. Today it is only the CLI those commands
- * will hang from; it exports nothing yet.
+ * The Shoal controller (`dfctl`): thin provisioning for a fleet. It prefetches release
+ * images across the fleet (`dfctl prefetch`); rolling the daemon out to hosts from an
+ * inventory is planned.
  */
 
-export {}
+export { selectHosts, type PrefetchHost, type HostShare } from './prefetch/select-hosts.ts'
+export { prefetch, type PrefetchInit, type PrefetchComponents, type PrefetchResult, type TargetStatus } from './prefetch/prefetch.ts'
+export { PrefetchRequestError, PrefetchTimeoutError } from './prefetch/errors.ts'

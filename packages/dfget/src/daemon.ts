@@ -178,7 +178,7 @@ export class Daemon {
     this.logger = components.logger
     this.log = components.logger.forComponent('shoal:dfget:daemon')
     this.registry = components.metrics ?? createMetricsRegistry()
-    this.metrics = new DfgetMetrics(this.registry)
+    this.metrics = new DfgetMetrics(this.registry, init.version != null ? { version: init.version } : {})
     this.ownsDispatcher = components.dispatcher == null
     this.dispatcher = components.dispatcher ?? createHttpDispatcher()
     this.upstreams = new Upstreams({ registry: init.registry, upstreams: init.upstreams ?? [] })
@@ -216,19 +216,28 @@ export class Daemon {
     this.clients = addresses.map(address => new SupernodeClient({ libp2p, dispatcher }, { address }))
     const fetcher = new PieceFetcher({ libp2p, store, ...downloadLimit })
     const gauge = openBreakersGauge(metrics.supernodeBreakerOpen)
+    // the same breaker state, per supernode, for dashboards that show which one is skipped
+    const withAvailability = (open: { set: (value: number) => void }, supernode: string): { set: (value: number) => void } => ({
+      set: (value) => {
+        open.set(value)
+        metrics.supernodeAvailable.set({ supernode }, value > 0 ? 0 : 1)
+      }
+    })
     const routes = this.clients.map(client => ({
       id: client.address,
       peerTask: new PeerTask({ client, fetcher, store, metrics, logger, self: () => this.self() }, {
         concurrency: this.init.concurrency ?? 4,
         ...(this.init.swarmNoProgressTimeout != null ? { noProgressTimeout: this.init.swarmNoProgressTimeout } : {})
       }),
-      breaker: new SupernodeBreaker({ open: gauge(client.address) },
+      breaker: new SupernodeBreaker({ open: withAvailability(gauge(client.address), client.address) },
         this.init.supernodeCooldown != null ? { cooldown: this.init.supernodeCooldown } : {})
     }))
     const origin = new OriginFetch({ store, source, metrics, logger, ...downloadLimit },
       this.init.originAttempts != null ? { attempts: this.init.originAttempts } : {})
     this.downloads = new DownloadManager({ store, ...(routes.length > 0 ? { supernodes: new SupernodeRing(routes) } : {}), origin, metrics, logger },
       this.init.downloadTimeout != null ? { downloadTimeout: this.init.downloadTimeout } : {})
+    const downloads = this.downloads
+    metrics.observe({ activeProgress: () => downloads.activeProgress() })
 
     const authorizer = new BlobAuthorizer({ sourceHead: this.sourceHead, metrics, logger }, {
       ...(this.init.authCacheTtl != null ? { cacheTtl: this.init.authCacheTtl } : {}),

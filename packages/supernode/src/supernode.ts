@@ -107,7 +107,7 @@ export class Supernode {
     this.logger = components.logger
     this.log = components.logger.forComponent('shoal:supernode')
     this.registry = components.metrics ?? createMetricsRegistry()
-    this.metrics = new SupernodeMetrics(this.registry)
+    this.metrics = new SupernodeMetrics(this.registry, init.version != null ? { version: init.version } : {})
     this.source = new SourceClient({ logger: this.logger, ...(components.dispatcher != null ? { dispatcher: components.dispatcher } : {}) }, {
       allow: init.allowSource ?? [],
       allowPrivateRedirects: init.allowPrivateRedirects ?? false,

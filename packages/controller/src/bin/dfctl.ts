@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 import { Command } from 'commander'
 import { InvalidConfigError, packageVersion, runMain, writeClusterKeyFile } from '@shoal/core'
+import { addPrefetchCommand } from '../prefetch/command.ts'
 
 const program = new Command('dfctl')
-  .description('Shoal controller: rolls the daemon out to a fleet and prefetches release images.\nToday: cluster keys; rollout and prefetch are planned.')
+  .description('Shoal controller: rolls the daemon out to a fleet and prefetches release images.\nToday: cluster keys and prefetch; rollout is planned.')
   .version(packageVersion(import.meta.url))
   .showHelpAfterError()
 
@@ -23,6 +24,8 @@ clusterKey.command('generate')
       process.stderr.write(`dfctl: wrote a new cluster key to ${file}; copy it to every supernode and daemon host (mode 0600) and point --cluster-key at it\n`)
     })
   })
+
+addPrefetchCommand(program)
 
 program.action(() => {
   program.help({ error: true })

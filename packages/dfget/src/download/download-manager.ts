@@ -158,6 +158,20 @@ export class DownloadManager {
     return download
   }
 
+  /** Bytes expected (of downloads whose size is known) and on disk, over the downloads in progress. */
+  activeProgress (): { expected: number, completed: number } {
+    let expected = 0
+    let completed = 0
+    // bounded by the downloads in progress
+    for (const download of this.active.values()) {
+      if (download.contentLength != null) {
+        expected += download.contentLength
+        completed += download.contiguous
+      }
+    }
+    return { expected, completed }
+  }
+
   private start (taskId: string, request: DownloadRequest): Download {
     const download = new Download({ taskId, url: request.url, digest: request.digest, shareByDigest: request.shareByDigest ?? true })
     this.active.set(taskId, download)
