@@ -3,6 +3,7 @@ import {
   type PullByteSource, type PullJobLayer, type PullJobs, type PullJobSpec, type RegistryClient, type Route, type SourceClient
 } from '@shoal/core'
 import { upstreamFor } from './registry-host.ts'
+import { MANIFEST_MEDIA_TYPES } from '../mirror/constants.ts'
 import type { DownloadManager } from '../download/download-manager.ts'
 import type { Upstreams } from '../mirror/upstreams.ts'
 
@@ -51,14 +52,31 @@ export function prefetchRoutes (c: PrefetchComponents, init: PrefetchInit): Rout
       const { base, credentials } = upstreamFor(ref.registry, init.upstreams)
       const withCredentials = credentials != null ? { credentials } : {}
       let auth: BlobAuthorization | undefined
+      const manifestUrls = new Set<string>()
       return {
         image,
         resolve: async (signal) => {
           const resolved = await c.registryClient.resolve(base, ref, { ...withCredentials, ...(body.platforms != null ? { platforms: body.platforms } : {}), signal })
           auth = new BlobAuthorization(resolved.authorization, async (s) => c.registryClient.authorization(base, ref, { ...withCredentials, signal: s }))
-          return { layers: resolved.blobs.map(b => ({ digest: b.digest, url: b.url, size: b.size })) }
+          // the manifests by digest too (the index and each platform's): the mirror
+          // brings them through the swarm keyed by digest like blobs, so the pull that
+          // follows reads them from this host's store as well
+          const digests = [...new Set([resolved.digest, ...resolved.manifests.map(m => m.digest)])]
+          for (const digest of digests) {
+            manifestUrls.add(`${base}/v2/${ref.repository}/manifests/${digest}`)
+          }
+          return {
+            layers: [
+              ...digests.map(digest => ({ digest, url: `${base}/v2/${ref.repository}/manifests/${digest}`, size: null })),
+              ...resolved.blobs.map(b => ({ digest: b.digest, url: b.url, size: b.size }))
+            ]
+          }
         },
-        fetch: async (layer, bySource, signal) => { await fetchLayer(c, layer, await auth?.headers(signal) ?? {}, bySource, signal) }
+        fetch: async (layer, bySource, signal) => {
+          const headers = await auth?.headers(signal) ?? {}
+          // asked as the mirror asks for a manifest by digest: every manifest type accepted
+          await fetchLayer(c, layer, manifestUrls.has(layer.url) ? { ...headers, accept: MANIFEST_MEDIA_TYPES.join(', ') } : headers, bySource, signal)
+        }
       }
     }
   })
