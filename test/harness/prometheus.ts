@@ -10,11 +10,18 @@ export interface Prometheus {
   proc: ManagedProcess
   /** Runs an instant query; returns [labels, value] per series. */
   query(expr: string): Promise<Array<{ metric: Record<string, string>, value: number }>>
+  /** GETs an API path (such as `/api/v1/rules`) and returns its `data`. */
+  api(path: string): Promise<unknown>
   stop(): Promise<void>
 }
 
-/** Debian's Prometheus, scraping the given `host:port` targets every second. */
-export async function startPrometheus (dir: string, targets: Record<string, string[]>): Promise<Prometheus> {
+export interface PrometheusOptions {
+  /** Rule files to load (absolute paths), such as deploy/prometheus/shoal-alerts.yml */
+  ruleFiles?: string[]
+}
+
+/** Debian's Prometheus, scraping the given `host:port` targets (by job name) every second. */
+export async function startPrometheus (dir: string, targets: Record<string, string[]>, options: PrometheusOptions = {}): Promise<Prometheus> {
   const binary = which('prometheus')
   if (binary == null) {
     throw new Error('prometheus is not installed')
@@ -25,6 +32,8 @@ export async function startPrometheus (dir: string, targets: Record<string, stri
     'global:',
     '  scrape_interval: 1s',
     '  scrape_timeout: 1s',
+    '  evaluation_interval: 1s',
+    ...(options.ruleFiles != null && options.ruleFiles.length > 0 ? ['rule_files:', ...options.ruleFiles.map(f => `  - '${f}'`)] : []),
     'scrape_configs:',
     ...Object.entries(targets).flatMap(([job, hosts]) => [
       `  - job_name: ${job}`,
@@ -52,6 +61,14 @@ export async function startPrometheus (dir: string, targets: Record<string, stri
         throw new Error(`query ${expr} failed: ${JSON.stringify(body)}`)
       }
       return body.data.result.map(r => ({ metric: r.metric, value: Number(r.value[1]) }))
+    },
+    async api (path) {
+      const res = await request(`${url}${path}`, { signal: AbortSignal.timeout(10_000) })
+      const body = await res.body.json() as { status: string, data: unknown }
+      if (body.status !== 'success') {
+        throw new Error(`${path} failed: ${JSON.stringify(body)}`)
+      }
+      return body.data
     },
     stop: async () => { await proc.stop() }
   }

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os'
 import {
-  commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, DEFAULT_RATE, PeerNode, SourceClient, startHttpServer, TokenBucket,
+  commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, DEFAULT_RATE, PeerNode, PullJobs, RegistryClient, SourceClient, startHttpServer, TokenBucket,
   type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerInfo, type PieceStore
 } from '@shoal/core'
 import { daemonApiRoutes } from './api/routes.ts'
@@ -20,6 +20,7 @@ import { Upstreams, type UpstreamInit } from './mirror/upstreams.ts'
 import { upstreamHosts } from './proxy/intercepted.ts'
 import { LocalCa } from './proxy/local-ca.ts'
 import { ProxyServer, type InterceptedHosts } from './proxy/proxy-server.ts'
+import { prefetchRoutes } from './prefetch/prefetch-routes.ts'
 import { SupernodeClient } from './supernode-client.ts'
 import type { Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
@@ -147,7 +148,8 @@ export interface DaemonComponents {
 
 /**
  * The per-host daemon: a registry mirror whose blobs come through the swarm, a piece
- * server for the pieces this host holds, and `POST /api/v1/downloads` for `dfget`.
+ * server for the pieces this host holds, `POST /api/v1/downloads` for `dfget`, and
+ * `POST /api/v1/prefetch` to fill this host's store with an image's layers ahead of a pull.
  */
 export class Daemon {
   private readonly init: DaemonInit
@@ -171,6 +173,7 @@ export class Daemon {
   private http?: HttpServer
   private proxy?: ProxyServer
   private readonly intercepted: InterceptedHosts
+  private prefetch?: { jobs: PullJobs, registryClient: RegistryClient }
   private readonly controller = new AbortController()
 
   constructor (components: DaemonComponents, init: DaemonInit) {
@@ -178,7 +181,7 @@ export class Daemon {
     this.logger = components.logger
     this.log = components.logger.forComponent('shoal:dfget:daemon')
     this.registry = components.metrics ?? createMetricsRegistry()
-    this.metrics = new DfgetMetrics(this.registry)
+    this.metrics = new DfgetMetrics(this.registry, init.version != null ? { version: init.version } : {})
     this.ownsDispatcher = components.dispatcher == null
     this.dispatcher = components.dispatcher ?? createHttpDispatcher()
     this.upstreams = new Upstreams({ registry: init.registry, upstreams: init.upstreams ?? [] })
@@ -216,19 +219,28 @@ export class Daemon {
     this.clients = addresses.map(address => new SupernodeClient({ libp2p, dispatcher }, { address }))
     const fetcher = new PieceFetcher({ libp2p, store, ...downloadLimit })
     const gauge = openBreakersGauge(metrics.supernodeBreakerOpen)
+    // the same breaker state, per supernode, for dashboards that show which one is skipped
+    const withAvailability = (open: { set: (value: number) => void }, supernode: string): { set: (value: number) => void } => ({
+      set: (value) => {
+        open.set(value)
+        metrics.supernodeAvailable.set({ supernode }, value > 0 ? 0 : 1)
+      }
+    })
     const routes = this.clients.map(client => ({
       id: client.address,
       peerTask: new PeerTask({ client, fetcher, store, metrics, logger, self: () => this.self() }, {
         concurrency: this.init.concurrency ?? 4,
         ...(this.init.swarmNoProgressTimeout != null ? { noProgressTimeout: this.init.swarmNoProgressTimeout } : {})
       }),
-      breaker: new SupernodeBreaker({ open: gauge(client.address) },
+      breaker: new SupernodeBreaker({ open: withAvailability(gauge(client.address), client.address) },
         this.init.supernodeCooldown != null ? { cooldown: this.init.supernodeCooldown } : {})
     }))
     const origin = new OriginFetch({ store, source, metrics, logger, ...downloadLimit },
       this.init.originAttempts != null ? { attempts: this.init.originAttempts } : {})
     this.downloads = new DownloadManager({ store, ...(routes.length > 0 ? { supernodes: new SupernodeRing(routes) } : {}), origin, metrics, logger },
       this.init.downloadTimeout != null ? { downloadTimeout: this.init.downloadTimeout } : {})
+    const downloads = this.downloads
+    metrics.observe({ activeProgress: () => downloads.activeProgress() })
 
     const authorizer = new BlobAuthorizer({ sourceHead: this.sourceHead, metrics, logger }, {
       ...(this.init.authCacheTtl != null ? { cacheTtl: this.init.authCacheTtl } : {}),
@@ -237,9 +249,14 @@ export class Daemon {
     const shared = { downloads: this.downloads, store, metrics, source, authorizer }
     // a CA that cannot be loaded stops the start before anything listens
     const ca = this.init.proxyListen != null ? await LocalCa.open(this.init.dataDir, { log: this.log }) : undefined
+    // the manifest comes from the upstream through the source client, like the mirror's
+    const registryClient = new RegistryClient({ source, ...(this.ownsDispatcher ? {} : { dispatcher }) })
+    const jobs = new PullJobs({ log: logger.forComponent('shoal:dfget:prefetch'), onFinished: (job) => { metrics.prefetchJobs.inc({ result: job.state }) } })
+    this.prefetch = { jobs, registryClient }
     const router = createRouter([
       ...commonRoutes({ registry: this.registry, status: () => this.status() }),
       ...daemonApiRoutes(shared),
+      ...prefetchRoutes({ jobs, downloads: this.downloads, source, registryClient }, { upstreams: this.upstreams }),
       ...registryMirrorRoutes({ ...shared, logger, upstreams: this.upstreams, upstreamAuth: new UpstreamAuth({ source, logger }), manifests: new ManifestCache({ metrics, logger }) })
     ], { log: this.log, errorBody: registryErrorBody, signal: this.controller.signal })
     this.http = await startHttpServer(this.init.listen, router, {
@@ -293,6 +310,8 @@ export class Daemon {
       .catch((err: unknown) => { this.log.debug({ err, supernode: client.address }, 'could not tell the supernode this peer is leaving') })))
     await this.proxy?.stop()
     await this.http?.close()
+    await this.prefetch?.jobs.stop()
+    await this.prefetch?.registryClient.stop()
     await this.downloads?.stop()
     await this.node.stop()
     await this.source.stop()

@@ -40,3 +40,33 @@ export class ProxyCaError extends ShoalError {
   override name = 'ProxyCaError'
   override readonly code = 'ERR_PROXY_CA'
 }
+
+/** `dfget`: the local daemon could not be reached at all. */
+export class DaemonUnreachableError extends ShoalError {
+  override name = 'DaemonUnreachableError'
+  override readonly code = 'ERR_DAEMON_UNREACHABLE'
+}
+
+/** `dfget <url> -o -`: whoever read the output went away (EPIPE), so there is no one left to write to. */
+export class OutputClosedError extends ShoalError {
+  override name = 'OutputClosedError'
+  override readonly code = 'ERR_OUTPUT_CLOSED'
+}
+
+/** `dfget prefetch`: the daemon ran the job and it failed; the message has the job's reason. */
+export class PrefetchFailedError extends ShoalError {
+  override name = 'PrefetchFailedError'
+  override readonly code = 'ERR_PREFETCH_FAILED'
+}
+
+/** `dfget`: the daemon refused the request as malformed (a 400): the caller's input, like a usage error. */
+export class DaemonRejectedError extends ShoalError {
+  override name = 'DaemonRejectedError'
+  override readonly code = 'ERR_DAEMON_REJECTED'
+}
+
+/** `dfget --digest`: the daemon found that the content does not match the digest given (nothing was kept). */
+export class ContentDigestMismatchError extends ShoalError {
+  override name = 'ContentDigestMismatchError'
+  override readonly code = 'ERR_DIGEST_MISMATCH'
+}

@@ -1,6 +1,23 @@
 import { BYTE_SOURCES } from '@shoal/core'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 
+/**
+ * Why downloads go back to the origin, exported at 0 from the start so a dashboard or an
+ * alert sees the series before the first fallback; other error codes appear when they happen.
+ */
+export const BACK_TO_SOURCE_REASONS = ['no_supernode', 'supernode_cooldown', 'ERR_SUPERNODE_UNAVAILABLE', 'ERR_STORE_WRITE', 'ERR_PIECE_SOURCES_EXHAUSTED', 'ERR_PIECE_TIMEOUT'] as const
+
+/** What the gauges read at scrape time. */
+export interface DfgetState {
+  /** Bytes expected (when known) and on disk of the downloads in progress. */
+  activeProgress: () => { expected: number, completed: number }
+}
+
+export interface DfgetMetricsInit {
+  /** The daemon's version, the `version` label of `shoal_dfget_build_info`. @default '0.0.0' */
+  version?: string
+}
+
 /** The daemon's metrics (the piece server adds `shoal_dfget_upload_*`). */
 export class DfgetMetrics {
   /** Bytes fetched into this host's store, by where they came from. */
@@ -20,13 +37,34 @@ export class DfgetMetrics {
   readonly originRetries: Counter
   /** Seconds pieces and origin bytes waited for the --download-rate / --upload-rate token bucket, by direction. */
   readonly rateLimitedSeconds: Counter<'direction'>
+  /** 1 per configured supernode that downloads try, 0 while one cools down after it was found unavailable. */
+  readonly supernodeAvailable: Gauge<'supernode'>
   /** Manifest-by-digest requests, by whether the upstream was asked (miss) or not (hit). */
   readonly manifestCache: Counter<'result'>
   /** Requests and CONNECTs through the HTTP(S) proxy, by what became of them. */
   readonly proxyRequests: Counter<'kind'>
+  /** Prefetch jobs that ended, by result. */
+  readonly prefetchJobs: Counter<'result'>
+  private state?: DfgetState
 
-  constructor (registry: Registry) {
+  constructor (registry: Registry, init: DfgetMetricsInit = {}) {
     const registers = [registry]
+    const state = (): DfgetState | undefined => this.state
+    new Gauge({ name: 'shoal_dfget_build_info', help: 'Always 1; the daemon\'s version and the Node.js version it runs on, as labels', labelNames: ['version', 'node_version'], registers })
+      .set({ version: init.version ?? '0.0.0', node_version: process.version }, 1)
+    this.supernodeAvailable = new Gauge({ name: 'shoal_dfget_supernode_available', help: 'Per configured supernode: 1 while downloads try it, 0 while they skip it for the cool-down because it was found unavailable', labelNames: ['supernode'], registers })
+    new Gauge({
+      name: 'shoal_dfget_active_download_expected_bytes',
+      help: 'Total size of the downloads in progress (those whose size is known)',
+      registers,
+      collect () { this.set(state()?.activeProgress().expected ?? 0) }
+    })
+    new Gauge({
+      name: 'shoal_dfget_active_download_completed_bytes',
+      help: 'Bytes of the downloads in progress already verified on disk (with shoal_dfget_active_download_expected_bytes: the host\'s progress)',
+      registers,
+      collect () { this.set(state()?.activeProgress().completed ?? 0) }
+    })
     this.downloadBytes = new Counter({ name: 'shoal_dfget_download_bytes_total', help: 'Bytes fetched into this host, by source (origin: straight from the registry; supernode; peer: another daemon)', labelNames: ['source'], registers })
     for (const source of BYTE_SOURCES) {
       this.downloadBytes.inc({ source }, 0)
@@ -50,8 +88,27 @@ export class DfgetMetrics {
       this.rateLimitedSeconds.inc({ direction }, 0)
     }
     this.proxyRequests = new Counter({ name: 'shoal_dfget_proxy_requests_total', help: 'CONNECTs and plain-HTTP requests through the --proxy-listen proxy, by kind (intercepted: handed to the mirror; tunnelled: CONNECT passed through untouched; forwarded: plain HTTP passed on; refused: a peer or target not allowed; bad_request; failed: the target could not be reached)', labelNames: ['kind'], registers })
+    this.prefetchJobs = new Counter({ name: 'shoal_dfget_prefetch_jobs_total', help: 'Prefetch jobs that ended, by result (succeeded, failed)', labelNames: ['result'], registers })
+    for (const result of ['succeeded', 'failed']) {
+      this.prefetchJobs.inc({ result }, 0)
+    }
     for (const result of ['allowed', 'denied', 'error', 'cached']) {
       this.authzChecks.inc({ result }, 0)
     }
+    // the series alerts and dashboards divide by exist before the first download ends
+    for (const via of ['swarm', 'origin']) {
+      this.downloadDuration.zero({ via })
+      for (const result of ['ok', 'failed']) {
+        this.downloads.inc({ result, via }, 0)
+      }
+    }
+    for (const reason of BACK_TO_SOURCE_REASONS) {
+      this.backToSource.inc({ reason }, 0)
+    }
+  }
+
+  /** Where the gauges read their values at scrape time. */
+  observe (state: DfgetState): void {
+    this.state = state
   }
 }

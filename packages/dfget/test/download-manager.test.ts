@@ -44,6 +44,39 @@ describe('DownloadManager', () => {
       logger: silentLogger()
     })
 
+  it('reports the bytes expected and verified of the downloads in progress (the progress gauges)', async () => {
+    let release = (): void => {}
+    const held = new Promise<void>(resolve => { release = resolve })
+    const swarm = {
+      run: async (download: Download) => {
+        download.setGeometry(30, 10)
+        download.addPiece({ num: 0, offset: 0, length: 10, digest: `sha256:${'0'.repeat(64)}` })
+        await held
+        download.addPiece({ num: 1, offset: 10, length: 10, digest: `sha256:${'1'.repeat(64)}` })
+        download.addPiece({ num: 2, offset: 20, length: 10, digest: `sha256:${'2'.repeat(64)}` })
+      }
+    }
+    const registry = createMetricsRegistry({ processMetrics: false })
+    const metrics = new DfgetMetrics(registry)
+    const m = new DownloadManager({ store, peerTask: swarm, origin: fakeFetch([], 'origin'), metrics, logger: silentLogger() })
+    metrics.observe({ activeProgress: () => m.activeProgress() })
+    const d = await m.open({ url: URL_A })
+    for (let i = 0; i < 100 && d.contiguous < 10; i++) {
+      await new Promise(resolve => setTimeout(resolve, 5))
+    }
+    expect(m.activeProgress()).toEqual({ expected: 30, completed: 10 })
+    const text = await registry.metrics()
+    expect(text).toContain('shoal_dfget_active_download_expected_bytes 30\n')
+    expect(text).toContain('shoal_dfget_active_download_completed_bytes 10\n')
+    release()
+    for (let i = 0; i < 100 && d.state !== 'success'; i++) {
+      await d.waitForChange(AbortSignal.timeout(1_000))
+    }
+    expect(d.state).toBe('success')
+    await m.stop()
+    expect(m.activeProgress()).toEqual({ expected: 0, completed: 0 })
+  })
+
   it('starts one download however many clients ask in the same instant', async () => {
     const calls: string[] = []
     const m = manager(fakeFetch(calls, 'swarm'), fakeFetch(calls, 'origin'))

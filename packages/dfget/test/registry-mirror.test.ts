@@ -162,6 +162,10 @@ describe('registry mirror', () => {
     expect(res.status).toBe(200)
     expect(res.body.equals(data)).toBe(true)
     expect(await bytes(lonely, 'origin')).toBe(data.byteLength)
-    expect(sample(await scrape(`${lonely.url}/metrics`), 'shoal_dfget_back_to_source_total', { reason: 'ERR_SUPERNODE_UNAVAILABLE' })).toBe(1)
+    const metrics = await scrape(`${lonely.url}/metrics`)
+    expect(sample(metrics, 'shoal_dfget_back_to_source_total', { reason: 'ERR_SUPERNODE_UNAVAILABLE' })).toBe(1)
+    // skipped for the cool-down, and the dashboard can say which one
+    expect(sample(metrics, 'shoal_dfget_supernode_breaker_open')).toBe(1)
+    expect(metrics.get('shoal_dfget_supernode_available{supernode="http://127.0.0.1:9"}')).toBe(0)
   })
 })

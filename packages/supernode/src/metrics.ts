@@ -6,6 +6,11 @@ export interface SupernodeState {
   peerCount: () => number
 }
 
+export interface SupernodeMetricsInit {
+  /** The supernode's version, the `version` label of `shoal_supernode_build_info`. @default '0.0.0' */
+  version?: string
+}
+
 /** The supernode's own metrics (the piece server adds `shoal_supernode_upload_*`). */
 export class SupernodeMetrics {
   readonly sourceBytes: Counter
@@ -19,8 +24,10 @@ export class SupernodeMetrics {
   /** Seconds piece uploads waited for the --upload-rate token bucket (direction="upload"). */
   readonly rateLimitedSeconds: Counter<'direction'>
 
-  constructor (registry: Registry) {
+  constructor (registry: Registry, init: SupernodeMetricsInit = {}) {
     const registers = [registry]
+    new Gauge({ name: 'shoal_supernode_build_info', help: 'Always 1; the supernode\'s version and the Node.js version it runs on, as labels', labelNames: ['version', 'node_version'], registers })
+      .set({ version: init.version ?? '0.0.0', node_version: process.version }, 1)
     this.sourceBytes = new Counter({ name: 'shoal_supernode_source_bytes_total', help: 'Bytes fetched from sources (origins)', registers })
     this.sourceFetches = new Counter({ name: 'shoal_supernode_source_fetches_total', help: 'Source fetches, by result (ok, http_error, network_error, digest_mismatch, refused, too_large)', labelNames: ['result'], registers })
     this.sourceFetchDuration = new Histogram({ name: 'shoal_supernode_source_fetch_duration_seconds', help: 'Time to fetch a whole task from its source', labelNames: ['result'], buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300], registers })

@@ -1,5 +1,5 @@
 import {
-  commonRoutes, createMetricsRegistry, createRouter, DEFAULT_RATE, PeerNode, SourceClient, startHttpServer, TokenBucket,
+  commonRoutes, createMetricsRegistry, createRouter, DEFAULT_RATE, PeerNode, PullJobs, RegistryClient, SourceClient, startHttpServer, TokenBucket,
   type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerAddress, type PieceStore, type SourceTls
 } from '@shoal/core'
 import { ControlApi } from './api/control-api.ts'
@@ -8,9 +8,10 @@ import { apiRoutes } from './api/routes.ts'
 import { SourceFetcher } from './cdn/source-fetcher.ts'
 import { SupernodeMetrics } from './metrics.ts'
 import { PeerRegistry } from './peers/peer-registry.ts'
+import { preheatControl, preheatRoutes } from './preheat/preheat-routes.ts'
 import { Scheduler } from './scheduler/scheduler.ts'
 import { TaskManager } from './tasks/task-manager.ts'
-import type { Registry } from 'prom-client'
+import { Counter, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 
 export interface SupernodeInit {
@@ -59,6 +60,11 @@ export interface SupernodeInit {
   diskLowWatermark?: number
   /** Bytes per second of piece data sent to daemons, summed (a token bucket holding 1 s of the rate); 0: no limit. @default 0 */
   uploadRate?: number
+  /**
+   * The operator's token for `POST /api/v1/preheat` (`Authorization: Bearer <token>`),
+   * read from `--preheat-token-file`. @default undefined: preheat over HTTP answers 403
+   */
+  preheatToken?: string
   version?: string
 }
 
@@ -92,6 +98,8 @@ export class Supernode {
   private http?: HttpServer
   private control?: ControlServer
   private expiry?: NodeJS.Timeout
+  private readonly preheatJobs: PullJobs
+  private readonly registryClient: RegistryClient
   private readonly controller = new AbortController()
 
   constructor (components: SupernodeComponents, init: SupernodeInit) {
@@ -99,7 +107,7 @@ export class Supernode {
     this.logger = components.logger
     this.log = components.logger.forComponent('shoal:supernode')
     this.registry = components.metrics ?? createMetricsRegistry()
-    this.metrics = new SupernodeMetrics(this.registry)
+    this.metrics = new SupernodeMetrics(this.registry, init.version != null ? { version: init.version } : {})
     this.source = new SourceClient({ logger: this.logger, ...(components.dispatcher != null ? { dispatcher: components.dispatcher } : {}) }, {
       allow: init.allowSource ?? [],
       allowPrivateRedirects: init.allowPrivateRedirects ?? false,
@@ -124,6 +132,16 @@ export class Supernode {
       init.pieceSize != null ? { pieceSize: init.pieceSize } : {})
     this.tasks = new TaskManager({ store: this.store, fetcher, logger: this.logger, metrics: this.metrics },
       { sourceHeadersTimeout: (init.sourceTimeout ?? 30_000) + 5_000 })
+    const preheatJobs = new Counter({ name: 'shoal_supernode_preheat_jobs_total', help: 'Preheat jobs that ended, by result (succeeded, failed)', labelNames: ['result'], registers: [this.registry] })
+    for (const result of ['succeeded', 'failed']) {
+      preheatJobs.inc({ result }, 0)
+    }
+    this.preheatJobs = new PullJobs({
+      log: components.logger.forComponent('shoal:supernode:preheat'),
+      onFinished: (job) => { preheatJobs.inc({ result: job.state }) }
+    })
+    // manifests come through the source client, so --allow-source governs them as it does layers
+    this.registryClient = new RegistryClient({ source: this.source, ...(components.dispatcher != null ? { dispatcher: components.dispatcher } : {}) })
   }
 
   async start (): Promise<void> {
@@ -132,13 +150,15 @@ export class Supernode {
 
     const scheduler = new Scheduler({ peers: this.peers, self: () => this.self() }, { maxSeeding: this.uploadSlots })
     const api = new ControlApi({ tasks: this.tasks, peers: this.peers, scheduler, metrics: this.metrics, self: () => this.self() })
-    this.control = new ControlServer({ libp2p: this.node.libp2p, api, logger: this.logger })
+    const preheat = { jobs: this.preheatJobs, tasks: this.tasks, source: this.source, registryClient: this.registryClient }
+    this.control = new ControlServer({ libp2p: this.node.libp2p, api, logger: this.logger, preheat: preheatControl(preheat) })
     await this.control.start()
     this.http = await startHttpServer(this.init.listen, createRouter([
       // the status names this supernode's peer id and addresses, which is how a daemon
       // given only this HTTP address finds the control plane; it holds nothing secret
       ...commonRoutes({ registry: this.registry, status: () => ({ version: this.init.version ?? '0.0.0', ...this.self(), peers: this.peers.size }) }),
-      ...apiRoutes()
+      ...apiRoutes(),
+      ...preheatRoutes(preheat, this.init.preheatToken != null ? { token: this.init.preheatToken } : {})
     ], { log: this.log, signal: this.controller.signal }))
 
     this.metrics.observe({ tasks: () => this.tasks.all(), peerCount: () => this.peers.size })
@@ -161,6 +181,8 @@ export class Supernode {
     this.controller.abort(new Error('supernode stopping'))
     await this.http?.close()
     await this.control?.stop()
+    await this.preheatJobs.stop()
+    await this.registryClient.stop()
     await this.tasks.stop()
     await this.node.stop()
     await this.source.stop()

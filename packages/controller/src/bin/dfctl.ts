@@ -8,9 +8,10 @@ import { fleetStatus, formatStatus } from '../fleet/status.ts'
 import { loadInventory, parseSelectors, selectHosts, type HostSelector } from '../inventory/index.ts'
 import { openBundle } from '../rollout/bundle-file.ts'
 import { rollout, summarize } from '../rollout/rollout.ts'
+import { addPrefetchCommand } from '../prefetch/command.ts'
 
 const program = new Command('dfctl')
-  .description('Shoal controller: builds the release bundle, rolls the daemon out to the hosts of an inventory, and reports on them (status, doctor).')
+  .description('Shoal controller: builds the release bundle, rolls the daemon out to the hosts of an inventory, prefetches release images, and reports on the hosts (status, doctor).')
   .version(packageVersion(import.meta.url))
   .showHelpAfterError()
 
@@ -132,6 +133,8 @@ program.command('doctor')
       return broken > 0 ? 1 : 0
     })
   })
+
+addPrefetchCommand(program)
 
 program.action(() => {
   program.help({ error: true })

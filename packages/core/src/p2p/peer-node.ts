@@ -56,6 +56,12 @@ export class PeerNode {
       registers: [components.metrics],
       collect () { this.set(store.bytesStored) }
     })
+    new Gauge({
+      name: `${init.metricPrefix}_disk_quota_bytes`,
+      help: 'The piece store\'s disk quota (--disk-quota) in bytes; 0: no quota',
+      registers: [components.metrics],
+      collect () { this.set(store.quota) }
+    })
     const evictions = new Counter({
       name: `${init.metricPrefix}_evictions_total`,
       help: 'Tasks evicted from the piece store to stay under the disk quota',

@@ -17,7 +17,12 @@ export const CONTROL_PROTOCOL = '/shoal/control/1.0.0'
 /** Largest request or response either side accepts (a schedule report may list 1024 results). */
 export const MAX_CONTROL_FRAME = 1024 * 1024
 
-export const CONTROL_OPS = ['register', 'schedule', 'announce', 'leave'] as const
+/**
+ * `preheat` (body: the `POST /api/v1/preheat` request) answers `{ id, state }`;
+ * `preheat-status` (body: `{ id }`) answers the job: cluster members preheat without the
+ * operator's token, the cluster key being their credential.
+ */
+export const CONTROL_OPS = ['register', 'schedule', 'announce', 'leave', 'preheat', 'preheat-status'] as const
 export type ControlOp = typeof CONTROL_OPS[number]
 
 export const controlRequestSchema = z.object({

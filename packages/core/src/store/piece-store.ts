@@ -107,6 +107,11 @@ export class PieceStore {
     return this.usage.lastUsed(taskId)
   }
 
+  /** The disk quota in bytes this store keeps to; 0: none. */
+  get quota (): number {
+    return this.limits.quota
+  }
+
   /** Bytes of recorded pieces on disk. */
   get bytesStored (): number {
     return this.usage.total

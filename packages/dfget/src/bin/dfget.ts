@@ -3,10 +3,13 @@
 import '@shoal/core/node-flags'
 import { readFile } from 'node:fs/promises'
 import { Command, Option } from 'commander'
-import { clusterKeyOption, configSchemas, createLogger, diskOptions, diskOptionsSchema, DEFAULT_RATE, InvalidConfigError, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
+import { clusterKeyOption, configSchemas, createLogger, parseImageReference, diskOptions, diskOptionsSchema, DEFAULT_RATE, InvalidConfigError, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
 import { z } from 'zod'
 import { downloadToFile, parseHeaders } from '../cli/download-command.ts'
 import { loadUpstreams, upstreamsSchema } from '../cli/upstreams-config.ts'
+import { EXIT, EXIT_CODES_HELP, withExitCodes } from '../cli/exit-codes.ts'
+import { prefetchImage } from '../cli/prefetch-command.ts'
+import { createProgress } from '../cli/progress.ts'
 import { Daemon } from '../daemon.ts'
 import { MAX_SUPERNODES } from '../download/supernode-ring.ts'
 import { parseCidr } from '../proxy/access.ts'
@@ -57,41 +60,103 @@ const daemonSchema = z.object({
   proxyIdleTimeout: configSchemas.duration
 })
 
-const downloadSchema = z.object({
+// -O is Dragonfly's spelling of -o
+const downloadSchema = z.preprocess((o: Record<string, unknown>) => ({ ...o, output: o.output ?? o.O }), z.object({
+  url: z.string().optional(),
   output: z.string({ error: 'is required: where to write the file (- for stdout)' }).min(1),
+  O: z.string().optional(),
   digest: z.string().optional(),
   header: z.array(z.string()).default([]),
   daemon: configSchemas.httpUrl,
-  timeout: configSchemas.duration
+  timeout: configSchemas.duration,
+  progress: z.boolean().default(true)
+}))
+
+const prefetchSchema = z.object({
+  platform: z.array(z.string()).default([]),
+  daemon: configSchemas.httpUrl,
+  timeout: configSchemas.duration,
+  progress: z.boolean().default(true)
 })
 
 const program = new Command('dfget')
-  .description('Download a file through the Shoal swarm, or run the per-host daemon (dfget daemon).')
+  // the subcommands' --daemon and --timeout are their own, after the subcommand's name
+  .enablePositionalOptions()
+  // usage errors commander finds (unknown flag, missing argument) exit 2, like ours; inherited by the subcommands
+  .exitOverride((err) => { process.exit(err.exitCode === 0 ? 0 : EXIT.USAGE) })
+  .description('Download a file through the Shoal swarm (dfget URL -o FILE), fill this host\'s store with an image (dfget prefetch), or run the per-host daemon (dfget daemon).')
   .version(version)
-  .argument('[url]', 'http(s) URL to download')
-  .addOption(new Option('-o, --output <file>', 'where to write the file; - for stdout (required, no default)'))
+  .argument('[url]', 'http(s) URL to download (or -u/--url)')
+  .addOption(new Option('-u, --url <url>', 'the URL to download, as an option (Dragonfly\'s dfget spelling; default: the argument)'))
+  .addOption(new Option('-o, --output <file>', 'where to write the file; - for stdout; -O is the same (required, no default)'))
+  .addOption(new Option('-O <file>', 'same as --output (Dragonfly\'s dfget spelling) (default: none)').hideHelp())
   .addOption(new Option('--digest <digest>', 'expected digest (sha256:<hex>); the file is kept only if it matches (default: none, no check)'))
   .addOption(new Option('-H, --header <header...>', "header for the source, 'Name: value' (repeatable)").default([]))
   .addOption(new Option('--daemon <url>', 'the local dfget daemon').default('http://127.0.0.1:65001'))
   .addOption(new Option('--timeout <ms>', 'give up after this long').default('1800000'))
+  .addOption(new Option('--no-progress', 'no progress bar or lines on stderr (default: a bar on a terminal, a line every 2 s elsewhere)'))
+  .addHelpText('after', EXIT_CODES_HELP)
   .showHelpAfterError()
-  .action(async (url: string | undefined) => {
-    await runMain('dfget', async (signal) => {
-      if (url == null) {
-        throw new InvalidConfigError('missing the URL to download (or the daemon subcommand)')
+  .action(async (arg: string | undefined) => {
+    await runMain('dfget', async (signal) => withExitCodes('dfget', async () => {
+      if (arg == null && program.opts().url == null) {
+        throw new InvalidConfigError('missing the URL to download (an argument or -u/--url), or a subcommand (daemon, prefetch)')
       }
       const options = await resolveOptions(program, downloadSchema)
-      const summary = await downloadToFile({
-        url,
-        output: options.output,
-        digest: options.digest,
-        headers: parseHeaders(options.header),
-        daemon: options.daemon,
-        timeout: options.timeout,
-        signal
-      })
+      const url = options.url ?? arg ?? ''
+      if (options.url != null && arg != null && arg !== options.url) {
+        throw new InvalidConfigError(`two URLs given: ${arg} and --url ${options.url}`)
+      }
+      const progress = options.progress ? createProgress({ label: `dfget ${url}` }) : undefined
+      let summary
+      try {
+        summary = await downloadToFile({
+          url,
+          output: options.output,
+          digest: options.digest,
+          headers: parseHeaders(options.header),
+          daemon: options.daemon,
+          timeout: options.timeout,
+          signal,
+          ...(progress != null ? { onProgress: (p) => { progress.update({ completed: p.written, total: p.total, ...(p.bySource != null ? { bySource: p.bySource } : {}), ...(p.via != null ? { note: `via ${p.via}` } : {}) }) } } : {})
+        })
+      } finally {
+        progress?.stop()
+      }
       process.stderr.write(`dfget: ${options.output === '-' ? 'wrote' : `saved ${options.output}:`} ${summary.bytes} bytes, ${summary.digest}${options.digest != null ? ' (verified)' : ''}, ${(summary.ms / 1000).toFixed(2)}s\n`)
-    })
+    }))
+  })
+
+const prefetch = program.command('prefetch')
+  .description('Pull an image\'s layers into this host\'s store through the swarm (the daemon\'s POST /api/v1/prefetch), so a later docker pull takes every layer from disk.')
+  .argument('<image>', 'image reference: registry/name:tag, registry/name@sha256:<hex>, or a Docker Hub short form (alpine)')
+  .addOption(new Option('--platform <os/arch...>', 'platforms to take from a multi-platform image (default: linux/amd64)'))
+  .addOption(new Option('--daemon <url>', 'the local dfget daemon').default('http://127.0.0.1:65001'))
+  .addOption(new Option('--timeout <ms>', 'give up waiting after this long (the job goes on in the daemon)').default('3600000'))
+  .addOption(new Option('--no-progress', 'no progress bar or lines on stderr (default: a bar on a terminal, a line every 2 s elsewhere)'))
+  .addHelpText('after', EXIT_CODES_HELP)
+  .showHelpAfterError()
+  .action(async (image: string) => {
+    await runMain('dfget prefetch', async (signal) => withExitCodes('dfget prefetch', async () => {
+      const options = await resolveOptions(prefetch, prefetchSchema)
+      parseImageReference(image)
+      const progress = options.progress ? createProgress({ label: `dfget prefetch ${image}` }) : undefined
+      let job
+      try {
+        job = await prefetchImage({
+          image,
+          platforms: options.platform,
+          daemon: options.daemon,
+          timeout: options.timeout,
+          signal,
+          ...(progress != null ? { onProgress: (j) => { progress.update({ completed: j.completedBytes, total: j.totalBytes, bySource: j.bytesBySource, note: `${j.layers.filter(l => l.state === 'succeeded').length}/${j.layers.length} layers` }) } } : {})
+        })
+      } finally {
+        progress?.stop()
+      }
+      const sources = Object.entries(job.bytesBySource).map(([s, n]) => `${s} ${n}`).join(', ')
+      process.stderr.write(`dfget prefetch: ${image}: ${job.layers.length} blobs, ${job.completedBytes} bytes (${sources}), job ${job.id}\n`)
+    }))
   })
 
 const daemon = program.command('daemon')

@@ -68,6 +68,8 @@ export class DownloadManager {
   private readonly log: Logger
   private readonly downloadTimeout: number
   private readonly active = new Map<string, Download>()
+  /** The last downloads to end, so a client that streamed one to its end can still ask where its bytes came from. */
+  private readonly recent = new Map<string, Download>()
   /** Opens in progress, so two clients asking at once get the same download. */
   private readonly opening = new Map<string, Promise<Download>>()
   private readonly running = new Set<Promise<void>>()
@@ -107,6 +109,11 @@ export class DownloadManager {
     }
     await raceSignal(download.ready, options.signal)
     return download
+  }
+
+  /** The download of a task in progress here, or one of the last few to end (for progress reports). */
+  inProgress (taskId: string): Download | undefined {
+    return this.active.get(taskId) ?? this.recent.get(taskId)
   }
 
   /**
@@ -151,11 +158,34 @@ export class DownloadManager {
     return download
   }
 
+  /** Bytes expected (of downloads whose size is known) and on disk, over the downloads in progress. */
+  activeProgress (): { expected: number, completed: number } {
+    let expected = 0
+    let completed = 0
+    // bounded by the downloads in progress
+    for (const download of this.active.values()) {
+      if (download.contentLength != null) {
+        expected += download.contentLength
+        completed += download.contiguous
+      }
+    }
+    return { expected, completed }
+  }
+
   private start (taskId: string, request: DownloadRequest): Download {
     const download = new Download({ taskId, url: request.url, digest: request.digest, shareByDigest: request.shareByDigest ?? true })
     this.active.set(taskId, download)
     const run = this.run(download, request).finally(() => {
       this.active.delete(taskId)
+      this.recent.delete(taskId)
+      this.recent.set(taskId, download)
+      // bounded: one over at most
+      for (const oldest of this.recent.keys()) {
+        if (this.recent.size <= RECENT_DOWNLOADS) {
+          break
+        }
+        this.recent.delete(oldest)
+      }
       this.running.delete(run)
     })
     this.running.add(run)
@@ -319,6 +349,9 @@ function tellBreaker (route: SwarmRoute, err: unknown, signal: AbortSignal): voi
     route.breaker?.succeeded()
   }
 }
+
+/** Ended downloads kept for progress reports. */
+const RECENT_DOWNLOADS = 64
 
 /** The task a request is for: by digest when it is shared by digest, else by URL. */
 function taskIdOf (request: DownloadRequest): string {

@@ -1,4 +1,4 @@
-import { ChangeNotifier, pieceCount, type StoredPiece, type TaskState } from '@shoal/core'
+import { ChangeNotifier, pieceCount, type ByteSource, type StoredPiece, type TaskState } from '@shoal/core'
 
 export interface DownloadInit {
   taskId: string
@@ -30,6 +30,8 @@ export class Download {
   /** Bytes [0, contiguous) are on disk in whole, recorded pieces. */
   contiguous = 0
   readonly have = new Map<number, number>()
+  /** Bytes this download fetched, by where they came from (what prefetch jobs report). */
+  readonly bytesBySource: Record<ByteSource, number> = { origin: 0, supernode: 0, peer: 0 }
   /** Resolves once the piece geometry is known (or the download failed): then a response can start. */
   readonly ready: Promise<void>
   private markReady: () => void

@@ -150,7 +150,10 @@ export class OriginFetch {
         signal,
         ...(this.components.downloadLimit != null ? { limit: this.components.downloadLimit } : {}),
         onPiece: (piece) => { download.addPiece(piece) },
-        onChunk: (chunk) => { metrics.downloadBytes.inc({ source: 'origin' }, chunk.byteLength) }
+        onChunk: (chunk) => {
+          metrics.downloadBytes.inc({ source: 'origin' }, chunk.byteLength)
+          download.bytesBySource.origin += chunk.byteLength
+        }
       })
     } catch (err) {
       if (err instanceof ShoalError || signal.aborted) {

@@ -267,6 +267,7 @@ export class PeerTask {
         const stored = await fetcher.fetch(download.taskId, piece, source, { signal, onBytes: onProgress })
         const ms = performance.now() - started
         metrics.downloadBytes.inc({ source: source.kind }, stored.length)
+        download.bytesBySource[source.kind] += stored.length
         metrics.pieces.inc({ source: source.kind, result: 'ok' })
         download.addPiece(stored)
         outcome.push({ num: piece.num, ok: true, source: source.peerId, bytes: stored.length, ms: Math.round(ms) })

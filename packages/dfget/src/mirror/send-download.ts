@@ -56,6 +56,10 @@ export function downloadError (err: Error | undefined): HttpError {
     // this host's disk is full or failing: the client may try another mirror or the registry
     return new HttpError(507, 'UNAVAILABLE', `this host cannot store the content: ${err.message}`)
   }
+  if (err instanceof DigestMismatchError || (err instanceof TaskFailedError && err.reason === 'ERR_DIGEST_MISMATCH')) {
+    // the source's content is not what the digest names: a client (dfget) tells its user so
+    return new HttpError(502, 'DIGEST_INVALID', `the content does not match its digest: ${err.message}`)
+  }
   if (err instanceof TaskFailedError && err.sourceStatus != null && err.sourceStatus >= 400 && err.sourceStatus < 500) {
     return new HttpError(err.sourceStatus, SOURCE_STATUS_CODES[err.sourceStatus] ?? 'UNKNOWN', err.message)
   }
@@ -84,6 +88,10 @@ export async function sendDownload (ctx: RouteContext, components: SendDownloadC
   res.writeHead(200, {
     ...headers,
     'content-type': 'application/octet-stream',
+    // how this host got the content (local, swarm, origin), for dfget's progress line
+    'x-shoal-via': download.via,
+    // where `GET /api/v1/downloads/<task id>` tells its progress by source
+    'x-shoal-task-id': download.taskId,
     ...(download.contentLength != null ? { 'content-length': String(download.contentLength) } : {})
   })
   try {

@@ -3,6 +3,7 @@ import {
   type ComponentLogger, type ControlRequest, type ControlResponse, type Logger
 } from '@shoal/core'
 import type { ControlApi } from './control-api.ts'
+import type { PreheatControl } from '../preheat/preheat-routes.ts'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Libp2p } from 'libp2p'
 
@@ -16,6 +17,8 @@ export interface ControlServerInit {
 export interface ControlServerComponents {
   libp2p: Pick<Libp2p, 'handle' | 'unhandle'>
   api: ControlApi
+  /** Preheat jobs for cluster members (`preheat`, `preheat-status`). @default none: those ops answer 404 */
+  preheat?: PreheatControl
   logger: ComponentLogger
 }
 
@@ -81,6 +84,15 @@ export class ControlServer {
         return api.schedule(request.taskId, request.body, ctx)
       case 'announce': return api.announce(request.body, ctx)
       case 'leave': return api.leave(request.body, ctx)
+      case 'preheat':
+      case 'preheat-status': {
+        const { preheat } = this.components
+        if (preheat == null) {
+          throw new HttpError(404, 'NOT_FOUND', 'this supernode runs no preheat jobs')
+        }
+        this.log.info({ caller, op: request.op }, 'preheat call from a cluster member')
+        return request.op === 'preheat' ? preheat.create(request.body) : preheat.get(request.body)
+      }
     }
   }
 

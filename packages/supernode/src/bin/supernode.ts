@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // first: re-executes node with the flags Shoal is measured with, if it was not started with them
 import '@shoal/core/node-flags'
+import { readFile } from 'node:fs/promises'
 import { Command, Option } from 'commander'
-import { clusterKeyOption, configSchemas, createLogger, diskOptions, diskOptionsSchema, DEFAULT_RATE, MIN_PIECE_SIZE, MAX_PIECE_SIZE, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
+import { clusterKeyOption, configSchemas, InvalidConfigError, createLogger, diskOptions, diskOptionsSchema, DEFAULT_RATE, MIN_PIECE_SIZE, MAX_PIECE_SIZE, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
 import { z } from 'zod'
 import { loadSourceTls, sourceTlsSchema } from '../source-tls-config.ts'
 import { Supernode } from '../supernode.ts'
@@ -26,7 +27,8 @@ const optionsSchema = z.object({
   maxSourceFetches: z.coerce.number().int().min(1).max(1024),
   ...diskOptionsSchema,
   logLevel: configSchemas.logLevel,
-  uploadRate: configSchemas.byteRate
+  uploadRate: configSchemas.byteRate,
+  preheatTokenFile: configSchemas.path.optional()
 })
 
 const program = new Command('supernode')
@@ -48,6 +50,7 @@ const program = new Command('supernode')
   .addOption(new Option('--max-source-fetches <n>', 'source responses open at once').default(String(sourceDefaults.DEFAULT_MAX_CONCURRENT_FETCHES)))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
   .addOption(new Option('--upload-rate <bytes/s>', 'piece data sent to daemons, bytes per second summed over all uploads: 10485760, 100MB, 1GiB (0: no limit)').default(String(DEFAULT_RATE)))
+  .addOption(new Option('--preheat-token-file <file>', 'file holding the bearer token POST /api/v1/preheat requires (default: none, preheat over HTTP is off)'))
   .showHelpAfterError()
 for (const option of diskOptions()) {
   program.addOption(option)
@@ -75,10 +78,26 @@ program.action(async () => {
       diskHighWatermark: options.diskHighWatermark,
       diskLowWatermark: options.diskLowWatermark,
       uploadRate: options.uploadRate,
+      ...(options.preheatTokenFile != null ? { preheatToken: await readPreheatToken(options.preheatTokenFile) } : {}),
       version
     })
     await serveUntilAborted(supernode, signal)
   })
 })
+
+/** The token, trimmed; an empty or unreadable file is a configuration error, not an open API. */
+async function readPreheatToken (path: string): Promise<string> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    throw new InvalidConfigError(`--preheat-token-file: cannot read ${path}: ${(err as Error).message}`)
+  }
+  const token = text.trim()
+  if (token.length < 16 || /\s/.test(token)) {
+    throw new InvalidConfigError(`--preheat-token-file: ${path} must hold one token of at least 16 characters, without spaces`)
+  }
+  return token
+}
 
 await program.parseAsync()

@@ -97,6 +97,11 @@ export class TaskManager {
     return task
   }
 
+  /** The task, if this supernode knows it. */
+  find (taskId: string): Task | undefined {
+    return this.tasks.get(taskId)
+  }
+
   all (): IterableIterator<Task> {
     return this.tasks.values()
   }
@@ -105,7 +110,7 @@ export class TaskManager {
    * Returns the task for this content, starting its source fetch if nobody has, once
    * the source has answered (so the caller learns the length, or the failure).
    */
-  async register (request: RegisterTaskRequest, options: { signal?: AbortSignal } = {}): Promise<Task> {
+  async register (request: Pick<RegisterTaskRequest, 'url'> & Partial<RegisterTaskRequest>, options: { signal?: AbortSignal } = {}): Promise<Task> {
     const id = taskIdFor({ url: request.url, digest: request.digest })
     let task = this.tasks.get(id)
     const { metrics } = this.components
