@@ -28,6 +28,9 @@ export const DEFAULT_GATE_TIMEOUT = 60_000
 /** One command on a host (not an upload) gives up after this long. */
 export const DEFAULT_COMMAND_TIMEOUT = 120_000
 
+/** How long putting a failed host back may take, whatever aborted its rollout. @default 5 min */
+export const ROLLBACK_TIMEOUT = 300_000
+
 /** SSH connect timeout, in seconds. */
 export const SSH_CONNECT_TIMEOUT = 10
 

@@ -43,7 +43,9 @@ export class SshExecutor implements Executor {
       '-o', `ControlPath=${join(dir, '%C')}`,
       '-o', `ControlPersist=${SSH_CONTROL_PERSIST}`,
       '-o', 'LogLevel=ERROR',
-      ...(t.knownHostsFile != null ? ['-o', `UserKnownHostsFile=${t.knownHostsFile}`, '-o', 'StrictHostKeyChecking=yes'] : []),
+      // always strict: an unknown or changed host key fails the connection, whatever ssh_config says
+      '-o', 'StrictHostKeyChecking=yes',
+      ...(t.knownHostsFile != null ? ['-o', `UserKnownHostsFile=${t.knownHostsFile}`] : []),
       ...(t.key != null ? ['-o', 'IdentitiesOnly=yes', '-i', t.key] : []),
       '-p', String(t.port),
       '-l', t.user
@@ -51,7 +53,7 @@ export class SshExecutor implements Executor {
   }
 
   async run (script: string, options: RunOptions = {}): Promise<RunResult> {
-    const result = await spawnBounded('ssh', [...await this.options(), this.target.address, '--', `sh -c ${sh(script)}`], this.host, options)
+    const result = await spawnBounded('ssh', [...await this.options(), '--', this.target.address, `sh -c ${sh(script)}`], this.host, options)
     if (result.code === 255) {
       // ssh's own failure (connect, auth, host key), not the script's
       result.stderr = `ssh to ${this.target.user}@${this.target.address}:${this.target.port} failed: ${result.stderr.trim()}`
@@ -64,7 +66,7 @@ export class SshExecutor implements Executor {
       return
     }
     const dir = await this.controlDir
-    await spawnBounded('ssh', [...await this.options(), '-O', 'exit', this.target.address], this.host, { timeout: 5_000 }).catch(() => {})
+    await spawnBounded('ssh', [...await this.options(), '-O', 'exit', '--', this.target.address], this.host, { timeout: 5_000 }).catch(() => {})
     await rm(dir, { recursive: true, force: true })
   }
 }

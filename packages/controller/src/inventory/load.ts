@@ -4,7 +4,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { isNode, LineCounter, parseDocument, type Document } from 'yaml'
 import { DEFAULT_DAEMON_LISTEN } from '../constants.ts'
 import { InventoryError } from '../errors.ts'
-import { inventorySchema, type InventoryInput } from './schema.ts'
+import { inventorySchema, isUpstreamName, type InventoryInput } from './schema.ts'
 import type { z } from 'zod'
 
 export type Runtime = 'dockerd' | 'containerd'
@@ -100,6 +100,20 @@ export async function loadInventory (path: string): Promise<Inventory> {
   const parsed = inventorySchema.safeParse(doc.toJS())
   const problems = parsed.success ? [] : parsed.error.issues.map(issue => describe(file, doc, counter, issue))
   if (parsed.success) {
+    // upstream names become paths on the hosts (certs.d/<name>/hosts.toml): host[:port] only
+    const upstreams = (daemon: Record<string, unknown>, at: PropertyKey[]): void => {
+      if (daemon.upstreams != null && !Array.isArray(daemon.upstreams)) {
+        problems.push(describe(file, doc, counter, { code: 'custom', path: [...at, 'upstreams'], message: 'must be a list of { name, url }', input: daemon.upstreams }))
+        return
+      }
+      ((daemon.upstreams ?? []) as Array<{ name?: unknown } | null>).forEach((u, i) => {
+        if (!isUpstreamName(u?.name)) {
+          problems.push(describe(file, doc, counter, { code: 'custom', path: [...at, 'upstreams', i, 'name'], message: 'must be the registry host as image references name it: registry.example.com, registry.example.com:5000, docker.io', input: u?.name }))
+        }
+      })
+    }
+    upstreams(parsed.data.daemon, ['daemon'])
+    parsed.data.hosts.forEach((h, i) => { upstreams(h.daemon, ['hosts', i, 'daemon']) })
     const names = new Set<string>()
     parsed.data.hosts.forEach((h, i) => {
       if (names.has(h.name)) {

@@ -14,9 +14,19 @@ const sshSchema = z.object({
   knownHostsFile: z.string().min(1).optional()
 }).strict()
 
+/** A host name or an IP address: never an ssh option (`-o...`) or anything with spaces. */
+const ADDRESS_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?|\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?)$/
+
+/** A registry host (`host[:port]`) as image references name it; the grammar of dfget's isUpstreamName (packages/dfget/src/mirror/upstreams.ts). */
+export const UPSTREAM_NAME_RE = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/
+
+export function isUpstreamName (name: unknown): name is string {
+  return typeof name === 'string' && name.length <= 255 && UPSTREAM_NAME_RE.test(name.toLowerCase())
+}
+
 export const hostSchema = z.object({
   name,
-  address: z.string().min(1).max(255),
+  address: z.string().min(1).max(255).regex(ADDRESS_RE, 'must be a host name or an IP address'),
   /** ssh (default) or local: commands run on this machine. */
   executor: z.enum(['ssh', 'local']).default('ssh'),
   ssh: sshSchema.default({ user: 'root', port: 22 }),

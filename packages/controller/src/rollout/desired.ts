@@ -2,6 +2,7 @@ import { stringify } from 'yaml'
 import { DEFAULT_DAEMON_LISTEN, DEFAULT_REGISTRY, PATHS } from '../constants.ts'
 import { HostCommandError } from '../errors.ts'
 import type { Host, Inventory } from '../inventory/load.ts'
+import { isUpstreamName } from '../inventory/schema.ts'
 
 /** The daemon's mirror/API base URL as seen from the host itself. */
 export function localDaemonUrl (host: Pick<Host, 'daemon'>): string {
@@ -34,6 +35,10 @@ export function mirroredRegistries (host: Pick<Host, 'daemon'>): Array<{ name: s
   const list = [{ name: registryName(registry), server: registry }]
   const upstreams = Array.isArray(host.daemon.upstreams) ? host.daemon.upstreams as Array<{ name?: unknown, url?: unknown }> : []
   for (const u of upstreams) {
+    if (typeof u.name === 'string' && !isUpstreamName(u.name)) {
+      // loadInventory refuses these; a name with / or .. must never become a path on the host
+      throw new HostCommandError(`upstream name ${JSON.stringify(u.name)} is not a registry host (host[:port])`)
+    }
     if (typeof u.name === 'string' && typeof u.url === 'string' && !list.some(r => r.name === u.name)) {
       list.push({ name: u.name, server: u.url })
     }

@@ -35,8 +35,9 @@ export interface PullSummary {
 type Auth = string | undefined
 
 async function fetchManifest (exec: Executor, url: string, auth: Auth, signal?: AbortSignal): Promise<{ body: Buffer, challenge?: string }> {
-  // base64: the exact bytes, to check the digest; the headers go to stderr for the status and any challenge
-  const res = await exec.run(`curl -sS -m 30 -H ${sh(`Accept: ${ACCEPT}`)} -H @- -D /dev/stderr -o /dev/stdout ${sh(url)} | base64 -w0`, { input: auth ?? '', timeout: 40_000, ...(signal != null ? { signal } : {}) })
+  // base64: the exact bytes, to check the digest; the headers go to stderr for the status and any challenge,
+  // through a file: stderr may be a socket (the local executor), which /dev/stderr cannot be opened on
+  const res = await exec.run(`d=$(mktemp) || exit 1; trap 'rm -f "$d"' EXIT; curl -sS -m 30 -H ${sh(`Accept: ${ACCEPT}`)} -H @- -D "$d" -o /dev/stdout ${sh(url)} | base64 -w0; cat "$d" >&2`, { input: auth ?? '', timeout: 40_000, ...(signal != null ? { signal } : {}) })
   const statuses = [...res.stderr.matchAll(/^HTTP\/[\d.]+ (\d{3})/gm)].map(m => Number(m[1]))
   const status = statuses[statuses.length - 1]
   const body = Buffer.from(res.stdout.trim(), 'base64')
@@ -88,6 +89,16 @@ async function manifestWithAuth (exec: Executor, url: string, auth: Auth, signal
   return { body: res.body, auth }
 }
 
+/** A descriptor digest the gate accepts: anything else in an (unverified, by-tag) manifest is refused before it reaches a command line. */
+const DIGEST_RE = /^sha256:[a-f0-9]{64}$|^sha512:[a-f0-9]{128}$/
+
+function checkDigest (digest: unknown, image: string): string {
+  if (typeof digest !== 'string' || !DIGEST_RE.test(digest)) {
+    throw new HealthGateError(`the manifest of ${image} that came through the mirror names a malformed digest ${JSON.stringify(digest)?.slice(0, 200) ?? String(digest)}`)
+  }
+  return digest
+}
+
 const digestOf = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
 type Manifest = { mediaType?: string, manifests?: Array<{ digest: string, platform?: { os?: string, architecture?: string } }>, config?: { digest: string, size: number }, layers?: Array<{ digest: string, size: number }> }
@@ -123,7 +134,8 @@ export async function testPull (exec: Executor, mirror: string, image: string, o
     if (pick == null) {
       throw new HealthGateError(`the index of ${image} lists no manifest`)
     }
-    ({ body, auth } = await manifestWithAuth(exec, `${mirror}/v2/${name}/manifests/${pick.digest}`, auth, signal))
+    checkDigest(pick.digest, image)
+    ;({ body, auth } = await manifestWithAuth(exec, `${mirror}/v2/${name}/manifests/${pick.digest}`, auth, signal))
     if (digestOf(body) !== pick.digest) {
       throw new HealthGateError(`the manifest ${pick.digest} of ${image} hashes to ${digestOf(body)}`)
     }
@@ -133,13 +145,16 @@ export async function testPull (exec: Executor, mirror: string, image: string, o
   if (blobs.length === 0) {
     throw new HealthGateError(`the manifest of ${image} lists no blobs`)
   }
+  for (const b of blobs) {
+    checkDigest(b.digest, image)
+  }
   // one command for every blob: each fetched to a temporary file and hashed there; the
   // token (if any) arrives on stdin into a file of the user's only
   const script = [
     't=$(mktemp) && h=$(mktemp) || exit 1',
     'trap \'rm -f "$t" "$h"\' EXIT',
     'cat > "$h"',
-    ...blobs.map(b => `curl -fsS -m ${Math.ceil(options.timeout / 1000)} -H @"$h" -L -o "$t" ${sh(`${mirror}/v2/${name}/blobs/${b.digest}`)} || { echo "FAIL ${b.digest}"; exit 1; }; echo "${b.digest} sha256:$(sha256sum "$t" | cut -d' ' -f1) $(stat -c %s "$t")"`)
+    ...blobs.map(b => `curl -fsS -m ${Math.ceil(options.timeout / 1000)} -H @"$h" -L -o "$t" ${sh(`${mirror}/v2/${name}/blobs/${b.digest}`)} || { echo FAIL ${sh(b.digest)}; exit 1; }; echo ${sh(b.digest)} "sha256:$(sha256sum "$t" | cut -d' ' -f1) $(stat -c %s "$t")"`)
   ].join('\n')
   const res = await exec.run(script, { input: auth ?? '', timeout: options.timeout + 5_000, signal })
   if (res.code !== 0) {

@@ -22,7 +22,8 @@ async function check (exec: Executor, script: string, what: string, options: { i
 
 /** Reads files of the host (config files: at most 1 MiB each), in one command. */
 export async function readFiles (exec: Executor, paths: string[], options: { signal?: AbortSignal } = {}): Promise<Map<string, FileState>> {
-  const script = paths.map(p => `if [ -f ${sh(p)} ]; then s=$(stat -c '%a %s' ${sh(p)}) || exit 1; echo "F $s"; [ "\${s#* }" -le ${MAX_MANAGED_FILE} ] && base64 -w0 < ${sh(p)}; echo; elif [ -e ${sh(p)} ]; then echo "X"; echo; else echo "M"; echo; fi`).join('\n')
+  // a symbolic link is refused (L): `stat` would report the link's 0777 and our rename would replace it
+  const script = paths.map(p => `if [ -L ${sh(p)} ]; then echo "L"; readlink ${sh(p)} | head -c 4096 | tr '\\n' ' '; echo; elif [ -f ${sh(p)} ]; then s=$(stat -L -c '%a %s' ${sh(p)}) || exit 1; echo "F $s"; [ "\${s#* }" -le ${MAX_MANAGED_FILE} ] && base64 -w0 < ${sh(p)}; echo; elif [ -e ${sh(p)} ]; then echo "X"; echo; else echo "M"; echo; fi`).join('\n')
   const out = paths.length === 0 ? '' : await check(exec, script, 'reading files', options)
   const lines = out.split('\n')
   const states = new Map<string, FileState>()
@@ -37,6 +38,8 @@ export async function readFiles (exec: Executor, paths: string[], options: { sig
         throw new HostCommandError(`${exec.host}: ${path} is larger than ${MAX_MANAGED_FILE} bytes; not a config file this rollout manages`)
       }
       states.set(path, { path, exists: true, content: Buffer.from(body, 'base64'), mode: parseInt(mode ?? '644', 8) })
+    } else if (head === 'L') {
+      throw new HostCommandError(`${exec.host}: ${path} is a symbolic link (to ${body.trim()}); dfctl does not write through links: replace it with the file itself, or point the inventory at the target`)
     } else {
       throw new HostCommandError(`${exec.host}: ${path} exists and is not a regular file`)
     }
@@ -52,6 +55,7 @@ export async function writeFile (exec: Executor, path: string, content: Buffer |
 
 /** Puts a file back as it was: its content and mode, or no file. */
 export async function restoreFile (exec: Executor, state: FileState, options: { signal?: AbortSignal } = {}): Promise<void> {
+  // readFiles refused links, so `before` is a regular file or none; the rename replaces whatever is there now, never writes through a link
   if (state.exists && state.content != null) {
     await writeFile(exec, state.path, state.content, state.mode ?? 0o644, options)
   } else {

@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs'
+import { dirname } from 'node:path'
 import { createTwoFilesPatch } from 'diff'
-import { DEFAULT_GATE_TIMEOUT, PATHS } from '../constants.ts'
+import { DEFAULT_GATE_TIMEOUT, PATHS, ROLLBACK_TIMEOUT } from '../constants.ts'
 import { sh, type Executor } from '../exec/index.ts'
 import type { Host, Inventory } from '../inventory/load.ts'
 import type { Bundle } from './bundle-file.ts'
@@ -30,6 +31,8 @@ export interface HostPlan {
   /** What `current` points at now (relative to /opt/shoal), or null. */
   currentRelease: string | null
   files: FileChange[]
+  /** Directories the rollout would create (none there now): a rollback removes those left empty. */
+  newDirs?: string[]
   running: boolean
   restart: boolean
   changed: boolean
@@ -40,7 +43,8 @@ export async function planHost (exec: Executor, inventory: Inventory, host: Host
   const manager = await detectServiceManager(exec, host, options)
   const mirror = localDaemonUrl(host)
   const wanted: Array<{ path: string, role: FileRole, mode: number, content: (before: FileState) => string | Buffer }> = [
-    { path: PATHS.config, role: 'config', mode: 0o644, content: () => daemonConfig(inventory, host) },
+    // 0600: upstreams[].password may be in it
+    { path: PATHS.config, role: 'config', mode: 0o600, content: () => daemonConfig(inventory, host) },
     { path: PATHS.clusterKey, role: 'key', mode: 0o600, content: () => clusterKey },
     manager === 'systemd'
       ? { path: PATHS.unit, role: 'service', mode: 0o644, content: () => systemdUnit(host) }
@@ -68,10 +72,13 @@ export async function planHost (exec: Executor, inventory: Inventory, host: Host
     }
   }
   const releases = hostPath(host, PATHS.releases)
-  const probe = await runChecked(exec, `readlink ${sh(hostPath(host, PATHS.current))} || true; if [ -f ${sh(`${releases}/${bundle.release}/VERSION`)} ]; then echo present; else echo absent; fi`, 'reading the installed release', options)
-  const [link = '', presence] = probe.split('\n')
-  const currentRelease = link === '' ? null : link.replace(/^releases\//, '')
+  // tagged lines: a fresh host has no `current`, and readlink then prints nothing at all
+  const probe = await runChecked(exec, `if l=$(readlink ${sh(hostPath(host, PATHS.current))}); then echo "link $l"; else echo none; fi; if [ -f ${sh(`${releases}/${bundle.release}/VERSION`)} ]; then echo present; else echo absent; fi`, 'reading the installed release', options)
+  const [head = '', presence] = probe.split('\n')
+  const link = head.startsWith('link ') ? head.slice(5) : ''
+  const currentRelease = link === '' ? null : releaseOf(link, releases)
   const running = await isRunning(exec, host, manager, options)
+  const newDirs = await missingDirs(exec, host, [...wanted.map(w => hostPath(host, w.path)), `${releases}/${bundle.release}`, hostPath(host, PATHS.current)], options)
   const releaseChange = currentRelease !== bundle.release
   const restart = releaseChange || !running || files.some(f => f.role !== 'docker' && f.role !== 'containerd')
   return {
@@ -81,10 +88,45 @@ export async function planHost (exec: Executor, inventory: Inventory, host: Host
     releasePresent: presence === 'present',
     currentRelease,
     files,
+    newDirs,
     running,
     restart,
     changed: releaseChange || restart || files.length > 0
   }
+}
+
+/** The directories above `paths` (below the host's root) that do not exist yet. */
+async function missingDirs (exec: Executor, host: Host, paths: string[], options: { signal?: AbortSignal }): Promise<string[]> {
+  const dirs = new Set<string>()
+  for (let p of paths) {
+    // bounded: each step shortens the path
+    while ((p = dirname(p)).length > host.root.length && p !== '/') {
+      dirs.add(p)
+    }
+  }
+  const list = [...dirs]
+  if (list.length === 0) {
+    return []
+  }
+  const out = await runChecked(exec, list.map(d => `[ -d ${sh(d)} ] && echo y || echo n`).join('\n'), 'reading directories', options)
+  const answers = out.split('\n')
+  return list.filter((_, i) => answers[i] === 'n')
+}
+
+/** The release a `current` link names: the directory under releases/ (relative or absolute link), else the target as it is. */
+function releaseOf (link: string, releases: string): string {
+  for (const prefix of ['releases/', `${releases}/`, `${PATHS.releases}/`]) {
+    const rest = link.startsWith(prefix) ? link.slice(prefix.length).replace(/\/+$/, '') : ''
+    if (rest !== '' && !rest.includes('/')) {
+      return rest
+    }
+  }
+  return link
+}
+
+/** Config text with every `password:` value hidden, for printing. */
+function redact (text: string): string {
+  return text.replace(/^(\s*(?:- )?["']?password["']?\s*:\s*)\S.*$/gim, '$1(hidden)')
 }
 
 /** The plan as text: what would change, with a unified diff of each file (never a key's content). */
@@ -103,7 +145,8 @@ export function describePlan (plan: HostPlan): string {
       lines.push(`    ${f.before.exists ? 'the cluster key changes' : 'the cluster key is written'} (content not shown)`)
       continue
     }
-    const patch = createTwoFilesPatch(f.path, f.path, f.before.content?.toString('utf8') ?? '', f.after.toString(), f.before.exists ? 'current' : '(none)', 'desired')
+    const text = (t: string): string => f.role === 'config' ? redact(t) : t
+    const patch = createTwoFilesPatch(f.path, f.path, text(f.before.content?.toString('utf8') ?? ''), text(f.after.toString()), f.before.exists ? 'current' : '(none)', 'desired')
     lines.push(...patch.trimEnd().split('\n').map(l => `    ${l}`))
   }
   if (plan.files.some(f => f.role === 'docker')) {
@@ -137,7 +180,7 @@ async function pointCurrent (exec: Executor, host: Host, release: string | null,
   const current = sh(hostPath(host, PATHS.current))
   const script = release == null
     ? `rm -f ${current}`
-    : `mkdir -p ${sh(hostPath(host, '/opt/shoal'))} && ln -sfn ${sh(`releases/${release}`)} ${current}.dfctl-tmp && mv -Tf ${current}.dfctl-tmp ${current}`
+    : `mkdir -p ${sh(hostPath(host, '/opt/shoal'))} && ln -sfn ${sh(release.includes('/') ? release : `releases/${release}`)} ${current}.dfctl-tmp && mv -Tf ${current}.dfctl-tmp ${current}`
   await runChecked(exec, script, 'switching the current release', signal != null ? { signal } : {})
 }
 
@@ -146,10 +189,11 @@ async function backup (exec: Executor, plan: HostPlan, signal?: AbortSignal): Pr
   const dir = hostPath(plan.host, `${PATHS.backups}/${new Date().toISOString().replace(/[:.]/g, '-')}`)
   for (const f of plan.files) {
     if (f.before.exists && f.before.content != null) {
-      await writeFile(exec, `${dir}${f.path.slice(plan.host.root.length)}`, f.before.content, f.before.mode ?? 0o600, signal != null ? { signal } : {})
+      // 0600 whatever the original's mode: the config may hold passwords, the key is secret
+      await writeFile(exec, `${dir}${f.path.slice(plan.host.root.length)}`, f.before.content, 0o600, signal != null ? { signal } : {})
     }
   }
-  await writeFile(exec, `${dir}/current-release`, `${plan.currentRelease ?? ''}\n`, 0o644, signal != null ? { signal } : {})
+  await writeFile(exec, `${dir}/current-release`, `${plan.currentRelease ?? ''}\n`, 0o600, signal != null ? { signal } : {})
   return dir
 }
 
@@ -207,7 +251,9 @@ export async function applyHost (exec: Executor, inventory: Inventory, plan: Hos
       return { state: 'failed', notes, error, rolledBack: true }
     }
     try {
-      await rollbackHost(exec, plan, so)
+      // its own deadline, not the caller's signal: that may be what aborted (Ctrl-C, the gate's
+      // deadline), and an interrupted host must still be put back
+      await rollbackHost(exec, plan, { signal: AbortSignal.timeout(ROLLBACK_TIMEOUT) })
       notes.push('rolled back')
       return { state: 'failed', notes, error, rolledBack: true }
     } catch (rollbackErr) {
@@ -231,6 +277,11 @@ async function rollbackHost (exec: Executor, plan: HostPlan, options: { signal?:
   }
   if (plan.files.some(f => f.role === 'docker')) {
     await reloadDockerd(exec, host, options)
+  }
+  // the directories it created, deepest first, where nothing else was put in them
+  const dirs = [...(plan.newDirs ?? [])].sort((a, b) => b.length - a.length)
+  if (dirs.length > 0) {
+    await runChecked(exec, dirs.map(d => `rmdir ${sh(d)} 2>/dev/null || true`).join('\n'), 'removing the directories it created', options)
   }
   if (plan.running) {
     await startDaemon(exec, host, plan.manager, { restart: false, ...options })
