@@ -96,6 +96,12 @@ describe('rollout safety', () => {
     expect(text).toContain('release: none -> 1.0.0-0123456789ab')
     expect(text).toContain('password: (hidden)')
     expect(text).not.toContain('s3cret-pw')
+    // a password over several lines is a block scalar in YAML: every line of it hidden
+    const multi = host(root, { upstreams: [{ name: 'r.example.com', url: 'https://r.example.com', password: 'line-one\nline-two' }] })
+    const multiText = describePlan(await planHost(exec, inventory(multi), multi, bundle, KEY))
+    expect(multiText).toContain('password: (hidden)')
+    expect(multiText).not.toMatch(/line-one|line-two/)
+    expect(multiText).toContain('url: https://r.example.com')
   })
 
   it('reads an absolute current link as the release it names', async () => {

@@ -126,7 +126,8 @@ function releaseOf (link: string, releases: string): string {
 
 /** Config text with every `password:` value hidden, for printing. */
 function redact (text: string): string {
-  return text.replace(/^(\s*(?:- )?["']?password["']?\s*:\s*)\S.*$/gim, '$1(hidden)')
+  // a block scalar (`password: |-`) goes on over the more indented lines below it: those go too
+  return text.replace(/^(( *)(?:- )?["']?password["']?\s*:\s*)\S.*$(\n\2 +\S.*$)*/gim, '$1(hidden)')
 }
 
 /** The plan as text: what would change, with a unified diff of each file (never a key's content). */
