@@ -11,7 +11,8 @@ import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { writeClusterKeyFile } from '../../packages/core/src/p2p/cluster-key.ts'
 import { startDockerd, type Dockerd } from '../harness/dockerd.ts'
-import { generateImage } from '../harness/image.ts'
+import { generateImage, type GeneratedImage } from '../harness/image.ts'
+import { daemonBytes, sample, scrape } from '../harness/metrics.ts'
 import { BINARIES, makeTestDir, removeTestDir, run } from '../harness/processes.ts'
 import { freePort, startDockerRegistry, type Registry } from '../harness/registry.ts'
 import { requireReal } from '../harness/require-binary.ts'
@@ -77,11 +78,15 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
   let clusterKey: string
   /** host a's real dockerd, its daemon.json, pid file and socket under a's root */
   let dockerd: Dockerd
+  /** the application image of "Prefetch, then pull" (a Docker Hub-style name, so dockerd's mirror applies) */
+  let release: GeneratedImage
+  let preheatToken: string
 
   function inventory (overrides: { clusterKeyFile?: string, a?: Record<string, unknown>, logLevel?: string, gateImage?: string } = {}): Record<string, unknown> {
     return {
       clusterKeyFile: overrides.clusterKeyFile ?? clusterKey,
-      supernodes: [snP2p],
+      supernodes: [{ address: snP2p, api: supernode.url }],
+      preheatTokenFile: preheatToken,
       bundle,
       daemon: { registry: registry.url, p2pListen: ['/ip4/127.0.0.1/tcp/0'], logLevel: overrides.logLevel ?? 'info' },
       gate: { image: overrides.gateImage ?? 'shoal/gate:1', timeout: 60_000 },
@@ -121,10 +126,15 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
     })
     await mkdir(join(dir, 'image-public'))
     await hub.push(await generateImage(join(dir, 'image-public'), 'shoal/public', '1', [16 * KiB]))
+    await mkdir(join(dir, 'image-release'))
+    release = await generateImage(join(dir, 'image-release'), 'library/shoal-release', '1', [192 * KiB, 48 * KiB])
+    await registry.push(release)
     clusterKey = join(dir, 'cluster.key')
     await writeClusterKeyFile(clusterKey)
+    preheatToken = join(dir, 'preheat.token')
+    await writeFile(preheatToken, 'preheat-s3cret-token-0123456789\n', { mode: 0o600 })
     snP2p = `/ip4/127.0.0.1/tcp/${await freePort()}`
-    supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [registry.url, hub.url], clusterKey, p2pListen: snP2p })
+    supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [registry.url, hub.url], clusterKey, p2pListen: snP2p, extraArgs: ['--preheat-token-file', preheatToken] })
     clientKey = await sshKeygen(join(dir, 'id_ed25519'))
     knownHosts = join(dir, 'known_hosts')
     let known = ''
@@ -228,6 +238,33 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
       }
     }
     expect(await Promise.all(hosts.map(async h => readFile(join(h.root, 'run/shoal/dfget.pid'), 'utf8')))).toEqual(pids)
+  })
+
+  it('Prefetch, then pull: dfctl prefetch --inventory fills both hosts; a real dockerd pull on a then takes every layer from a\'s store', async () => {
+    const [a] = hosts as [TestHost]
+    const ref = `${new URL(registry.url).host}/library/shoal-release:1`
+    const res = await dfctl(['prefetch', ref, '-i', inventoryFile, '--group', 'all', '--json', '--progress', 'none', '--poll-interval', '200ms', '--timeout', '2m'], 150_000)
+    expect(res.code, `${res.stdout}\n${res.stderr}`).toBe(0)
+    const result = JSON.parse(res.stdout) as { preheat: Array<{ name: string, state: string }>, hosts: Array<{ name: string, url: string, state: string, completedBytes: number }> }
+    // the inventory's supernode preheated with the inventory's token, then each host's daemonApi prefetched
+    expect(result.preheat.map(p => [p.name, p.state])).toEqual([[supernode.url, 'succeeded']])
+    expect(result.hosts.map(h => [h.name, h.url, h.state]).sort()).toEqual(hosts.map(h => [h.name, `http://${h.listen}`, 'succeeded']))
+    const total = [release.config, ...release.layers].reduce((n, b) => n + b.size, 0) + release.manifest.byteLength
+    for (const h of result.hosts) {
+      expect(h.completedBytes, h.name).toBe(total)
+    }
+
+    const mirror = `http://${a.listen}`
+    const before = await daemonBytes(mirror)
+    const hitsBefore = sample(await scrape(`${mirror}/metrics`), 'shoal_dfget_cache_hits_total')
+    await dockerd.pull('shoal-release:1')
+    expect(await dockerd.imageId('shoal-release:1')).toBe(release.imageId)
+    const after = await daemonBytes(mirror)
+    // the pull went through a's mirror (cache hits), and not one byte came from the origin, a peer or the supernode
+    expect(sample(await scrape(`${mirror}/metrics`), 'shoal_dfget_cache_hits_total') - hitsBefore).toBeGreaterThanOrEqual(release.layers.length)
+    expect(after.origin - before.origin).toBe(0)
+    expect(after.peer - before.peer).toBe(0)
+    expect(after.supernode - before.supernode).toBe(0)
   })
 
   it('a host whose new config fails its gate is rolled back exactly, and the rollout stops', async () => {

@@ -66,6 +66,19 @@ describe('inventory', () => {
     expect(err?.message).toMatch(new RegExp(`:${lineOf('rakc')}:\\d+: hosts\\[0\\]\\.rakc: Unrecognized key`))
   })
 
+  it('takes supernodes as addresses or { address, api }: the daemons get the addresses, prefetch the apis and the token file', async () => {
+    const inv = await load(VALID.replace('supernodes: [/ip4/10.0.0.5/tcp/8003]', 'supernodes:\n  - /ip4/10.0.0.5/tcp/8003\n  - { address: /ip4/10.0.0.6/tcp/8003, api: "http://10.0.0.6:8002/" }\npreheatTokenFile: preheat.token'))
+    expect(inv.supernodes).toEqual(['/ip4/10.0.0.5/tcp/8003', '/ip4/10.0.0.6/tcp/8003'])
+    expect(inv.supernodeApis).toEqual(['http://10.0.0.6:8002'])
+    expect(inv.preheatTokenFile).toBe(join(dir, 'preheat.token'))
+    expect(daemonConfig(inv, inv.hosts[0]!)).toContain('supernode:\n  - /ip4/10.0.0.5/tcp/8003\n  - /ip4/10.0.0.6/tcp/8003\n')
+    expect(daemonConfig(inv, inv.hosts[0]!)).not.toContain('preheat')
+    const orphan = await load(VALID.replace('supernodes: [/ip4/10.0.0.5/tcp/8003]', 'supernodes: [/ip4/10.0.0.5/tcp/8003]\npreheatTokenFile: preheat.token')).then(() => null, (e: Error) => e)
+    expect(orphan?.message).toMatch(/:3:\d+: preheatTokenFile: no supernode has an api to preheat on/)
+    const badApi = await load(VALID.replace('supernodes: [/ip4/10.0.0.5/tcp/8003]', 'supernodes:\n  - { address: /ip4/10.0.0.6/tcp/8003, api: sn-b:8002, extra: 1 }\npreheatTokenFile: preheat.token')).then(() => null, (e: Error) => e)
+    expect(badApi?.message).toMatch(/:3:\d+: supernodes\[0\]/)
+  })
+
   it('names a group member that is not a host, and a missing ssh key', async () => {
     const bad = VALID.replace('web: [web-1, web-2]', 'web: [web-1, web-9]').replace('    ssh: { key: ~/.ssh/shoal_ed25519, port: 2222 }\n', '')
     const err = await load(bad).then(() => null, (e: Error) => e)
