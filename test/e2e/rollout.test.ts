@@ -359,6 +359,63 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
     expect(back.code, back.stdout).toBe(0)
   })
 
+  it('proxyListen: the rollout installs the daemon\'s proxy CA as dockerd\'s certs.d/<registry>/ca.crt (dry-run shows it, a failed gate puts back what was there); doctor names a dockerd without the proxy', async () => {
+    const [a] = hosts as [TestHost]
+    const proxyListen = `127.0.0.1:${await freePort()}`
+    const upstreams = [{ name: 'registry.example.com', url: registry.url }]
+    const certsD = join(a.root, 'etc/docker/certs.d')
+    const caFile = join(a.root, 'var/lib/shoal/dfget/proxy/ca.crt')
+    const proxied = [new URL(registry.url).host, 'registry.example.com']
+    // what a had: a CA of its own for registry.example.com, which a rollback must put back
+    await mkdir(join(certsD, 'registry.example.com'), { recursive: true })
+    await writeFile(join(certsD, 'registry.example.com/ca.crt'), 'the CA a had before\n', { mode: 0o644 })
+    const etc = async (): Promise<Array<[string, string, number]>> => withoutTimes(await snapshot(join(a.root, 'etc')))
+    const before = await etc()
+    const file = join(dir, 'inventory-proxy.yaml')
+    await writeFile(file, stringify(inventory({ a: { proxyListen, upstreams } })))
+
+    const plan = await dfctl(['rollout', '-i', file, '--hosts', 'a', '--dry-run'])
+    expect(plan.code, plan.stderr).toBe(0)
+    expect(plan.stdout).toContain(`file ${join(certsD, proxied[0]!, 'ca.crt')} (new, mode 644): the daemon's proxy CA ${caFile}, installed once the daemon has started and generated it`)
+    expect(plan.stdout).toContain(`file ${join(certsD, 'registry.example.com/ca.crt')}: the daemon's proxy CA ${caFile}`)
+    // no systemd under a root prefix: the plan says what dockerd's environment needs
+    expect(plan.stdout).toContain(`dockerd's environment: no systemd here, so whoever starts dockerd must give it HTTPS_PROXY=http://${proxyListen} HTTP_PROXY=http://${proxyListen} NO_PROXY=`)
+    expect(await etc()).toEqual(before)
+
+    // the CA goes in once the daemon is up; the gate then fails (an upstream nothing listens on): all put back
+    const bad = join(dir, 'inventory-proxy-bad.yaml')
+    const nowhere = `127.0.0.1:${await freePort()}`
+    await writeFile(bad, stringify(inventory({ a: { proxyListen, upstreams, registry: `http://${nowhere}` } })))
+    const failed = await dfctl(['rollout', '-i', bad, '--hosts', 'a'])
+    expect(failed.code).toBe(1)
+    expect(failed.stdout).toMatch(/a: FAILED: .*rolled back to what it had/)
+    expect(await etc()).toEqual(before)
+    const backups = join(a.root, 'var/lib/shoal/backups')
+    const backedUp = await Promise.all((await readdir(backups)).map(async d => readFile(join(backups, d, 'etc/docker/certs.d/registry.example.com/ca.crt'), 'utf8').catch(() => null)))
+    expect(backedUp).toContain('the CA a had before\n')
+
+    const res = await dfctl(['rollout', '-i', file, '--hosts', 'a'])
+    expect(res.code, res.stdout + res.stderr).toBe(0)
+    expect(res.stdout).toMatch(/a: changed: .*installed the proxy CA as /)
+    const ca = await readFile(caFile, 'utf8')
+    expect(ca).toContain('-----BEGIN CERTIFICATE-----')
+    for (const name of proxied) {
+      expect(await readFile(join(certsD, name, 'ca.crt'), 'utf8'), name).toBe(ca)
+      expect((await stat(join(certsD, name, 'ca.crt'))).mode & 0o777).toBe(0o644)
+    }
+    const again = await dfctl(['rollout', '-i', file, '--hosts', 'a'])
+    expect(again.stdout).toMatch(/a: unchanged/)
+
+    // the running dockerd was started without the proxy: doctor says so, from docker info
+    const doctor = await dfctl(['doctor', '-i', file, '--host', 'a'])
+    expect(doctor.code).toBe(1)
+    expect(doctor.stdout).toContain(`FAIL dockerd proxy: dockerd's HTTPS proxy is not set (docker info), not the daemon's proxy http://${proxyListen}`)
+    expect(doctor.stdout).toMatch(/a: the first broken link is dockerd proxy/)
+
+    const back = await dfctl(['rollout', '-i', inventoryFile, '--hosts', 'a'])
+    expect(back.code, back.stdout).toBe(0)
+  })
+
   it('doctor names a host it cannot reach over SSH before anything else', async () => {
     const file = join(dir, 'inventory-no-ssh.yaml')
     const closed = await freePort()
