@@ -3,7 +3,9 @@
  * prefix of its own (nothing touches the real /etc), reached with the system OpenSSH
  * client; the rollout installs a real bundle (dfctl bundle) and starts real daemons,
  * gated by a real pull from Debian's docker-registry through the mirror; a real
- * supernode; containerd's own `config dump` for doctor.
+ * supernode (preheating for `dfctl prefetch --inventory`); a real dockerd whose pull
+ * after the prefetch takes nothing from the network; containerd's own `config dump`
+ * for doctor.
  */
 import { readdir, readFile, stat, writeFile, mkdir, copyFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -62,7 +64,7 @@ async function healthy (listen: string): Promise<boolean> {
   }
 }
 
-describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd hosts${skip != null ? ` (skipped: ${skip})` : ''}`, () => {
+describe.skipIf(skip != null)(`dfctl rollout, prefetch, status and doctor over real sshd hosts${skip != null ? ` (skipped: ${skip})` : ''}`, () => {
   let dir: string
   let registry: Registry
   /** a registry that asks for a token even for public images, as Docker Hub does */

@@ -212,7 +212,7 @@ describe('dfctl prefetch', () => {
       { server: c1, idc: 'ams', location: 'eu|ams|r2', labels: { tier: 'db' } }
     ], sn)
     // the selector drops c1; --count 2 then takes one host per idc
-    const { stdout, code, stderr } = await dfctl('app:1', '--inventory', file, '--group', 'web', '--selector', 'tier=web', '--count', '2', '--json', '--progress', 'none')
+    const { stdout, code, stderr } = await dfctl('--inventory', file, '--group', 'web', '--selector', 'tier=web', '--count', '2', '--json', '--progress', 'none', 'app:1')
     expect(code, stderr).toBe(0)
     const result = JSON.parse(stdout) as { preheat: Array<{ name: string, state: string }>, hosts: Array<{ name: string, url: string, state: string }> }
     expect(result.preheat).toMatchObject([{ name: sn.url, state: 'succeeded' }])

@@ -2,6 +2,8 @@ import { Option, type Command } from 'commander'
 import { InvalidConfigError } from '@shoal/core'
 import { parseSelectors, type HostSelector } from './select.ts'
 
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
+
 /** The selection flags as commander hands them over. */
 export interface SelectionFlags {
   inventory?: string
@@ -24,7 +26,8 @@ export function withSelection (command: Command, options: { required?: boolean }
     .addOption(inventory)
     .addOption(new Option('--hosts <names>', 'only these hosts, comma-separated (default: every host)'))
     .addOption(new Option('--group <name>', 'only the hosts of this group'))
-    .addOption(new Option('--selector <label=value...>', 'only hosts with every one of these labels').default([]))
+    // repeatable rather than variadic: a variadic flag would swallow prefetch's image arguments after it
+    .addOption(new Option('--selector <label=value>', 'only hosts with this label (repeatable: every one must hold)').argParser(collect).default([]))
 }
 
 /** Whether any of --hosts, --group, --selector was given. */
