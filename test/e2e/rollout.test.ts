@@ -361,7 +361,7 @@ describe.skipIf(skip != null)(`dfctl rollout, prefetch, status and doctor over r
     expect(back.code, back.stdout).toBe(0)
   })
 
-  it('proxyListen: the rollout installs the daemon\'s proxy CA as dockerd\'s certs.d/<registry>/ca.crt (dry-run shows it, a failed gate puts back what was there); doctor names a dockerd without the proxy', async () => {
+  it('proxyListen: the rollout installs the daemon\'s proxy CA as dockerd\'s certs.d/<registry>/ca.crt (dry-run shows it, a failed gate puts back what was there); doctor names a dockerd without the proxy and finds one started with it', async () => {
     const [a] = hosts as [TestHost]
     const proxyListen = `127.0.0.1:${await freePort()}`
     const upstreams = [{ name: 'registry.example.com', url: registry.url }]
@@ -413,6 +413,14 @@ describe.skipIf(skip != null)(`dfctl rollout, prefetch, status and doctor over r
     expect(doctor.code).toBe(1)
     expect(doctor.stdout).toContain(`FAIL dockerd proxy: dockerd's HTTPS proxy is not set (docker info), not the daemon's proxy http://${proxyListen}`)
     expect(doctor.stdout).toMatch(/a: the first broken link is dockerd proxy/)
+    // dockerd started with the proxy, as the drop-in would: doctor finds it in docker info
+    await dockerd.stop()
+    dockerd = await startDockerd(join(dir, 'dockerd-a'), null, {
+      configFile: join(a.root, 'etc/docker/daemon.json'), pidFile: join(a.root, 'var/run/docker.pid'), socket: join(a.root, 'var/run/docker.sock'),
+      env: { HTTPS_PROXY: `http://${proxyListen}`, HTTP_PROXY: `http://${proxyListen}`, NO_PROXY: 'localhost,127.0.0.0/8,::1' }
+    })
+    const withProxy = await dfctl(['doctor', '-i', file, '--host', 'a'])
+    expect(withProxy.stdout).toContain(`ok   dockerd proxy: docker info: HTTPS Proxy http://${proxyListen}, the daemon's proxy (proxyListen)`)
 
     const back = await dfctl(['rollout', '-i', inventoryFile, '--hosts', 'a'])
     expect(back.code, back.stdout).toBe(0)
