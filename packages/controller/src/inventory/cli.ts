@@ -18,16 +18,17 @@ export interface SelectionFlags {
  * has other ways to name its hosts.
  */
 export function withSelection (command: Command, options: { required?: boolean } = {}): Command {
-  const inventory = new Option('-i, --inventory <file>', 'the inventory (YAML; see docs/operations.md)')
-  if (options.required !== false) {
+  const required = options.required !== false
+  const inventory = new Option('-i, --inventory <file>', `the inventory (YAML; see docs/operations.md)${required ? '' : ' (default: none: the command\'s own flags name the hosts)'}`)
+  if (required) {
     inventory.makeOptionMandatory()
   }
   return command
     .addOption(inventory)
     .addOption(new Option('--hosts <names>', 'only these hosts, comma-separated (default: every host)'))
-    .addOption(new Option('--group <name>', 'only the hosts of this group'))
+    .addOption(new Option('--group <name>', 'only the hosts of this group (default: hosts of any group or none)'))
     // repeatable rather than variadic: a variadic flag would swallow prefetch's image arguments after it
-    .addOption(new Option('--selector <label=value>', 'only hosts with this label (repeatable: every one must hold)').argParser(collect).default([]))
+    .addOption(new Option('--selector <label=value>', 'only hosts with this label (repeatable: every one must hold)').argParser(collect).default([], 'none: any labels'))
 }
 
 /** Whether any of --hosts, --group, --selector was given. */
