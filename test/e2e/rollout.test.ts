@@ -3,7 +3,9 @@
  * prefix of its own (nothing touches the real /etc), reached with the system OpenSSH
  * client; the rollout installs a real bundle (dfctl bundle) and starts real daemons,
  * gated by a real pull from Debian's docker-registry through the mirror; a real
- * supernode; containerd's own `config dump` for doctor.
+ * supernode (preheating for `dfctl prefetch --inventory`); a real dockerd whose pull
+ * after the prefetch takes nothing from the network; containerd's own `config dump`
+ * for doctor.
  */
 import { readdir, readFile, stat, writeFile, mkdir, copyFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -11,7 +13,8 @@ import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { writeClusterKeyFile } from '../../packages/core/src/p2p/cluster-key.ts'
 import { startDockerd, type Dockerd } from '../harness/dockerd.ts'
-import { generateImage } from '../harness/image.ts'
+import { generateImage, type GeneratedImage } from '../harness/image.ts'
+import { daemonBytes, sample, scrape } from '../harness/metrics.ts'
 import { BINARIES, makeTestDir, removeTestDir, run } from '../harness/processes.ts'
 import { freePort, startDockerRegistry, type Registry } from '../harness/registry.ts'
 import { requireReal } from '../harness/require-binary.ts'
@@ -61,7 +64,7 @@ async function healthy (listen: string): Promise<boolean> {
   }
 }
 
-describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd hosts${skip != null ? ` (skipped: ${skip})` : ''}`, () => {
+describe.skipIf(skip != null)(`dfctl rollout, prefetch, status and doctor over real sshd hosts${skip != null ? ` (skipped: ${skip})` : ''}`, () => {
   let dir: string
   let registry: Registry
   /** a registry that asks for a token even for public images, as Docker Hub does */
@@ -77,11 +80,15 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
   let clusterKey: string
   /** host a's real dockerd, its daemon.json, pid file and socket under a's root */
   let dockerd: Dockerd
+  /** the application image of "Prefetch, then pull" (a Docker Hub-style name, so dockerd's mirror applies) */
+  let release: GeneratedImage
+  let preheatToken: string
 
   function inventory (overrides: { clusterKeyFile?: string, a?: Record<string, unknown>, logLevel?: string, gateImage?: string } = {}): Record<string, unknown> {
     return {
       clusterKeyFile: overrides.clusterKeyFile ?? clusterKey,
-      supernodes: [snP2p],
+      supernodes: [{ address: snP2p, api: supernode.url }],
+      preheatTokenFile: preheatToken,
       bundle,
       daemon: { registry: registry.url, p2pListen: ['/ip4/127.0.0.1/tcp/0'], logLevel: overrides.logLevel ?? 'info' },
       gate: { image: overrides.gateImage ?? 'shoal/gate:1', timeout: 60_000 },
@@ -121,10 +128,15 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
     })
     await mkdir(join(dir, 'image-public'))
     await hub.push(await generateImage(join(dir, 'image-public'), 'shoal/public', '1', [16 * KiB]))
+    await mkdir(join(dir, 'image-release'))
+    release = await generateImage(join(dir, 'image-release'), 'library/shoal-release', '1', [192 * KiB, 48 * KiB])
+    await registry.push(release)
     clusterKey = join(dir, 'cluster.key')
     await writeClusterKeyFile(clusterKey)
+    preheatToken = join(dir, 'preheat.token')
+    await writeFile(preheatToken, 'preheat-s3cret-token-0123456789\n', { mode: 0o600 })
     snP2p = `/ip4/127.0.0.1/tcp/${await freePort()}`
-    supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [registry.url, hub.url], clusterKey, p2pListen: snP2p })
+    supernode = await startSupernode({ dir: join(dir, 'supernode'), allowSource: [registry.url, hub.url], clusterKey, p2pListen: snP2p, extraArgs: ['--preheat-token-file', preheatToken] })
     clientKey = await sshKeygen(join(dir, 'id_ed25519'))
     knownHosts = join(dir, 'known_hosts')
     let known = ''
@@ -230,6 +242,33 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
     expect(await Promise.all(hosts.map(async h => readFile(join(h.root, 'run/shoal/dfget.pid'), 'utf8')))).toEqual(pids)
   })
 
+  it('Prefetch, then pull: dfctl prefetch --inventory fills both hosts; a real dockerd pull on a then takes every layer from a\'s store', async () => {
+    const [a] = hosts as [TestHost]
+    const ref = `${new URL(registry.url).host}/library/shoal-release:1`
+    const res = await dfctl(['prefetch', ref, '-i', inventoryFile, '--group', 'all', '--json', '--progress', 'none', '--poll-interval', '200ms', '--timeout', '2m'], 150_000)
+    expect(res.code, `${res.stdout}\n${res.stderr}`).toBe(0)
+    const result = JSON.parse(res.stdout) as { preheat: Array<{ name: string, state: string }>, hosts: Array<{ name: string, url: string, state: string, completedBytes: number }> }
+    // the inventory's supernode preheated with the inventory's token, then each host's daemonApi prefetched
+    expect(result.preheat.map(p => [p.name, p.state])).toEqual([[supernode.url, 'succeeded']])
+    expect(result.hosts.map(h => [h.name, h.url, h.state]).sort()).toEqual(hosts.map(h => [h.name, `http://${h.listen}`, 'succeeded']))
+    const total = [release.config, ...release.layers].reduce((n, b) => n + b.size, 0) + release.manifest.byteLength
+    for (const h of result.hosts) {
+      expect(h.completedBytes, h.name).toBe(total)
+    }
+
+    const mirror = `http://${a.listen}`
+    const before = await daemonBytes(mirror)
+    const hitsBefore = sample(await scrape(`${mirror}/metrics`), 'shoal_dfget_cache_hits_total')
+    await dockerd.pull('shoal-release:1')
+    expect(await dockerd.imageId('shoal-release:1')).toBe(release.imageId)
+    const after = await daemonBytes(mirror)
+    // the pull went through a's mirror (cache hits), and not one byte came from the origin, a peer or the supernode
+    expect(sample(await scrape(`${mirror}/metrics`), 'shoal_dfget_cache_hits_total') - hitsBefore).toBeGreaterThanOrEqual(release.layers.length)
+    expect(after.origin - before.origin).toBe(0)
+    expect(after.peer - before.peer).toBe(0)
+    expect(after.supernode - before.supernode).toBe(0)
+  })
+
   it('a host whose new config fails its gate is rolled back exactly, and the rollout stops', async () => {
     const [a, b] = hosts as [TestHost, TestHost]
     const managed = (h: TestHost): Promise<Map<string, { content: string, mode: number, mtimeMs: number }>> => snapshot(h.root, [join(h.root, 'var/lib/shoal/dfget'), join(h.root, 'var/log'), join(h.root, 'var/lib/shoal/backups'), join(h.root, 'run')])
@@ -318,6 +357,71 @@ describe.skipIf(skip != null)(`dfctl rollout, status and doctor over real sshd h
     expect(res.stdout).toMatch(/a: changed: .*gate: healthy, pulled shoal\/public:1 through the mirror \(2 blobs/)
     expect(tokens.issued).toContain('')
     // back to the shared registry for whatever runs next
+    const back = await dfctl(['rollout', '-i', inventoryFile, '--hosts', 'a'])
+    expect(back.code, back.stdout).toBe(0)
+  })
+
+  it('proxyListen: the rollout installs the daemon\'s proxy CA as dockerd\'s certs.d/<registry>/ca.crt (dry-run shows it, a failed gate puts back what was there); doctor names a dockerd without the proxy and finds one started with it', async () => {
+    const [a] = hosts as [TestHost]
+    const proxyListen = `127.0.0.1:${await freePort()}`
+    const upstreams = [{ name: 'registry.example.com', url: registry.url }]
+    const certsD = join(a.root, 'etc/docker/certs.d')
+    const caFile = join(a.root, 'var/lib/shoal/dfget/proxy/ca.crt')
+    const proxied = [new URL(registry.url).host, 'registry.example.com']
+    // what a had: a CA of its own for registry.example.com, which a rollback must put back
+    await mkdir(join(certsD, 'registry.example.com'), { recursive: true })
+    await writeFile(join(certsD, 'registry.example.com/ca.crt'), 'the CA a had before\n', { mode: 0o644 })
+    const etc = async (): Promise<Array<[string, string, number]>> => withoutTimes(await snapshot(join(a.root, 'etc')))
+    const before = await etc()
+    const file = join(dir, 'inventory-proxy.yaml')
+    await writeFile(file, stringify(inventory({ a: { proxyListen, upstreams } })))
+
+    const plan = await dfctl(['rollout', '-i', file, '--hosts', 'a', '--dry-run'])
+    expect(plan.code, plan.stderr).toBe(0)
+    expect(plan.stdout).toContain(`file ${join(certsD, proxied[0]!, 'ca.crt')} (new, mode 644): the daemon's proxy CA ${caFile}, installed once the daemon has started and generated it`)
+    expect(plan.stdout).toContain(`file ${join(certsD, 'registry.example.com/ca.crt')}: the daemon's proxy CA ${caFile}`)
+    // no systemd under a root prefix: the plan says what dockerd's environment needs
+    expect(plan.stdout).toContain(`dockerd's environment: no systemd here, so whoever starts dockerd must give it HTTPS_PROXY=http://${proxyListen} HTTP_PROXY=http://${proxyListen} NO_PROXY=`)
+    expect(await etc()).toEqual(before)
+
+    // the CA goes in once the daemon is up; the gate then fails (an upstream nothing listens on): all put back
+    const bad = join(dir, 'inventory-proxy-bad.yaml')
+    const nowhere = `127.0.0.1:${await freePort()}`
+    await writeFile(bad, stringify(inventory({ a: { proxyListen, upstreams, registry: `http://${nowhere}` } })))
+    const failed = await dfctl(['rollout', '-i', bad, '--hosts', 'a'])
+    expect(failed.code).toBe(1)
+    expect(failed.stdout).toMatch(/a: FAILED: .*rolled back to what it had/)
+    expect(await etc()).toEqual(before)
+    const backups = join(a.root, 'var/lib/shoal/backups')
+    const backedUp = await Promise.all((await readdir(backups)).map(async d => readFile(join(backups, d, 'etc/docker/certs.d/registry.example.com/ca.crt'), 'utf8').catch(() => null)))
+    expect(backedUp).toContain('the CA a had before\n')
+
+    const res = await dfctl(['rollout', '-i', file, '--hosts', 'a'])
+    expect(res.code, res.stdout + res.stderr).toBe(0)
+    expect(res.stdout).toMatch(/a: changed: .*installed the proxy CA as /)
+    const ca = await readFile(caFile, 'utf8')
+    expect(ca).toContain('-----BEGIN CERTIFICATE-----')
+    for (const name of proxied) {
+      expect(await readFile(join(certsD, name, 'ca.crt'), 'utf8'), name).toBe(ca)
+      expect((await stat(join(certsD, name, 'ca.crt'))).mode & 0o777).toBe(0o644)
+    }
+    const again = await dfctl(['rollout', '-i', file, '--hosts', 'a'])
+    expect(again.stdout).toMatch(/a: unchanged/)
+
+    // the running dockerd was started without the proxy: doctor says so, from docker info
+    const doctor = await dfctl(['doctor', '-i', file, '--host', 'a'])
+    expect(doctor.code).toBe(1)
+    expect(doctor.stdout).toContain(`FAIL dockerd proxy: dockerd's HTTPS proxy is not set (docker info), not the daemon's proxy http://${proxyListen}`)
+    expect(doctor.stdout).toMatch(/a: the first broken link is dockerd proxy/)
+    // dockerd started with the proxy, as the drop-in would: doctor finds it in docker info
+    await dockerd.stop()
+    dockerd = await startDockerd(join(dir, 'dockerd-a'), null, {
+      configFile: join(a.root, 'etc/docker/daemon.json'), pidFile: join(a.root, 'var/run/docker.pid'), socket: join(a.root, 'var/run/docker.sock'),
+      env: { HTTPS_PROXY: `http://${proxyListen}`, HTTP_PROXY: `http://${proxyListen}`, NO_PROXY: 'localhost,127.0.0.0/8,::1' }
+    })
+    const withProxy = await dfctl(['doctor', '-i', file, '--host', 'a'])
+    expect(withProxy.stdout).toContain(`ok   dockerd proxy: docker info: HTTPS Proxy http://${proxyListen}, the daemon's proxy (proxyListen)`)
+
     const back = await dfctl(['rollout', '-i', inventoryFile, '--hosts', 'a'])
     expect(back.code, back.stdout).toBe(0)
   })

@@ -10,6 +10,10 @@ export const PATHS = {
   log: '/var/log/shoal/dfget.log',
   unit: '/etc/systemd/system/shoal-dfget.service',
   dockerDaemonJson: '/etc/docker/daemon.json',
+  /** dockerd's per-registry certificates: `<registry>/ca.crt` */
+  dockerCertsD: '/etc/docker/certs.d',
+  /** the drop-in that gives dockerd the proxy, where systemd runs */
+  dockerProxyDropIn: '/etc/systemd/system/docker.service.d/shoal-proxy.conf',
   dockerPidFile: '/var/run/docker.pid',
   dockerSocket: '/var/run/docker.sock',
   containerdCertsD: '/etc/containerd/certs.d',

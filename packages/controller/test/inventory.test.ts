@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadInventory, selectHosts } from '../src/inventory/index.ts'
 import { containerdConfigPath } from '../src/fleet/doctor.ts'
 import { daemonConfig, dockerDaemonJson, mirroredRegistries } from '../src/rollout/desired.ts'
+import { dockerCaFiles, dockerProxyDropIn, dockerProxyUrl, proxyCaPath } from '../src/rollout/docker-proxy.ts'
 
 const VALID = `clusterKeyFile: cluster.key
 supernodes: [/ip4/10.0.0.5/tcp/8003]
@@ -66,6 +67,19 @@ describe('inventory', () => {
     expect(err?.message).toMatch(new RegExp(`:${lineOf('rakc')}:\\d+: hosts\\[0\\]\\.rakc: Unrecognized key`))
   })
 
+  it('takes supernodes as addresses or { address, api }: the daemons get the addresses, prefetch the apis and the token file', async () => {
+    const inv = await load(VALID.replace('supernodes: [/ip4/10.0.0.5/tcp/8003]', 'supernodes:\n  - /ip4/10.0.0.5/tcp/8003\n  - { address: /ip4/10.0.0.6/tcp/8003, api: "http://10.0.0.6:8002/" }\npreheatTokenFile: preheat.token'))
+    expect(inv.supernodes).toEqual(['/ip4/10.0.0.5/tcp/8003', '/ip4/10.0.0.6/tcp/8003'])
+    expect(inv.supernodeApis).toEqual(['http://10.0.0.6:8002'])
+    expect(inv.preheatTokenFile).toBe(join(dir, 'preheat.token'))
+    expect(daemonConfig(inv, inv.hosts[0]!)).toContain('supernode:\n  - /ip4/10.0.0.5/tcp/8003\n  - /ip4/10.0.0.6/tcp/8003\n')
+    expect(daemonConfig(inv, inv.hosts[0]!)).not.toContain('preheat')
+    const orphan = await load(VALID.replace('supernodes: [/ip4/10.0.0.5/tcp/8003]', 'supernodes: [/ip4/10.0.0.5/tcp/8003]\npreheatTokenFile: preheat.token')).then(() => null, (e: Error) => e)
+    expect(orphan?.message).toMatch(/:3:\d+: preheatTokenFile: no supernode has an api to preheat on/)
+    const badApi = await load(VALID.replace('supernodes: [/ip4/10.0.0.5/tcp/8003]', 'supernodes:\n  - { address: /ip4/10.0.0.6/tcp/8003, api: sn-b:8002, extra: 1 }\npreheatTokenFile: preheat.token')).then(() => null, (e: Error) => e)
+    expect(badApi?.message).toMatch(/:3:\d+: supernodes\[0\]/)
+  })
+
   it('names a group member that is not a host, and a missing ssh key', async () => {
     const bad = VALID.replace('web: [web-1, web-2]', 'web: [web-1, web-9]').replace('    ssh: { key: ~/.ssh/shoal_ed25519, port: 2222 }\n', '')
     const err = await load(bad).then(() => null, (e: Error) => e)
@@ -117,5 +131,30 @@ describe('containerd config_path', () => {
     expect(containerdConfigPath('[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n')).toBe('/etc/containerd/certs.d')
     expect(containerdConfigPath('[plugins."io.containerd.cri.v1.images".registry]\n  config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n')).toBe('/etc/containerd/certs.d:/etc/docker/certs.d')
     expect(containerdConfigPath('[plugins."other".registry]\n  config_path = "/x"\n')).toBeUndefined()
+  })
+})
+
+describe('dockerd through the proxy', () => {
+  const daemon = { registry: 'https://registry-1.docker.io', proxyListen: '0.0.0.0:65003', upstreams: [{ name: 'registry.example.com:5000', url: 'https://registry.example.com:5000' }] }
+  it('only with proxyListen on a dockerd host; a wildcard listener is reached on loopback', () => {
+    expect(dockerProxyUrl({ daemon, runtimes: ['dockerd'] })).toBe('http://127.0.0.1:65003')
+    expect(dockerProxyUrl({ daemon: { ...daemon, proxyListen: '127.0.0.2:7000' }, runtimes: ['containerd', 'dockerd'] })).toBe('http://127.0.0.2:7000')
+    expect(dockerProxyUrl({ daemon, runtimes: ['containerd'] })).toBeUndefined()
+    expect(dockerProxyUrl({ daemon: { registry: daemon.registry }, runtimes: ['dockerd'] })).toBeUndefined()
+  })
+
+  it('the systemd drop-in gives dockerd HTTPS_PROXY, HTTP_PROXY and NO_PROXY', () => {
+    const dropIn = dockerProxyDropIn('http://127.0.0.1:65003')
+    expect(dropIn).toMatch(/^\[Service\]$/m)
+    expect(dropIn).toContain('Environment="HTTPS_PROXY=http://127.0.0.1:65003"\n')
+    expect(dropIn).toContain('Environment="HTTP_PROXY=http://127.0.0.1:65003"\n')
+    expect(dropIn).toContain('Environment="NO_PROXY=localhost,127.0.0.0/8,::1"\n')
+  })
+
+  it('installs the CA for every proxied registry but Docker Hub, from <dataDir>/proxy/ca.crt', () => {
+    expect(dockerCaFiles({ daemon })).toEqual(['/etc/docker/certs.d/registry.example.com:5000/ca.crt'])
+    expect(dockerCaFiles({ daemon: { ...daemon, registry: 'https://ghcr.io' } })).toEqual(['/etc/docker/certs.d/ghcr.io/ca.crt', '/etc/docker/certs.d/registry.example.com:5000/ca.crt'])
+    expect(proxyCaPath({ daemon, root: '/srv/h' })).toBe('/srv/h/var/lib/shoal/dfget/proxy/ca.crt')
+    expect(proxyCaPath({ daemon: { dataDir: '/data/shoal' }, root: '' })).toBe('/data/shoal/proxy/ca.crt')
   })
 })

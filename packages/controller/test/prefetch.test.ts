@@ -2,7 +2,7 @@
  * `dfctl prefetch`, the built CLI, against in-test servers that speak shared contract 4
  * (the daemon's prefetch API and the supernode's preheat API).
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -176,9 +176,83 @@ describe('dfctl prefetch', () => {
     expect(stdout).not.toMatch(/host-a running\r?\n/)
   })
 
+  /** An inventory whose hosts' daemonApi are the given servers (and whose supernode's api, when given, is `sn`). */
+  const inventory = async (hosts: Array<{ server: Contract4Server, idc: string, location: string, labels?: Record<string, string> }>, sn?: Contract4Server, extra = ''): Promise<string> => {
+    const file = join(dir, `fleet-${Math.random().toString(36).slice(2)}.yaml`)
+    await writeFile(file, [
+      'clusterKeyFile: cluster.key',
+      ...(sn != null ? ['supernodes:', `  - { address: /ip4/127.0.0.1/tcp/8003, api: ${sn.url} }`, `preheatTokenFile: ${tokenFile}`] : ['supernodes: [/ip4/127.0.0.1/tcp/8003]']),
+      'groups:',
+      `  web: [${hosts.map(h => h.server.name).join(', ')}]`,
+      'hosts:',
+      ...hosts.flatMap(h => [
+        `  - name: ${h.server.name}`,
+        '    address: 127.0.0.1',
+        '    executor: local',
+        `    idc: ${h.idc}`,
+        `    location: ${h.location}`,
+        `    labels: ${JSON.stringify(h.labels ?? {})}`,
+        `    daemonApi: ${h.server.url}`
+      ]),
+      extra
+    ].join('\n'))
+    return file
+  }
+
+  it('--inventory: preheats on the inventory\'s supernodes with its token file, then prefetches on the hosts --group/--selector pick, --count spread across idcs', async () => {
+    const sn = await supernode({ kind: 'ok', totalBytes: MiB, steps: 1 })
+    const a1 = await daemon('a1', { kind: 'ok', totalBytes: MiB, steps: 1 })
+    const a2 = await daemon('a2', { kind: 'ok', totalBytes: MiB, steps: 1 })
+    const b1 = await daemon('b1', { kind: 'ok', totalBytes: MiB, steps: 1 })
+    const c1 = await daemon('c1', { kind: 'ok', totalBytes: MiB, steps: 1 })
+    const file = await inventory([
+      { server: a1, idc: 'fra', location: 'eu|fra|r1', labels: { tier: 'web' } },
+      { server: a2, idc: 'fra', location: 'eu|fra|r2', labels: { tier: 'web' } },
+      { server: b1, idc: 'ams', location: 'eu|ams|r1', labels: { tier: 'web' } },
+      { server: c1, idc: 'ams', location: 'eu|ams|r2', labels: { tier: 'db' } }
+    ], sn)
+    // the selector drops c1; --count 2 then takes one host per idc
+    const { stdout, code, stderr } = await dfctl('--inventory', file, '--group', 'web', '--selector', 'tier=web', '--count', '2', '--json', '--progress', 'none', 'app:1')
+    expect(code, stderr).toBe(0)
+    const result = JSON.parse(stdout) as { preheat: Array<{ name: string, state: string }>, hosts: Array<{ name: string, url: string, state: string }> }
+    expect(result.preheat).toMatchObject([{ name: sn.url, state: 'succeeded' }])
+    expect(result.hosts.map(h => [h.name, h.url, h.state])).toEqual([['b1', b1.url, 'succeeded'], ['a1', a1.url, 'succeeded']])
+    expect(log.filter(r => r.server === 'sn').every(r => r.authorization === 'Bearer s3cret-token')).toBe(true)
+    expect(log.filter(r => r.server === 'sn' && r.method === 'POST')).toHaveLength(1)
+    expect(log.filter(r => r.server === 'a2' || r.server === 'c1')).toEqual([])
+
+    // --hosts as dfctl rollout takes it; an inventory without supernode APIs preheats nothing
+    const plain = await inventory([{ server: a2, idc: 'fra', location: 'eu|fra|r2' }, { server: c1, idc: 'ams', location: 'eu|ams|r2' }])
+    const only = await dfctl('app:1', '-i', plain, '--hosts', 'c1', '--json', '--progress', 'none')
+    expect(only.code, only.stderr).toBe(0)
+    expect((JSON.parse(only.stdout) as { preheat: unknown[], hosts: Array<{ name: string }> })).toMatchObject({ preheat: [], hosts: [{ name: 'c1' }] })
+  })
+
+  it('--inventory: an inventory with --daemon, --supernode-api or --token-file is a usage error; so is an unknown host or a supernode api without its token file', async () => {
+    const a = await daemon('a1', { kind: 'ok', totalBytes: MiB, steps: 1 })
+    const file = await inventory([{ server: a, idc: 'fra', location: 'eu|fra|r1' }])
+    const noToken = await inventory([{ server: a, idc: 'fra', location: 'eu|fra|r1' }], a)
+    await writeFile(noToken, (await readFile(noToken, 'utf8')).replace(/^preheatTokenFile: .*\n/m, ''))
+    for (const [args, message] of [
+      [['--daemon', `x=${a.url}`], '--daemon cannot be given with --inventory'],
+      [['--supernode-api', a.url, '--token-file', tokenFile], '--supernode-api and --token-file cannot be given with --inventory'],
+      [['--hosts', 'nope'], '--hosts: no host named nope in the inventory'],
+      [['--group', 'db'], '--group: no group named db in the inventory']
+    ] as Array<[string[], string]>) {
+      const { stderr, code } = await dfctl('app:1', '-i', file, ...args)
+      expect({ args, code }).toEqual({ args, code: 2 })
+      expect(stderr).toContain(message)
+    }
+    const missing = await dfctl('app:1', '-i', noToken)
+    expect(missing.code).toBe(2)
+    expect(missing.stderr).toMatch(new RegExp(`${noToken.replace(/[.]/g, '\\.')}:3:\\d+: supernodes\\[0\\]\\.api: preheat needs preheatTokenFile`))
+    expect(log).toEqual([])
+  })
+
   it('names bad flags and exits 2 without asking anyone', { timeout: 90_000 }, async () => {
     for (const [args, message] of [
-      [['alpine'], 'no hosts: give at least one --daemon'],
+      [['alpine'], 'no hosts: give --inventory, or at least one --daemon'],
+      [['alpine', '--group', 'web', '--daemon', 'a=http://127.0.0.1:1'], '--hosts, --group and --selector select hosts of an inventory: give --inventory too'],
       [['alpine', '--daemon', 'web-1'], '--daemon must be name=http://host:port, not "web-1"'],
       [['alpine', '--daemon', 'a=http://127.0.0.1:1', '--daemon', 'a=http://127.0.0.1:2'], 'names must be unique: a given twice'],
       [['alpine', '--daemon', 'a=http://127.0.0.1:1', '--timeout', 'soon'], '--timeout must be a duration such as 90s, 10m or 1h, not "soon"'],

@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError, Option } from 'commander'
+import { Command, InvalidArgumentError } from 'commander'
 import { InvalidConfigError, packageVersion, runMain, writeClusterKeyFile } from '@shoal/core'
 import { buildBundle } from '../bundle.ts'
 import { executorFor } from '../exec/index.ts'
 import { doctorHost, formatDoctor } from '../fleet/doctor.ts'
 import { fleetStatus, formatStatus } from '../fleet/status.ts'
-import { loadInventory, parseSelectors, selectHosts, type HostSelector } from '../inventory/index.ts'
+import { withSelection, selection } from '../inventory/cli.ts'
+import { loadInventory, selectHosts } from '../inventory/index.ts'
 import { openBundle } from '../rollout/bundle-file.ts'
 import { rollout, summarize } from '../rollout/rollout.ts'
 import { addPrefetchCommand } from '../prefetch/command.ts'
@@ -40,23 +41,6 @@ function count (name: string, min: number) {
       throw new InvalidArgumentError(`${name} ${value}: must be a whole number of at least ${min}`)
     }
     return n
-  }
-}
-
-/** --hosts, --group and --selector, as every fleet command takes them. */
-function withSelection (command: Command): Command {
-  return command
-    .requiredOption('-i, --inventory <file>', 'the inventory (YAML; see docs/operations.md)')
-    .addOption(new Option('--hosts <names>', 'only these hosts, comma-separated (default: every host)'))
-    .addOption(new Option('--group <name>', 'only the hosts of this group'))
-    .addOption(new Option('--selector <label=value...>', 'only hosts with every one of these labels').default([]))
-}
-
-function selection (opts: { hosts?: string, group?: string, selector: string[] }): HostSelector {
-  return {
-    ...(opts.hosts != null ? { hosts: opts.hosts.split(',').map(h => h.trim()).filter(h => h !== '') } : {}),
-    ...(opts.group != null ? { group: opts.group } : {}),
-    labels: parseSelectors(opts.selector)
   }
 }
 

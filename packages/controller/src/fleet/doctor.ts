@@ -3,6 +3,7 @@ import { PATHS } from '../constants.ts'
 import { sh, type Executor } from '../exec/index.ts'
 import type { Host, Inventory } from '../inventory/load.ts'
 import { hostPath, localDaemonUrl, mirroredRegistries } from '../rollout/desired.ts'
+import { dockerProxyUrl, DOCKER_NO_PROXY } from '../rollout/docker-proxy.ts'
 import { testPull } from '../rollout/gate.ts'
 import { bytesBySource, hostGet, parseMetrics, tcpReachable, tcpTarget } from './probe.ts'
 
@@ -55,16 +56,32 @@ async function runtimeChecks (exec: Executor, host: Host, signal?: AbortSignal):
   if (host.runtimes.includes('dockerd')) {
     // what the running dockerd uses, not what the file says
     const socket = hostPath(host, PATHS.dockerSocket)
-    const res = await exec.run(`docker -H ${sh(`unix://${socket}`)} info --format '{{json .RegistryConfig.Mirrors}}'`, { timeout: 20_000, ...so })
+    // two lines: the mirrors, then the HTTPS proxy dockerd was started with
+    const res = await exec.run(`docker -H ${sh(`unix://${socket}`)} info --format '{{json .RegistryConfig.Mirrors}}{{println}}{{json .HTTPSProxy}}'`, { timeout: 20_000, ...so })
     if (res.code !== 0) {
       checks.push({ name: 'dockerd', ok: false, detail: `docker info failed: ${res.stderr.trim().split('\n')[0] ?? res.code}`, fix: `start dockerd (socket ${socket}) or install the docker CLI on the host` })
     } else {
+      const [mirrorsLine = '', proxyLine = ''] = res.stdout.split('\n')
       let mirrors: string[] = []
-      try { mirrors = (JSON.parse(res.stdout) as string[] | null) ?? [] } catch {}
+      try { mirrors = (JSON.parse(mirrorsLine) as string[] | null) ?? [] } catch {}
       const ok = mirrors.some(m => m.replace(/\/+$/, '') === mirror)
       checks.push(ok
         ? { name: 'dockerd', ok, detail: `docker info lists the mirror ${mirror}` }
         : { name: 'dockerd', ok, detail: `dockerd is not using the mirror: docker info lists registry mirrors [${mirrors.join(', ')}], not ${mirror}, so its pulls bypass Shoal`, fix: `dfctl rollout --hosts ${host.name} (merges registry-mirrors into ${hostPath(host, PATHS.dockerDaemonJson)} and reloads dockerd); if the file already has it, reload dockerd: kill -HUP $(cat ${hostPath(host, PATHS.dockerPidFile)})` })
+      const proxy = dockerProxyUrl(host)
+      if (proxy != null) {
+        let seen = ''
+        try { seen = String(JSON.parse(proxyLine) ?? '') } catch {}
+        const same = seen.replace(/\/+$/, '') === proxy
+        checks.push(same
+          ? { name: 'dockerd proxy', ok: true, detail: `docker info: HTTPS Proxy ${proxy}, the daemon's proxy (proxyListen)` }
+          : {
+              name: 'dockerd proxy',
+              ok: false,
+              detail: `dockerd's HTTPS proxy is ${seen === '' ? 'not set' : seen} (docker info), not the daemon's proxy ${proxy}, so its pulls from private registries bypass Shoal`,
+              fix: `start dockerd with HTTPS_PROXY=${proxy} HTTP_PROXY=${proxy} NO_PROXY=${DOCKER_NO_PROXY}: where systemd runs, dfctl rollout --hosts ${host.name} writes ${PATHS.dockerProxyDropIn} and restarts dockerd; elsewhere, in whatever starts dockerd`
+            })
+      }
     }
   }
   if (host.runtimes.includes('containerd')) {

@@ -34,7 +34,12 @@ export interface Inventory {
   /** The inventory file, absolute. */
   file: string
   clusterKeyFile: string
+  /** The supernodes' addresses, as the daemons' `supernode` takes them. */
   supernodes: string[]
+  /** The HTTP APIs of the supernodes that give one (`supernodes[].api`): where prefetch preheats. */
+  supernodeApis: string[]
+  /** The supernodes' preheat token file, absolute; set whenever `supernodeApis` is not empty. */
+  preheatTokenFile?: string
   bundle?: string
   daemon: Record<string, unknown>
   gate: InventoryInput['gate']
@@ -124,6 +129,14 @@ export async function loadInventory (path: string): Promise<Inventory> {
         problems.push(describe(file, doc, counter, { code: 'custom', path: ['hosts', i, 'ssh'], message: 'ssh.key is required for the ssh executor', input: h.ssh }))
       }
     })
+    const apis = parsed.data.supernodes.map((s, i) => [s, i] as const).filter(([s]) => typeof s !== 'string' && s.api != null)
+    if (apis.length > 0 && parsed.data.preheatTokenFile == null) {
+      const i = apis[0]?.[1] ?? 0
+      problems.push(describe(file, doc, counter, { code: 'custom', path: ['supernodes', i, 'api'], message: 'preheat needs preheatTokenFile: the file holding the supernodes\' --preheat-token-file token', input: undefined }))
+    }
+    if (apis.length === 0 && parsed.data.preheatTokenFile != null) {
+      problems.push(describe(file, doc, counter, { code: 'custom', path: ['preheatTokenFile'], message: 'no supernode has an api to preheat on: give supernodes as { address, api }', input: parsed.data.preheatTokenFile }))
+    }
     for (const [group, members] of Object.entries(parsed.data.groups)) {
       members.forEach((m, i) => {
         if (!names.has(m)) {
@@ -140,7 +153,9 @@ export async function loadInventory (path: string): Promise<Inventory> {
   return {
     file,
     clusterKeyFile: abs(base, data.clusterKeyFile),
-    supernodes: data.supernodes,
+    supernodes: data.supernodes.map(s => typeof s === 'string' ? s : s.address),
+    supernodeApis: data.supernodes.flatMap(s => typeof s === 'string' || s.api == null ? [] : [new URL(s.api).origin]),
+    ...(data.preheatTokenFile != null ? { preheatTokenFile: abs(base, data.preheatTokenFile) } : {}),
     ...(data.bundle != null ? { bundle: abs(base, data.bundle) } : {}),
     daemon: data.daemon,
     gate: data.gate,

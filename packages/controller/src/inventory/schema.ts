@@ -24,6 +24,13 @@ export function isUpstreamName (name: unknown): name is string {
   return typeof name === 'string' && name.length <= 255 && UPSTREAM_NAME_RE.test(name.toLowerCase())
 }
 
+const supernodeSchema = z.object({
+  /** Its libp2p multiaddr (or HTTP address), as the daemons' `supernode` takes it. */
+  address: z.string().min(1),
+  /** Its HTTP API, such as http://sn-a:8002, for preheat. */
+  api: z.string().url().regex(/^https?:/, 'must be an http:// or https:// URL').optional()
+}).strict()
+
 export const hostSchema = z.object({
   name,
   address: z.string().min(1).max(255).regex(ADDRESS_RE, 'must be a host name or an IP address'),
@@ -45,8 +52,14 @@ export const hostSchema = z.object({
 export const inventorySchema = z.object({
   /** The cluster key file every daemon gets; relative to the inventory file. */
   clusterKeyFile: z.string().min(1),
-  /** Supernode addresses, written to every daemon's `supernode`. */
-  supernodes: z.array(z.string().min(1)).max(16).default([]),
+  /**
+   * Supernodes: each its address, written to every daemon's `supernode` (a plain string),
+   * or `{ address, api }` where `api` is its HTTP address, which `dfctl prefetch` asks to
+   * preheat.
+   */
+  supernodes: z.array(z.union([z.string().min(1), supernodeSchema], { error: 'must be an address, or { address, api }' })).max(16).default([]),
+  /** The supernodes' preheat token (their --preheat-token-file); relative to the inventory file. */
+  preheatTokenFile: z.string().min(1).optional(),
   /** Release bundle (`dfctl bundle`); relative to the inventory file; --bundle wins. */
   bundle: z.string().min(1).optional(),
   daemon: daemonSettingsSchema.default({}),

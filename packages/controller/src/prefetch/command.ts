@@ -5,6 +5,8 @@ import { DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT } from './c
 import { prefetch } from './prefetch.ts'
 import { barReporter, lineReporter, renderJson, renderTable, type Reporter } from './report.ts'
 import { selectHosts, type PrefetchHost } from './select-hosts.ts'
+import { selection, selects, withSelection, type SelectionFlags } from '../inventory/cli.ts'
+import { loadInventory, selectHosts as selectInventoryHosts } from '../inventory/index.ts'
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
 
@@ -49,7 +51,7 @@ function percent (value: string): number {
   return n
 }
 
-interface Flags {
+interface Flags extends SelectionFlags {
   daemon?: string[]
   supernodeApi?: string[]
   tokenFile?: string
@@ -65,12 +67,12 @@ interface Flags {
 
 /** Adds `dfctl prefetch` to the program. */
 export function addPrefetchCommand (program: Command): void {
-  program.command('prefetch')
-    .description('Fill the caches before a release: ask the supernodes to preheat the images, then the hosts\' daemons to prefetch them, and report each host.\nExits 1 when a host (or a preheat) failed, naming it and why; 2 on bad flags.')
+  withSelection(program.command('prefetch'), { required: false })
+    .description('Fill the caches before a release: ask the supernodes to preheat the images, then the hosts\' daemons to prefetch them, and report each host.\nThe hosts and supernodes come from the inventory (selected as dfctl rollout selects them), or, without one, from --daemon and --supernode-api.\nExits 1 when a host (or a preheat) failed, naming it and why; 2 on bad flags.')
     .argument('<image...>', 'image references: registry/name:tag, registry/name@sha256:..., or Docker Hub short forms (alpine)')
-    .addOption(new Option('--daemon <name=url>', 'a host\'s daemon, such as web-1=http://10.0.0.5:65001 (repeat for each host) (default: none)').argParser(collect))
-    .addOption(new Option('--supernode-api <url>', 'a supernode\'s HTTP address to preheat first, such as http://sn-a:8002 (repeatable; needs --token-file) (default: none: no preheat)').argParser(collect))
-    .addOption(new Option('--token-file <file>', 'file holding the supernodes\' preheat token (their --preheat-token-file) (default: none)'))
+    .addOption(new Option('--daemon <name=url>', 'without an inventory: a host\'s daemon, such as web-1=http://10.0.0.5:65001 (repeat for each host) (default: none)').argParser(collect))
+    .addOption(new Option('--supernode-api <url>', 'without an inventory: a supernode\'s HTTP address to preheat first, such as http://sn-a:8002 (repeatable; needs --token-file) (default: none: no preheat)').argParser(collect))
+    .addOption(new Option('--token-file <file>', 'without an inventory: file holding the supernodes\' preheat token (their --preheat-token-file) (default: none)'))
     .addOption(new Option('--platform <os/arch>', 'platform to prefetch (repeatable) (default: the daemon\'s, linux/amd64)').argParser(collect))
     .option('--concurrency <n>', 'hosts asked at once', String(DEFAULT_CONCURRENCY))
     .addOption(new Option('--percent <p>', 'only this percent of the hosts (rounded up), spread across idc and location (default: all hosts)'))
@@ -91,20 +93,7 @@ async function runPrefetch (images: string[], flags: Flags, signal: AbortSignal)
       throw new InvalidConfigError(`"${image}" is not an image reference`)
     }
   }
-  const hosts = (flags.daemon ?? []).map(parseDaemon)
-  if (hosts.length === 0) {
-    throw new InvalidConfigError('no hosts: give at least one --daemon name=http://host:port')
-  }
-  const names = hosts.map(h => h.name)
-  const twice = names.filter((n, i) => names.indexOf(n) !== i)
-  if (twice.length > 0) {
-    throw new InvalidConfigError(`--daemon names must be unique: ${[...new Set(twice)].join(', ')} given twice`)
-  }
-  const supernodes = (flags.supernodeApi ?? []).map(url => parseDaemon(`supernode=${url}`).url)
-  if ((supernodes.length > 0) !== (flags.tokenFile != null)) {
-    throw new InvalidConfigError('--supernode-api and --token-file go together')
-  }
-  const token = flags.tokenFile != null ? await readToken(flags.tokenFile) : undefined
+  const { hosts, supernodes, token } = flags.inventory != null ? await fromInventory(flags.inventory, flags) : await fromFlags(flags)
   const selected = selectHosts(hosts, {
     ...(flags.percent != null ? { percent: percent(flags.percent) } : {}),
     ...(flags.count != null ? { count: wholeNumber(flags.count, '--count') } : {})
@@ -135,15 +124,61 @@ async function runPrefetch (images: string[], flags: Flags, signal: AbortSignal)
   return result.ok ? 0 : 1
 }
 
-async function readToken (file: string): Promise<string> {
+interface Targets {
+  hosts: PrefetchHost[]
+  /** supernode API base URLs to preheat on */
+  supernodes: string[]
+  token?: string
+}
+
+/** The selected hosts' daemons (their daemonApi, idc and location) and the inventory's supernode APIs. */
+async function fromInventory (file: string, flags: Flags): Promise<Targets> {
+  const given = [['--daemon', flags.daemon], ['--supernode-api', flags.supernodeApi], ['--token-file', flags.tokenFile]].filter(([, v]) => v != null).map(([f]) => f)
+  if (given.length > 0) {
+    throw new InvalidConfigError(`${given.join(' and ')} cannot be given with --inventory: the inventory names the hosts (hosts[].daemonApi) and the supernodes to preheat on (supernodes[].api, preheatTokenFile)`)
+  }
+  const inventory = await loadInventory(file)
+  const hosts = selectInventoryHosts(inventory, selection(flags)).map(h => ({
+    name: h.name,
+    url: h.daemonApi,
+    ...(h.idc != null ? { idc: h.idc } : {}),
+    ...(h.location != null ? { location: h.location } : {})
+  }))
+  const token = inventory.preheatTokenFile != null ? await readToken(inventory.preheatTokenFile, 'preheatTokenFile') : undefined
+  return { hosts, supernodes: inventory.supernodeApis, ...(token != null ? { token } : {}) }
+}
+
+/** --daemon and --supernode-api with --token-file. */
+async function fromFlags (flags: Flags): Promise<Targets> {
+  if (selects(flags)) {
+    throw new InvalidConfigError('--hosts, --group and --selector select hosts of an inventory: give --inventory too')
+  }
+  const hosts = (flags.daemon ?? []).map(parseDaemon)
+  if (hosts.length === 0) {
+    throw new InvalidConfigError('no hosts: give --inventory, or at least one --daemon name=http://host:port')
+  }
+  const names = hosts.map(h => h.name)
+  const twice = names.filter((n, i) => names.indexOf(n) !== i)
+  if (twice.length > 0) {
+    throw new InvalidConfigError(`--daemon names must be unique: ${[...new Set(twice)].join(', ')} given twice`)
+  }
+  const supernodes = (flags.supernodeApi ?? []).map(url => parseDaemon(`supernode=${url}`).url)
+  if ((supernodes.length > 0) !== (flags.tokenFile != null)) {
+    throw new InvalidConfigError('--supernode-api and --token-file go together')
+  }
+  const token = flags.tokenFile != null ? await readToken(flags.tokenFile, '--token-file') : undefined
+  return { hosts, supernodes, ...(token != null ? { token } : {}) }
+}
+
+async function readToken (file: string, what: string): Promise<string> {
   let token
   try {
     token = (await readFile(file, 'utf8')).trim()
   } catch (err) {
-    throw new InvalidConfigError(`cannot read --token-file ${file}: ${(err as Error).message}`)
+    throw new InvalidConfigError(`cannot read ${what} ${file}: ${(err as Error).message}`)
   }
   if (token === '') {
-    throw new InvalidConfigError(`--token-file ${file} is empty`)
+    throw new InvalidConfigError(`${what} ${file} is empty`)
   }
   return token
 }

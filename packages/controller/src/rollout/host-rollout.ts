@@ -6,11 +6,16 @@ import { sh, type Executor } from '../exec/index.ts'
 import type { Host, Inventory } from '../inventory/load.ts'
 import type { Bundle } from './bundle-file.ts'
 import { containerdHostsToml, daemonConfig, dockerDaemonJson, hostPath, localDaemonUrl, mirroredRegistries, SUPERVISOR_SCRIPT, systemdUnit } from './desired.ts'
+import { dockerCaFiles, dockerProxyDropIn, dockerProxyEnvironment, dockerProxyUrl, proxyCaPath, restartDockerdUnit } from './docker-proxy.ts'
 import { testPull, waitHealthy, type PullSummary } from './gate.ts'
+import { HostCommandError } from '../errors.ts'
 import { readFiles, restoreFile, runChecked, writeFile, type FileState } from './host-files.ts'
 import { detectServiceManager, isRunning, reloadDockerd, startDaemon, stopDaemon, SUPERVISOR_PATH, type ServiceManager } from './service.ts'
 
-type FileRole = 'config' | 'key' | 'service' | 'docker' | 'containerd'
+type FileRole = 'config' | 'key' | 'service' | 'docker' | 'docker-env' | 'containerd'
+
+/** Roles whose files are the runtimes', not the daemon's: changing them does not restart the daemon. */
+const RUNTIME_ROLES: FileRole[] = ['docker', 'docker-env', 'containerd']
 
 interface FileChange {
   path: string
@@ -33,6 +38,15 @@ export interface HostPlan {
   files: FileChange[]
   /** Directories the rollout would create (none there now): a rollback removes those left empty. */
   newDirs?: string[]
+  /**
+   * dockerd's `certs.d/<registry>/ca.crt` files to (re)write with the daemon's proxy CA
+   * once the daemon runs (it generates the CA on its first start with the proxy).
+   */
+  caFiles: FileState[]
+  /** The proxy CA as the host has it now, if it does. */
+  ca?: Buffer
+  /** The daemon's proxy as dockerd reaches it, when proxyListen is set and the host runs dockerd. */
+  proxy?: string
   running: boolean
   restart: boolean
   changed: boolean
@@ -54,12 +68,21 @@ export async function planHost (exec: Executor, inventory: Inventory, host: Host
     const path = hostPath(host, PATHS.dockerDaemonJson)
     wanted.push({ path: PATHS.dockerDaemonJson, role: 'docker', mode: 0o644, content: (before) => dockerDaemonJson(before.content, mirror, path) })
   }
+  const proxy = dockerProxyUrl(host)
+  if (proxy != null && manager === 'systemd') {
+    wanted.push({ path: PATHS.dockerProxyDropIn, role: 'docker-env', mode: 0o644, content: () => dockerProxyDropIn(proxy) })
+  }
+  const caTargets = proxy != null ? dockerCaFiles(host).map(p => hostPath(host, p)) : []
+  const caPath = proxyCaPath(host)
   if (host.runtimes.includes('containerd')) {
     for (const r of mirroredRegistries(host)) {
       wanted.push({ path: `${PATHS.containerdCertsD}/${r.name}/hosts.toml`, role: 'containerd', mode: 0o644, content: () => containerdHostsToml(r.server, mirror) })
     }
   }
-  const states = await readFiles(exec, wanted.map(w => hostPath(host, w.path)), options)
+  const states = await readFiles(exec, [...wanted.map(w => hostPath(host, w.path)), ...caTargets, ...(proxy != null ? [caPath] : [])], options)
+  const ca = proxy != null ? states.get(caPath)?.content : undefined
+  const caFiles = caTargets.map(path => states.get(path) ?? { path, exists: false })
+    .filter(before => ca == null || before.content == null || !before.content.equals(ca) || before.mode !== 0o644)
   const files: FileChange[] = []
   for (const w of wanted) {
     const path = hostPath(host, w.path)
@@ -78,9 +101,9 @@ export async function planHost (exec: Executor, inventory: Inventory, host: Host
   const link = head.startsWith('link ') ? head.slice(5) : ''
   const currentRelease = link === '' ? null : releaseOf(link, releases)
   const running = await isRunning(exec, host, manager, options)
-  const newDirs = await missingDirs(exec, host, [...wanted.map(w => hostPath(host, w.path)), `${releases}/${bundle.release}`, hostPath(host, PATHS.current)], options)
+  const newDirs = await missingDirs(exec, host, [...wanted.map(w => hostPath(host, w.path)), ...caFiles.map(f => f.path), `${releases}/${bundle.release}`, hostPath(host, PATHS.current)], options)
   const releaseChange = currentRelease !== bundle.release
-  const restart = releaseChange || !running || files.some(f => f.role !== 'docker' && f.role !== 'containerd')
+  const restart = releaseChange || !running || files.some(f => !RUNTIME_ROLES.includes(f.role))
   return {
     host,
     manager,
@@ -89,9 +112,12 @@ export async function planHost (exec: Executor, inventory: Inventory, host: Host
     currentRelease,
     files,
     newDirs,
+    caFiles,
+    ...(ca != null ? { ca } : {}),
+    ...(proxy != null ? { proxy } : {}),
     running,
     restart,
-    changed: releaseChange || restart || files.length > 0
+    changed: releaseChange || restart || files.length > 0 || caFiles.length > 0
   }
 }
 
@@ -132,8 +158,9 @@ function redact (text: string): string {
 
 /** The plan as text: what would change, with a unified diff of each file (never a key's content). */
 export function describePlan (plan: HostPlan): string {
+  const envNote = dockerEnvNote(plan)
   if (!plan.changed) {
-    return `${plan.host.name}: up to date, nothing to change\n`
+    return `${plan.host.name}: up to date, nothing to change\n${envNote != null ? `  ${envNote}\n` : ''}`
   }
   const lines = [`${plan.host.name}: plan`]
   if (plan.currentRelease !== plan.release) {
@@ -153,10 +180,31 @@ export function describePlan (plan: HostPlan): string {
   if (plan.files.some(f => f.role === 'docker')) {
     lines.push('  reload dockerd (SIGHUP), if it runs')
   }
+  if (plan.files.some(f => f.role === 'docker-env')) {
+    lines.push('  restart dockerd (systemd: its environment changed; a reload does not take it), if it runs')
+  }
   if (plan.restart) {
     lines.push(`  ${plan.running ? 'restart' : 'start'} the daemon (${plan.manager})`)
   }
+  const caPath = proxyCaPath(plan.host)
+  for (const f of plan.caFiles) {
+    lines.push(`  file ${f.path}${f.exists ? '' : ' (new, mode 644)'}: the daemon's proxy CA ${caPath}${plan.ca == null ? ', installed once the daemon has started and generated it' : ''}`)
+    if (plan.ca != null) {
+      const patch = createTwoFilesPatch(f.path, f.path, f.content?.toString('utf8') ?? '', plan.ca.toString('utf8'), f.exists ? 'current' : '(none)', 'desired')
+      lines.push(...patch.trimEnd().split('\n').map(l => `    ${l}`))
+    }
+  }
+  if (envNote != null) {
+    lines.push(`  ${envNote}`)
+  }
   return `${lines.join('\n')}\n`
+}
+
+/** Where the rollout cannot give dockerd the proxy itself (no systemd), what whoever starts dockerd must. */
+function dockerEnvNote (plan: HostPlan): string | undefined {
+  return plan.proxy != null && plan.manager !== 'systemd'
+    ? `dockerd's environment: no systemd here, so whoever starts dockerd must give it ${dockerProxyEnvironment(plan.proxy)}`
+    : undefined
 }
 
 export interface HostOutcome {
@@ -188,10 +236,10 @@ async function pointCurrent (exec: Executor, host: Host, release: string | null,
 /** Copies of every file about to be replaced, under /var/lib/shoal/backups/<time>/ on the host. */
 async function backup (exec: Executor, plan: HostPlan, signal?: AbortSignal): Promise<string> {
   const dir = hostPath(plan.host, `${PATHS.backups}/${new Date().toISOString().replace(/[:.]/g, '-')}`)
-  for (const f of plan.files) {
-    if (f.before.exists && f.before.content != null) {
+  for (const before of [...plan.files.map(f => f.before), ...plan.caFiles]) {
+    if (before.exists && before.content != null) {
       // 0600 whatever the original's mode: the config may hold passwords, the key is secret
-      await writeFile(exec, `${dir}${f.path.slice(plan.host.root.length)}`, f.before.content, 0o600, signal != null ? { signal } : {})
+      await writeFile(exec, `${dir}${before.path.slice(plan.host.root.length)}`, before.content, 0o600, signal != null ? { signal } : {})
     }
   }
   await writeFile(exec, `${dir}/current-release`, `${plan.currentRelease ?? ''}\n`, 0o600, signal != null ? { signal } : {})
@@ -231,6 +279,9 @@ export async function applyHost (exec: Executor, inventory: Inventory, plan: Hos
     if (plan.files.some(f => f.role === 'docker') && await reloadDockerd(exec, host, so)) {
       notes.push('reloaded dockerd')
     }
+    if (plan.files.some(f => f.role === 'docker-env') && await restartDockerdUnit(exec, so)) {
+      notes.push('restarted dockerd with the proxy in its environment')
+    }
     if (plan.restart) {
       await startDaemon(exec, host, plan.manager, { restart: plan.running, ...so })
       notes.push(`${plan.running ? 'restarted' : 'started'} the daemon (${plan.manager})`)
@@ -238,6 +289,14 @@ export async function applyHost (exec: Executor, inventory: Inventory, plan: Hos
     const timeout = inventory.gate.timeout ?? DEFAULT_GATE_TIMEOUT
     const url = localDaemonUrl(host)
     await waitHealthy(exec, url, { timeout, ...so })
+    if (plan.caFiles.length > 0) {
+      await installProxyCa(exec, plan, so)
+      notes.push(`installed the proxy CA as ${plan.caFiles.map(f => f.path).join(', ')}`)
+    }
+    const envNote = dockerEnvNote(plan)
+    if (envNote != null) {
+      notes.push(envNote)
+    }
     let pull: PullSummary | undefined
     if (inventory.gate.image != null) {
       pull = await testPull(exec, url, inventory.gate.image, { timeout, ...so })
@@ -263,12 +322,24 @@ export async function applyHost (exec: Executor, inventory: Inventory, plan: Hos
   }
 }
 
+/** Copies the CA the running daemon generated to dockerd's certs.d files. */
+async function installProxyCa (exec: Executor, plan: HostPlan, options: { signal?: AbortSignal }): Promise<void> {
+  const caPath = proxyCaPath(plan.host)
+  const ca = (await readFiles(exec, [caPath], options)).get(caPath)?.content
+  if (ca == null || !ca.toString('utf8').includes('BEGIN CERTIFICATE')) {
+    throw new HostCommandError(`${plan.host.name}: the daemon runs with proxyListen but has no proxy CA certificate at ${caPath}`)
+  }
+  for (const f of plan.caFiles) {
+    await writeFile(exec, f.path, ca, 0o644, options)
+  }
+}
+
 /** Puts the host back as the plan found it. */
 async function rollbackHost (exec: Executor, plan: HostPlan, options: { signal?: AbortSignal }): Promise<void> {
   const { host } = plan
   await stopDaemon(exec, host, plan.manager, options)
-  for (const f of plan.files) {
-    await restoreFile(exec, f.before, options)
+  for (const before of [...plan.files.map(f => f.before), ...plan.caFiles]) {
+    await restoreFile(exec, before, options)
   }
   if (plan.currentRelease !== plan.release) {
     await pointCurrent(exec, host, plan.currentRelease, options.signal)
@@ -278,6 +349,9 @@ async function rollbackHost (exec: Executor, plan: HostPlan, options: { signal?:
   }
   if (plan.files.some(f => f.role === 'docker')) {
     await reloadDockerd(exec, host, options)
+  }
+  if (plan.files.some(f => f.role === 'docker-env')) {
+    await restartDockerdUnit(exec, options)
   }
   // the directories it created, deepest first, where nothing else was put in them
   const dirs = [...(plan.newDirs ?? [])].sort((a, b) => b.length - a.length)
