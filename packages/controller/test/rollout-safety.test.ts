@@ -36,7 +36,7 @@ describe('rollout safety', () => {
   }
 
   function inventory (h: Host, gate: Inventory['gate'] = {}): Inventory {
-    return { file: join(dir, 'inventory.yaml'), clusterKeyFile: join(dir, 'cluster.key'), supernodes: [], daemon: {}, gate, groups: {}, hosts: [h] }
+    return { file: join(dir, 'inventory.yaml'), clusterKeyFile: join(dir, 'cluster.key'), supernodes: [], supernodeApis: [], daemon: {}, gate, groups: {}, hosts: [h] }
   }
 
   describe('the gate refuses a malformed digest before it reaches a shell', () => {
