@@ -8,7 +8,8 @@ import { apiRoutes } from './api/routes.ts'
 import { SourceFetcher } from './cdn/source-fetcher.ts'
 import { SupernodeMetrics } from './metrics.ts'
 import { PeerRegistry } from './peers/peer-registry.ts'
-import { Scheduler } from './scheduler/scheduler.ts'
+import { ScheduleService } from './scheduler/schedule-service.ts'
+import { Scheduler, type SchedulerInit } from './scheduler/scheduler.ts'
 import { TaskManager } from './tasks/task-manager.ts'
 import type { Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
@@ -54,6 +55,10 @@ export interface SupernodeInit {
   diskLowWatermark?: number
   /** Bytes per second of piece data sent to daemons, summed (a token bucket holding 1 s of the rate); 0: no limit. @default 0 */
   uploadRate?: number
+  /** Parent choice tuning (caps, sources per piece); see docs/scheduling.md. @default the scheduler's defaults, maxSeeding = maxConcurrentUploads */
+  scheduler?: SchedulerInit
+  /** Most pieces one task may have; longer content is refused (ERR_TOO_MANY_PIECES). @default 65536 */
+  maxPiecesPerTask?: number
   version?: string
 }
 
@@ -84,6 +89,8 @@ export class Supernode {
   private readonly source: SourceClient
   private readonly metrics: SupernodeMetrics
   private readonly peers = new PeerRegistry()
+  private readonly scheduler: Scheduler
+  private readonly scheduling: ScheduleService
   private http?: HttpServer
   private control?: ControlServer
   private expiry?: NodeJS.Timeout
@@ -114,9 +121,19 @@ export class Supernode {
       clusterKey: init.clusterKey,
       disk: { quota: init.diskQuota ?? 0, highWatermark: init.diskHighWatermark ?? 0.9, lowWatermark: init.diskLowWatermark ?? 0.8 }
     })
-    const fetcher = new SourceFetcher({ store: this.store, source: this.source, logger: this.logger, metrics: this.metrics },
-      init.pieceSize != null ? { pieceSize: init.pieceSize } : {})
-    this.tasks = new TaskManager({ store: this.store, fetcher, logger: this.logger, metrics: this.metrics },
+    const fetcher = new SourceFetcher({ store: this.store, source: this.source, logger: this.logger, metrics: this.metrics }, {
+      ...(init.pieceSize != null ? { pieceSize: init.pieceSize } : {}),
+      ...(init.maxPiecesPerTask != null ? { maxPieces: init.maxPiecesPerTask } : {})
+    })
+    this.scheduler = new Scheduler({ peers: this.peers, self: () => this.self() }, { maxSeeding: this.uploadSlots, ...init.scheduler })
+    const { scheduleDuration } = this.metrics
+    this.scheduling = new ScheduleService({
+      peers: this.peers,
+      scheduler: this.scheduler,
+      selfId: () => this.self().peerId,
+      onDecision: (seconds) => { scheduleDuration.observe(seconds) }
+    })
+    this.tasks = new TaskManager({ store: this.store, fetcher, logger: this.logger, metrics: this.metrics, listener: this.scheduling },
       { sourceHeadersTimeout: (init.sourceTimeout ?? 30_000) + 5_000 })
   }
 
@@ -124,8 +141,7 @@ export class Supernode {
     await this.node.start()
     await this.tasks.start()
 
-    const scheduler = new Scheduler({ peers: this.peers, self: () => this.self() }, { maxSeeding: this.uploadSlots })
-    const api = new ControlApi({ tasks: this.tasks, peers: this.peers, scheduler, metrics: this.metrics, self: () => this.self() })
+    const api = new ControlApi({ tasks: this.tasks, peers: this.peers, scheduler: this.scheduling, metrics: this.metrics, self: () => this.self() })
     this.control = new ControlServer({ libp2p: this.node.libp2p, api, logger: this.logger })
     await this.control.start()
     this.http = await startHttpServer(this.init.listen, createRouter([
@@ -135,11 +151,14 @@ export class Supernode {
       ...apiRoutes()
     ], { log: this.log, signal: this.controller.signal }))
 
-    this.metrics.observe({ tasks: () => this.tasks.all(), peerCount: () => this.peers.size })
+    this.metrics.observe({ tasks: () => this.tasks.all(), peerCount: () => this.peers.size, waiters: () => this.scheduling.waiters.count() })
     this.expiry = setInterval(() => {
       for (const peerId of this.peers.expire()) {
         this.tasks.removePeer(peerId)
+        this.scheduler.stats.forget(peerId)
       }
+      this.scheduler.stats.sweep()
+      this.tasks.sweep()
     }, 15_000)
     this.expiry.unref()
 

@@ -1,3 +1,9 @@
+import {
+  DEFAULT_ASSIGNMENT_TTL, DEFAULT_MAX_HOLDER_SCAN, DEFAULT_MAX_PEER_SOURCES, DEFAULT_MAX_PEER_UPLOADS, DEFAULT_MAX_SEEDING,
+  DEFAULT_SUPERNODE_FANOUT, DEFAULT_WINDOW_FACTOR
+} from './constants.ts'
+import { nearness, type Place } from './locality.ts'
+import { PeerStats } from './peer-stats.ts'
 import type { PeerRegistry } from '../peers/peer-registry.ts'
 import type { Task } from '../tasks/task.ts'
 import type { PeerAddress, PieceAssignment, PieceSource } from '@shoal/core'
@@ -23,12 +29,18 @@ export interface SchedulerInit {
    * @default 32
    */
   maxSeeding?: number
+  /** Transfers one peer is sent at once as first source, over all tasks. @default 8 */
+  maxPeerUploads?: number
+  /** Usable holders of a piece looked at per decision (4× as many visited in all). @default 64 */
+  maxHolderScan?: number
   /** How long a handed-out piece counts against its first source's load. @default 30000 ms */
   assignmentTtl?: number
 }
 
 export interface SchedulerComponents {
   peers: PeerRegistry
+  /** Piece times and bad-bytes blocks, from daemons' reports. @default a new one */
+  stats?: PeerStats
   /** The supernode itself, always the last resort for a piece it holds. */
   self: () => PeerAddress
 }
@@ -43,25 +55,38 @@ interface Assignment {
   at: number
 }
 
+/** A handed-out piece whose transfer ended: whose slot it freed. */
+export interface Released {
+  source: string
+  seeding: boolean
+}
+
+interface Candidate {
+  id: string
+  near: number
+  cost: number
+  tie: number
+}
+
 /**
- * Decides which pieces a peer fetches next and from whom.
+ * Decides which pieces a peer fetches next and from whom (docs/scheduling.md).
  *
- * Pieces: rarest first within a window at the front of what the peer lacks. The window
- * keeps a daemon close to the order it streams the layer in; rarest first (fewest
- * holders, counting transfers in flight) makes peers that start together fetch
- * different pieces, so they have something to trade instead of all queueing on the
- * supernode for piece 0.
+ * Pieces: rarest first within a window at the front of what the peer lacks.
  *
- * Sources: the peers that reported holding the piece, least loaded first, then the
- * supernode: the supernode serves a piece only when no peer can, which is what keeps
- * the origin and the seed from being the bottleneck.
+ * Parents: peers that hold the piece and are not blocked, busy or at their upload
+ * cap; nearest first (same IDC, then longest shared location prefix), then by expected
+ * time (load × measured piece time), then the supernode, which serves a piece only
+ * when no peer can.
  */
 export class Scheduler {
+  readonly stats: PeerStats
   private readonly components: SchedulerComponents
   private readonly maxPeerSources: number
   private readonly windowFactor: number
   private readonly supernodeFanout: number
   private readonly maxSeeding: number
+  private readonly maxPeerUploads: number
+  private readonly maxHolderScan: number
   private seedingTotal = 0
   private readonly assignmentTtl: number
   /** (task, requester, piece) → what was handed out, to count load and pieces in flight */
@@ -74,11 +99,14 @@ export class Scheduler {
 
   constructor (components: SchedulerComponents, init: SchedulerInit = {}) {
     this.components = components
-    this.maxPeerSources = init.maxPeerSources ?? 3
-    this.windowFactor = init.windowFactor ?? 4
-    this.supernodeFanout = init.supernodeFanout ?? 1
-    this.maxSeeding = init.maxSeeding ?? 32
-    this.assignmentTtl = init.assignmentTtl ?? 30_000
+    this.stats = components.stats ?? new PeerStats()
+    this.maxPeerSources = init.maxPeerSources ?? DEFAULT_MAX_PEER_SOURCES
+    this.windowFactor = init.windowFactor ?? DEFAULT_WINDOW_FACTOR
+    this.supernodeFanout = init.supernodeFanout ?? DEFAULT_SUPERNODE_FANOUT
+    this.maxSeeding = init.maxSeeding ?? DEFAULT_MAX_SEEDING
+    this.maxPeerUploads = init.maxPeerUploads ?? DEFAULT_MAX_PEER_UPLOADS
+    this.maxHolderScan = init.maxHolderScan ?? DEFAULT_MAX_HOLDER_SCAN
+    this.assignmentTtl = init.assignmentTtl ?? DEFAULT_ASSIGNMENT_TTL
   }
 
   schedule (task: Task, peerId: string, running: ReadonlySet<number>, limit: number): PieceAssignment[] {
@@ -111,12 +139,13 @@ export class Scheduler {
     }
     window.sort((a, b) => a.rarity - b.rarity || a.num - b.num)
 
+    const requester = this.components.peers.get(peerId)
     const out: PieceAssignment[] = []
     for (const { num } of window) {
       if (out.length >= limit) {
         break
       }
-      const sources = this.sourcesFor(task, num, peerId)
+      const sources = this.sourcesFor(task, num, peerId, requester)
       if (sources.length === 0) {
         // held by peers that are all busy right now: another piece now, this one from
         // them in a moment, rather than the supernode serving it once more
@@ -136,32 +165,75 @@ export class Scheduler {
   }
 
   /** A result came back for a piece: its source is no longer busy with it. */
-  settle (taskId: string, peerId: string, num: number): void {
+  settle (taskId: string, peerId: string, num: number): Released | undefined {
     const key = `${taskId}/${peerId}/${num}`
     const assignment = this.assignments.get(key)
-    if (assignment != null) {
-      this.release(key, assignment)
+    if (assignment == null) {
+      return undefined
     }
+    this.release(key, assignment)
+    return { source: assignment.source, seeding: assignment.seeding }
   }
 
-  /** Sources for a piece, best first; none while every peer holding it is busy. */
-  private sourcesFor (task: Task, num: number, requester: string): PieceSource[] {
-    const { peers } = this.components
-    const others = [...task.holders.get(num) ?? []].filter(id => id !== requester)
-    const holders = others
-      .filter(id => peers.isUsable(id))
-      .map(id => ({ id, load: this.load.get(id) ?? 0, tie: Math.random() }))
-      .sort((a, b) => a.load - b.load || a.tie - b.tie)
-      .slice(0, this.maxPeerSources)
+  /** Transfers handed out with `peerId` as first source, not yet settled. */
+  loadOf (peerId: string): number {
+    return this.load.get(peerId) ?? 0
+  }
 
-    if (holders.length === 0 && others.some(id => peers.isBusy(id))) {
+  /** Assignments not yet settled or expired (for tests and the benchmark). */
+  get pending (): number {
+    return this.assignments.size
+  }
+
+  /** Sources for a piece, best first; none while every peer holding it is busy or at its cap. */
+  private sourcesFor (task: Task, num: number, requester: string, place: Place | undefined): PieceSource[] {
+    const { peers } = this.components
+    const { stats } = this
+    const holders = task.holders.get(num)
+    const best: Candidate[] = []
+    let waitable = false
+    if (holders != null) {
+      let usable = 0
+      let visited = 0
+      // bounded: at most maxHolderScan usable holders, 4× as many visited in all
+      for (const id of holders) {
+        if (usable >= this.maxHolderScan || visited >= this.maxHolderScan * 4) {
+          break
+        }
+        visited++
+        if (id === requester || stats.isBlocked(task.id, id)) {
+          continue
+        }
+        if (!peers.isUsable(id)) {
+          waitable ||= peers.isBusy(id)
+          continue
+        }
+        const load = this.load.get(id) ?? 0
+        if (load >= this.maxPeerUploads) {
+          // this parent has its share: the piece waits for it (or another) rather than
+          // fall to the supernode
+          waitable = true
+          continue
+        }
+        usable++
+        const info = peers.get(id)
+        insertBest(best, { id, near: nearness(place, info), cost: (load + 1) * stats.pieceTime(id), tie: Math.random() }, this.maxPeerSources)
+      }
+    }
+    if (best.length === 0 && waitable) {
       return []
     }
     const sources: PieceSource[] = []
-    for (const holder of holders) {
-      const info = peers.get(holder.id)
+    for (const { id } of best) {
+      const info = peers.get(id)
       if (info != null) {
-        sources.push({ peerId: info.peerId, addrs: info.addrs, kind: 'peer' })
+        sources.push({
+          peerId: info.peerId,
+          addrs: info.addrs,
+          kind: 'peer',
+          ...(info.idc != null ? { idc: info.idc } : {}),
+          ...(info.location != null ? { location: info.location } : {})
+        })
       }
     }
     sources.push({ ...this.components.self(), kind: 'supernode' })
@@ -203,6 +275,26 @@ export class Scheduler {
       }
       this.release(key, assignment)
     }
+  }
+}
+
+/** Nearer first, then cheaper (expected time), then at random. */
+function better (a: Candidate, b: Candidate): boolean {
+  return a.near !== b.near ? a.near > b.near : a.cost !== b.cost ? a.cost < b.cost : a.tie < b.tie
+}
+
+/** Keeps the `max` best candidates in `best`, best first: O(max) per insert, no sort of all holders. */
+function insertBest (best: Candidate[], c: Candidate, max: number): void {
+  let i = best.length
+  while (i > 0 && better(c, best[i - 1]!)) {
+    i--
+  }
+  if (i >= max) {
+    return
+  }
+  best.splice(i, 0, c)
+  if (best.length > max) {
+    best.pop()
   }
 }
 
