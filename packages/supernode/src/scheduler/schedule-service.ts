@@ -88,13 +88,11 @@ export class ScheduleService implements TaskListener {
       if (result.ok) {
         // wakes waiters lacking this piece, up to what the new holder can serve
         task.addHolder(result.num, peerId)
-      } else {
-        // the piece is free to hand out again, perhaps to someone waiting on it
-        this.waiters.wakeWanting(task.id, result.num, 1, peerId)
       }
-      if (released != null) {
-        // a slot of that parent is free: one waiter may now get a piece from it
-        this.waiters.wakeAny(task.id, 1)
+      if (released != null && this.waiters.wakeWantingAny(task.id, [result.num], 1) === 0 && released.seeding) {
+        // a slot of that parent is free: one waiter lacking the piece may now get it
+        // there; a free supernode slot may serve a waiter lacking any piece it has
+        this.waiters.wakeWantingAny(task.id, task.pieces.keys(), 1)
       }
     }
   }

@@ -73,10 +73,13 @@ export class Waiters {
     return woken
   }
 
-  /** Wakes up to `budget` waiters on the task, longest waiting first. */
-  wakeAny (taskId: string, budget: number): number {
+  /**
+   * Wakes up to `budget` waiters on the task that lack any of `nums`, longest waiting
+   * first. Bounded by waiters × nums checks; used when a supernode slot frees up.
+   */
+  wakeWantingAny (taskId: string, nums: Iterable<number>, budget: number): number {
     const set = this.byTask.get(taskId)
-    if (set == null) {
+    if (set == null || budget <= 0) {
       return 0
     }
     let woken = 0
@@ -84,15 +87,29 @@ export class Waiters {
       if (woken >= budget) {
         break
       }
-      waiter.wake()
-      woken++
+      for (const num of nums) {
+        if (waiter.wants(num)) {
+          waiter.wake()
+          woken++
+          break
+        }
+      }
     }
     return woken
   }
 
   /** Wakes every waiter on the task: its state changed (ready, done, failed). */
   wakeAll (taskId: string): number {
-    return this.wakeAny(taskId, Number.POSITIVE_INFINITY)
+    const set = this.byTask.get(taskId)
+    if (set == null) {
+      return 0
+    }
+    let woken = 0
+    for (const waiter of set) {
+      waiter.wake()
+      woken++
+    }
+    return woken
   }
 
   /** Long polls waiting, on one task or on all. */
