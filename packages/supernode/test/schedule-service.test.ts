@@ -47,7 +47,7 @@ describe('ScheduleService', () => {
 
   it('wakes only the waiters a report can help', async () => {
     // both pieces are being seeded (to A and B), every supernode slot taken: the others wait
-    const { service, scheduler, peers } = setup(['A', 'B', 'C', 'D'], { maxSeeding: 2 })
+    const { service, scheduler, peers, decisions } = setup(['A', 'B', 'C', 'D'], { maxSeeding: 2 })
     const t = task(service, 2)
     expect(scheduler.schedule(t, 'A', new Set(), 1).map(a => a.num)).toEqual([0])
     expect(scheduler.schedule(t, 'B', new Set(), 1).map(a => a.num)).toEqual([1])
@@ -60,6 +60,7 @@ describe('ScheduleService', () => {
     const polls = [poll('C', []), poll('D', []), poll('E', [1])]
     await tick()
     expect(service.waiters.count(t.id)).toBe(3)
+    const decided = decisions.length
     // A got piece 0: as its new holder A wakes those lacking piece 0 (C and D), and its
     // freed supernode slot wakes nobody else: E lacks nothing it is not fetching
     service.report(t, 'A', [{ num: 0, ok: true, source: 'SuperNode' }])
@@ -67,6 +68,8 @@ describe('ScheduleService', () => {
     await tick()
     expect(woke.sort()).toEqual(['C:0', 'D:0'])
     expect(service.waiters.count(t.id)).toBe(1)
+    // two scheduling passes (C's and D's), none spent on E
+    expect(decisions.length - decided).toBe(2)
     await Promise.all(polls)
     expect(woke).toContain('E:')
   })
