@@ -55,6 +55,29 @@ describe('Scheduler rules', () => {
     }
   })
 
+  it('lets a piece cross into an IDC once at a time, then waits for it to spread there', () => {
+    const { scheduler } = setup([peer('X1', { idc: 'x' }), peer('Y1', { idc: 'y' }), peer('Y2', { idc: 'y' })])
+    const task = taskWithPieces(1)
+    task.addHolder(0, 'X1')
+    // Y1 takes it across; Y2 waits for Y1 rather than cross again
+    expect(firstSources(scheduler, task, 'Y1')).toEqual(['X1', 'SuperNode'])
+    expect(scheduler.schedule(task, 'Y2', new Set(), 1)).toEqual([])
+    // once it landed in y, Y2 gets it there, and only there (the supernode stays last resort)
+    task.addHolder(0, 'Y1')
+    scheduler.settle(task.id, 'Y1', 0)
+    expect(firstSources(scheduler, task, 'Y2')).toEqual(['Y1', 'SuperNode'])
+  })
+
+  it('waits for a busy parent in its own IDC rather than fetch across', () => {
+    const { scheduler } = setup([peer('X1', { idc: 'x' }), peer('Y1', { idc: 'y' }), peer('Y2', { idc: 'y' }), peer('Y3', { idc: 'y' })], { maxPeerUploads: 1 })
+    const task = taskWithPieces(1)
+    task.addHolder(0, 'X1')
+    task.addHolder(0, 'Y1')
+    expect(firstSources(scheduler, task, 'Y2')).toEqual(['Y1', 'SuperNode'])
+    // Y1 is at its cap: Y3 waits for it, although X1 is free
+    expect(scheduler.schedule(task, 'Y3', new Set(), 1)).toEqual([])
+  })
+
   it('after the IDC, prefers the parent sharing the longest location prefix', () => {
     const { scheduler } = setup([
       peer('Far', { idc: 'a', location: 'us|nyc|r1' }),

@@ -12,6 +12,16 @@ export const DEFAULT_WINDOW_FACTOR = 4
 /** Transfers of one piece the supernode serves at once while no peer holds it. */
 export const DEFAULT_SUPERNODE_FANOUT = 1
 
+/** Transfers of one piece into one IDC from a peer in another IDC at once: a piece crosses once, then spreads inside. */
+export const DEFAULT_CROSS_IDC_FANOUT = 1
+
+/**
+ * Longest one long-poll pass sleeps before it looks again although nothing woke it:
+ * what no report announces (a BUSY back-off or a block running out, an assignment
+ * expiring) is noticed within this (ms).
+ */
+export const DEFAULT_RECHECK_INTERVAL = 1_000
+
 /** Transfers the supernode serves at once as first source (its upload slots). */
 export const DEFAULT_MAX_SEEDING = 32
 

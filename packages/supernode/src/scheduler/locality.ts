@@ -5,7 +5,7 @@ export interface Place {
 }
 
 /** Score added when two peers share an IDC: it outranks any location prefix (at most 16 parts). */
-const SAME_IDC = 1_000
+export const SAME_IDC_NEARNESS = 1_000
 
 /**
  * How near a candidate parent is to a requester, higher is nearer: the same IDC first,
@@ -18,7 +18,7 @@ export function nearness (requester: Place | undefined, candidate: Place | undef
   }
   let score = 0
   if (requester.idc != null && requester.idc === candidate.idc) {
-    score += SAME_IDC
+    score += SAME_IDC_NEARNESS
   }
   if (requester.location != null && candidate.location != null) {
     score += sharedPrefix(requester.location, candidate.location)

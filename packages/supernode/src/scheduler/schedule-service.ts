@@ -1,4 +1,4 @@
-import { DEFAULT_MAX_PEER_UPLOADS, DEFAULT_SUPERNODE_FANOUT, MAX_POLL_PASSES } from './constants.ts'
+import { DEFAULT_MAX_PEER_UPLOADS, DEFAULT_RECHECK_INTERVAL, DEFAULT_SUPERNODE_FANOUT, MAX_POLL_PASSES } from './constants.ts'
 import { Waiters } from './waiters.ts'
 import type { Scheduler } from './scheduler.ts'
 import type { PeerRegistry } from '../peers/peer-registry.ts'
@@ -10,6 +10,11 @@ export interface ScheduleServiceInit {
   wakePerHolder?: number
   /** Waiters lacking a piece that the supernode cutting it wakes. @default 1 (its fan-out) */
   wakePerNewPiece?: number
+  /**
+   * Longest a long poll sleeps before looking again unwoken, so what no report
+   * announces (a BUSY back-off ending, an assignment expiring) is seen. @default 1000 ms
+   */
+  recheckInterval?: number
 }
 
 export interface ScheduleServiceComponents {
@@ -43,11 +48,13 @@ export class ScheduleService implements TaskListener {
   private readonly c: ScheduleServiceComponents
   private readonly wakePerHolder: number
   private readonly wakePerNewPiece: number
+  private readonly recheckInterval: number
 
   constructor (components: ScheduleServiceComponents, init: ScheduleServiceInit = {}) {
     this.c = components
     this.wakePerHolder = init.wakePerHolder ?? DEFAULT_MAX_PEER_UPLOADS
     this.wakePerNewPiece = init.wakePerNewPiece ?? DEFAULT_SUPERNODE_FANOUT
+    this.recheckInterval = init.recheckInterval ?? DEFAULT_RECHECK_INTERVAL
   }
 
   /** Starts hearing a task's changes. */
@@ -89,10 +96,10 @@ export class ScheduleService implements TaskListener {
         // wakes waiters lacking this piece, up to what the new holder can serve
         task.addHolder(result.num, peerId)
       }
-      if (released != null && this.waiters.wakeWantingAny(task.id, [result.num], 1) === 0 && released.seeding) {
-        // a slot of that parent is free: one waiter lacking the piece may now get it
-        // there; a free supernode slot may serve a waiter lacking any piece it has
-        this.waiters.wakeWantingAny(task.id, task.pieces.keys(), 1)
+      if (released != null && this.waiters.wakeWantingAny(task.id, () => [result.num], 1) === 0) {
+        // a slot of that parent is free: one waiter lacking a piece it holds may now
+        // get it there (any piece, when the parent is the supernode)
+        this.waiters.wakeWantingAny(task.id, () => released.seeding ? task.pieces.keys() : heldBy(task, released.source), 1)
       }
     }
   }
@@ -113,7 +120,7 @@ export class ScheduleService implements TaskListener {
         remaining <= 0 || options.signal?.aborted === true) {
         return assignments
       }
-      await this.waiters.wait(task.id, peerId, wants, remaining, options.signal)
+      await this.waiters.wait(task.id, peerId, wants, Math.min(remaining, this.recheckInterval), options.signal)
     }
     return []
   }
@@ -141,6 +148,15 @@ export class ScheduleService implements TaskListener {
 
   stateChanged (task: Task): void {
     this.waiters.wakeAll(task.id)
+  }
+}
+
+/** The pieces `peerId` holds of a task, lazily (a waiter that wants one stops the walk). */
+function * heldBy (task: Task, peerId: string): Generator<number> {
+  for (const [num, holders] of task.holders) {
+    if (holders.has(peerId)) {
+      yield num
+    }
   }
 }
 

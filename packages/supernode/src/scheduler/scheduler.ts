@@ -1,8 +1,8 @@
 import {
   DEFAULT_ASSIGNMENT_TTL, DEFAULT_MAX_HOLDER_SCAN, DEFAULT_MAX_PEER_SOURCES, DEFAULT_MAX_PEER_UPLOADS, DEFAULT_MAX_SEEDING,
-  DEFAULT_SUPERNODE_FANOUT, DEFAULT_WINDOW_FACTOR
+  DEFAULT_SUPERNODE_FANOUT, DEFAULT_WINDOW_FACTOR, DEFAULT_CROSS_IDC_FANOUT
 } from './constants.ts'
-import { nearness, type Place } from './locality.ts'
+import { nearness, SAME_IDC_NEARNESS, sameIdc, type Place } from './locality.ts'
 import { PeerStats } from './peer-stats.ts'
 import type { PeerRegistry } from '../peers/peer-registry.ts'
 import type { Task } from '../tasks/task.ts'
@@ -35,6 +35,11 @@ export interface SchedulerInit {
   maxHolderScan?: number
   /** How long a handed-out piece counts against its first source's load. @default 30000 ms */
   assignmentTtl?: number
+  /**
+   * Transfers of one piece into one IDC from a peer in another IDC at once. The rest of
+   * that IDC waits for the piece to land there and trades it inside. @default 1
+   */
+  crossIdcFanout?: number
 }
 
 export interface SchedulerComponents {
@@ -52,6 +57,8 @@ interface Assignment {
   piece: string
   /** Served by the supernode because no peer held the piece */
   seeding: boolean
+  /** `${taskId}/${num}/${idc}` when the piece crosses into the requester's IDC from another */
+  cross: string | undefined
   at: number
 }
 
@@ -89,6 +96,9 @@ export class Scheduler {
   private readonly maxHolderScan: number
   private seedingTotal = 0
   private readonly assignmentTtl: number
+  private readonly crossIdcFanout: number
+  /** (task, piece, requester's IDC) → transfers of it in flight into that IDC from another */
+  private readonly crossing = new Map<string, number>()
   /** (task, requester, piece) → what was handed out, to count load and pieces in flight */
   private readonly assignments = new Map<string, Assignment>()
   private readonly load = new Map<string, number>()
@@ -107,6 +117,7 @@ export class Scheduler {
     this.maxPeerUploads = init.maxPeerUploads ?? DEFAULT_MAX_PEER_UPLOADS
     this.maxHolderScan = init.maxHolderScan ?? DEFAULT_MAX_HOLDER_SCAN
     this.assignmentTtl = init.assignmentTtl ?? DEFAULT_ASSIGNMENT_TTL
+    this.crossIdcFanout = init.crossIdcFanout ?? DEFAULT_CROSS_IDC_FANOUT
   }
 
   schedule (task: Task, peerId: string, running: ReadonlySet<number>, limit: number): PieceAssignment[] {
@@ -157,8 +168,15 @@ export class Scheduler {
         // it), or every supernode upload slot is taken
         continue
       }
+      const first = sources[0]
+      // a piece crossing into the requester's IDC from a peer in another
+      const cross = !seeding && requester?.idc != null && sameIdc(requester, first) === false ? `${task.id}/${num}/${requester.idc}` : undefined
+      if (cross != null && (this.crossing.get(cross) ?? 0) >= this.crossIdcFanout) {
+        // already crossing into this IDC: fetch it from there once it landed
+        continue
+      }
       const piece = task.pieces.get(num)!
-      this.assign(task.id, peerId, num, sources[0]?.peerId ?? '', seeding)
+      this.assign(task.id, peerId, num, first?.peerId ?? '', seeding, cross)
       out.push({ num, offset: piece.offset, length: piece.length, digest: piece.digest, sources })
     }
     return out.sort((a, b) => a.num - b.num)
@@ -192,6 +210,8 @@ export class Scheduler {
     const holders = task.holders.get(num)
     const best: Candidate[] = []
     let waitable = false
+    /** A holder in the requester's IDC exists, though busy or at its cap */
+    let nearWaitable = false
     if (holders != null) {
       let usable = 0
       let visited = 0
@@ -204,8 +224,12 @@ export class Scheduler {
         if (id === requester || stats.isBlocked(task.id, id)) {
           continue
         }
+        const info = peers.get(id)
         if (!peers.isUsable(id)) {
-          waitable ||= peers.isBusy(id)
+          if (peers.isBusy(id)) {
+            waitable = true
+            nearWaitable ||= sameIdc(place, info) === true
+          }
           continue
         }
         const load = this.load.get(id) ?? 0
@@ -213,18 +237,29 @@ export class Scheduler {
           // this parent has its share: the piece waits for it (or another) rather than
           // fall to the supernode
           waitable = true
+          nearWaitable ||= sameIdc(place, info) === true
           continue
         }
         usable++
-        const info = peers.get(id)
         insertBest(best, { id, near: nearness(place, info), cost: (load + 1) * stats.pieceTime(id), tie: Math.random() }, this.maxPeerSources)
       }
     }
     if (best.length === 0 && waitable) {
       return []
     }
+    const nearFound = best.some(c => c.near >= SAME_IDC_NEARNESS)
+    if (nearWaitable && !nearFound) {
+      // a parent in the requester's IDC has the piece but no slot now: wait for it
+      // rather than pull the piece across IDCs again
+      return []
+    }
     const sources: PieceSource[] = []
-    for (const { id } of best) {
+    for (const { id, near } of best) {
+      if (nearFound && near < SAME_IDC_NEARNESS) {
+        // scarce cross-IDC links are not a fallback for a near parent that failed:
+        // the supernode is
+        continue
+      }
       const info = peers.get(id)
       if (info != null) {
         sources.push({
@@ -240,15 +275,18 @@ export class Scheduler {
     return sources
   }
 
-  private assign (taskId: string, peerId: string, num: number, source: string, seeding: boolean): void {
+  private assign (taskId: string, peerId: string, num: number, source: string, seeding: boolean, cross?: string): void {
     const key = `${taskId}/${peerId}/${num}`
     const previous = this.assignments.get(key)
     if (previous != null) {
       this.release(key, previous)
     }
     // re-inserting keeps the map in time order, so expire() stops at the first live entry
-    const assignment = { source, piece: `${taskId}/${num}`, seeding, at: Date.now() }
+    const assignment = { source, piece: `${taskId}/${num}`, seeding, cross, at: Date.now() }
     this.assignments.set(key, assignment)
+    if (cross != null) {
+      bump(this.crossing, cross, 1)
+    }
     bump(this.load, assignment.source, 1)
     bump(this.inflight, assignment.piece, 1)
     if (seeding) {
@@ -261,6 +299,9 @@ export class Scheduler {
     this.assignments.delete(key)
     bump(this.load, assignment.source, -1)
     bump(this.inflight, assignment.piece, -1)
+    if (assignment.cross != null) {
+      bump(this.crossing, assignment.cross, -1)
+    }
     if (assignment.seeding) {
       bump(this.seeding, assignment.piece, -1)
       this.seedingTotal--

@@ -74,10 +74,10 @@ export class Waiters {
   }
 
   /**
-   * Wakes up to `budget` waiters on the task that lack any of `nums`, longest waiting
+   * Wakes up to `budget` waiters on the task that lack any of `nums()`, longest waiting
    * first. Bounded by waiters × nums checks; used when a supernode slot frees up.
    */
-  wakeWantingAny (taskId: string, nums: Iterable<number>, budget: number): number {
+  wakeWantingAny (taskId: string, nums: () => Iterable<number>, budget: number): number {
     const set = this.byTask.get(taskId)
     if (set == null || budget <= 0) {
       return 0
@@ -87,7 +87,7 @@ export class Waiters {
       if (woken >= budget) {
         break
       }
-      for (const num of nums) {
+      for (const num of nums()) {
         if (waiter.wants(num)) {
           waiter.wake()
           woken++
