@@ -52,7 +52,8 @@ describe('swarm at scale', () => {
   const pullEverywhere = async (name: string, idcs: Array<string | null>): Promise<{ digest: string, daemonMetrics: Array<Map<string, number>>, supernodeMetrics: Map<string, number> }> => {
     supernode = await startSupernode({ dir: join(dir, `${name}-sn`), allowSource: [proxy.url], pieceSize: PIECE })
     const sn = supernode
-    daemons = await Promise.all(idcs.map(async (idc, i) => {
+    // each daemon joins the list as it starts, so afterEach stops it even when another fails to
+    await Promise.all(idcs.map(async (idc, i) => {
       const host = `${name}-${i}`
       const extraArgs: string[] = []
       if (idc != null) {
@@ -61,7 +62,7 @@ describe('swarm at scale', () => {
         await writeFile(config, `idc: ${idc}\nlocation: eu|${idc}|rack${i % 2}\n`)
         extraArgs.push('--config', config)
       }
-      return startDaemon({ dir, name: host, registry: proxy.url, supernode: sn.url, extraArgs })
+      daemons.push(await startDaemon({ dir, name: host, registry: proxy.url, supernode: sn.url, extraArgs }))
     }))
     const data = randomBytes(SIZE)
     const digest = sha256(data)
