@@ -51,15 +51,33 @@ export interface SchedulerComponents {
 }
 
 interface Assignment {
+  load: TaskLoad
+  /** The requester */
+  peerId: string
+  num: number
   /** The source put first */
   source: string
-  /** `${taskId}/${num}` */
-  piece: string
   /** Served by the supernode because no peer held the piece */
   seeding: boolean
-  /** `${taskId}/${num}/${idc}` when the piece crosses into the requester's IDC from another */
-  cross: string | undefined
+  /** The requester's IDC when the piece crosses into it from another */
+  crossInto: string | undefined
   at: number
+  /** False once settled or expired (it may still sit in the expiry queue) */
+  live: boolean
+}
+
+/** What is in flight for one task: counted per piece, without building string keys on the hot path. */
+interface TaskLoad {
+  id: string
+  /** piece → transfers of it in flight, to any peer */
+  inflight: Map<number, number>
+  /** piece → transfers of it in flight from the supernode */
+  seeding: Map<number, number>
+  /** IDC → piece → transfers of it in flight into that IDC from another */
+  crossing: Map<string, Map<number, number>>
+  /** requester → piece → what was handed out */
+  byPeer: Map<string, Map<number, Assignment>>
+  live: number
 }
 
 /** A handed-out piece whose transfer ended: whose slot it freed. */
@@ -97,15 +115,13 @@ export class Scheduler {
   private seedingTotal = 0
   private readonly assignmentTtl: number
   private readonly crossIdcFanout: number
-  /** (task, piece, requester's IDC) → transfers of it in flight into that IDC from another */
-  private readonly crossing = new Map<string, number>()
-  /** (task, requester, piece) → what was handed out, to count load and pieces in flight */
-  private readonly assignments = new Map<string, Assignment>()
+  private readonly tasks = new Map<string, TaskLoad>()
+  /** Handed-out transfers in the order they were handed out, for expiry; settled ones are skipped */
+  private queue: Assignment[] = []
+  private head = 0
+  private live = 0
+  /** parent → transfers handed out with it as first source */
   private readonly load = new Map<string, number>()
-  /** (task, piece) → transfers of it in flight, to any peer */
-  private readonly inflight = new Map<string, number>()
-  /** (task, piece) → transfers of it in flight from the supernode */
-  private readonly seeding = new Map<string, number>()
 
   constructor (components: SchedulerComponents, init: SchedulerInit = {}) {
     this.components = components
@@ -125,6 +141,8 @@ export class Scheduler {
     if (limit <= 0) {
       return []
     }
+    const load = this.loadFor(task.id)
+    const mine = load.byPeer.get(peerId)
     const windowSize = Math.max(limit * this.windowFactor, 16)
     const window: Array<{ num: number, rarity: number }> = []
     const pieceCount = task.pieceCount ?? Number.POSITIVE_INFINITY
@@ -142,11 +160,11 @@ export class Scheduler {
       // the requester names every piece it is fetching: an assignment of this one to it
       // is stale (a daemon restarted under the same peer id), and must not keep the
       // piece's seeding slot until it expires
-      const stale = this.assignments.get(`${task.id}/${peerId}/${num}`)
+      const stale = mine?.get(num)
       if (stale != null) {
-        this.release(`${task.id}/${peerId}/${num}`, stale)
+        this.release(stale)
       }
-      window.push({ num, rarity: (task.holders.get(num)?.size ?? 0) + (this.inflight.get(`${task.id}/${num}`) ?? 0) })
+      window.push({ num, rarity: (task.holders.get(num)?.size ?? 0) + (load.inflight.get(num) ?? 0) })
     }
     window.sort((a, b) => a.rarity - b.rarity || a.num - b.num)
 
@@ -163,33 +181,35 @@ export class Scheduler {
         continue
       }
       const seeding = sources[0]?.kind === 'supernode'
-      if (seeding && ((this.seeding.get(`${task.id}/${num}`) ?? 0) >= this.supernodeFanout || this.seedingTotal >= this.maxSeeding)) {
+      if (seeding && ((load.seeding.get(num) ?? 0) >= this.supernodeFanout || this.seedingTotal >= this.maxSeeding)) {
         // being seeded to someone else already (fetch it from them once they have
         // it), or every supernode upload slot is taken
         continue
       }
       const first = sources[0]
       // a piece crossing into the requester's IDC from a peer in another
-      const cross = !seeding && requester?.idc != null && sameIdc(requester, first) === false ? `${task.id}/${num}/${requester.idc}` : undefined
-      if (cross != null && (this.crossing.get(cross) ?? 0) >= this.crossIdcFanout) {
+      const cross = !seeding && requester?.idc != null && sameIdc(requester, first) === false ? requester.idc : undefined
+      if (cross != null && (load.crossing.get(cross)?.get(num) ?? 0) >= this.crossIdcFanout) {
         // already crossing into this IDC: fetch it from there once it landed
         continue
       }
       const piece = task.pieces.get(num)!
-      this.assign(task.id, peerId, num, first?.peerId ?? '', seeding, cross)
+      this.assign(load, peerId, num, first?.peerId ?? '', seeding, cross)
       out.push({ num, offset: piece.offset, length: piece.length, digest: piece.digest, sources })
+    }
+    if (load.live === 0) {
+      this.tasks.delete(load.id)
     }
     return out.sort((a, b) => a.num - b.num)
   }
 
   /** A result came back for a piece: its source is no longer busy with it. */
   settle (taskId: string, peerId: string, num: number): Released | undefined {
-    const key = `${taskId}/${peerId}/${num}`
-    const assignment = this.assignments.get(key)
+    const assignment = this.tasks.get(taskId)?.byPeer.get(peerId)?.get(num)
     if (assignment == null) {
       return undefined
     }
-    this.release(key, assignment)
+    this.release(assignment)
     return { source: assignment.source, seeding: assignment.seeding }
   }
 
@@ -200,7 +220,21 @@ export class Scheduler {
 
   /** Assignments not yet settled or expired (for tests and the benchmark). */
   get pending (): number {
-    return this.assignments.size
+    return this.live
+  }
+
+  /** Tasks with transfers in flight (bounded: a task's entry goes with its last transfer). */
+  get tasksInFlight (): number {
+    return this.tasks.size
+  }
+
+  private loadFor (taskId: string): TaskLoad {
+    let load = this.tasks.get(taskId)
+    if (load == null) {
+      load = { id: taskId, inflight: new Map(), seeding: new Map(), crossing: new Map(), byPeer: new Map(), live: 0 }
+      this.tasks.set(taskId, load)
+    }
+    return load
   }
 
   /** Sources for a piece, best first; none while every peer holding it is busy or at its cap. */
@@ -275,46 +309,89 @@ export class Scheduler {
     return sources
   }
 
-  private assign (taskId: string, peerId: string, num: number, source: string, seeding: boolean, cross?: string): void {
-    const key = `${taskId}/${peerId}/${num}`
-    const previous = this.assignments.get(key)
+  private assign (load: TaskLoad, peerId: string, num: number, source: string, seeding: boolean, crossInto?: string): void {
+    let mine = load.byPeer.get(peerId)
+    if (mine == null) {
+      mine = new Map()
+      load.byPeer.set(peerId, mine)
+    }
+    const previous = mine.get(num)
     if (previous != null) {
-      this.release(key, previous)
+      this.release(previous)
     }
-    // re-inserting keeps the map in time order, so expire() stops at the first live entry
-    const assignment = { source, piece: `${taskId}/${num}`, seeding, cross, at: Date.now() }
-    this.assignments.set(key, assignment)
-    if (cross != null) {
-      bump(this.crossing, cross, 1)
+    const assignment: Assignment = { load, peerId, num, source, seeding, crossInto, at: Date.now(), live: true }
+    mine.set(num, assignment)
+    this.queue.push(assignment)
+    this.live++
+    load.live++
+    bump(this.load, source, 1)
+    bump(load.inflight, num, 1)
+    if (crossInto != null) {
+      let crossing = load.crossing.get(crossInto)
+      if (crossing == null) {
+        crossing = new Map()
+        load.crossing.set(crossInto, crossing)
+      }
+      bump(crossing, num, 1)
     }
-    bump(this.load, assignment.source, 1)
-    bump(this.inflight, assignment.piece, 1)
     if (seeding) {
-      bump(this.seeding, assignment.piece, 1)
+      bump(load.seeding, num, 1)
       this.seedingTotal++
     }
   }
 
-  private release (key: string, assignment: Assignment): void {
-    this.assignments.delete(key)
+  private release (assignment: Assignment): void {
+    if (!assignment.live) {
+      return
+    }
+    assignment.live = false
+    const { load, num } = assignment
+    const mine = load.byPeer.get(assignment.peerId)
+    if (mine?.get(num) === assignment) {
+      mine.delete(num)
+      if (mine.size === 0) {
+        load.byPeer.delete(assignment.peerId)
+      }
+    }
+    this.live--
+    load.live--
     bump(this.load, assignment.source, -1)
-    bump(this.inflight, assignment.piece, -1)
-    if (assignment.cross != null) {
-      bump(this.crossing, assignment.cross, -1)
+    bump(load.inflight, num, -1)
+    if (assignment.crossInto != null) {
+      const crossing = load.crossing.get(assignment.crossInto)
+      if (crossing != null) {
+        bump(crossing, num, -1)
+        if (crossing.size === 0) {
+          load.crossing.delete(assignment.crossInto)
+        }
+      }
     }
     if (assignment.seeding) {
-      bump(this.seeding, assignment.piece, -1)
+      bump(load.seeding, num, -1)
       this.seedingTotal--
+    }
+    if (load.live === 0) {
+      this.tasks.delete(load.id)
     }
   }
 
   private expire (): void {
     const cutoff = Date.now() - this.assignmentTtl
-    for (const [key, assignment] of this.assignments) {
-      if (assignment.at >= cutoff) {
+    // bounded by the queue; each entry is passed once
+    while (this.head < this.queue.length) {
+      const assignment = this.queue[this.head]!
+      if (assignment.live && assignment.at >= cutoff) {
         break
       }
-      this.release(key, assignment)
+      this.release(assignment)
+      this.head++
+    }
+    const queued = this.queue.length - this.head
+    if (queued > 1024 && queued > 2 * this.live) {
+      // settled entries are dropped now and then (order kept): the queue stays about as
+      // long as what is in flight, amortized O(1) per transfer
+      this.queue = this.queue.slice(this.head).filter(a => a.live)
+      this.head = 0
     }
   }
 }
@@ -339,7 +416,7 @@ function insertBest (best: Candidate[], c: Candidate, max: number): void {
   }
 }
 
-function bump (counts: Map<string, number>, key: string, delta: number): void {
+function bump<K> (counts: Map<K, number>, key: K, delta: number): void {
   const next = (counts.get(key) ?? 0) + delta
   if (next <= 0) {
     counts.delete(key)
