@@ -5,9 +5,15 @@
  * for 4 more. Measures piece reports handled per CPU-second, the latency of one
  * scheduling decision (p50, p99), and RSS after each round; every round starts 100 new
  * tasks and lets the old ones go, so RSS across rounds shows whether memory stays flat.
+ * It runs with the supernode's V8 flags (`packages/core/src/runtime/node-flags.ts`).
  *
  *   ./dev bench scheduler [--peers 10000] [--tasks 100] [--gib 1] [--rounds 3] [--idcs 4]
  */
+// first: the V8 flags the supernode runs with (re-executes this process with them), so
+// RSS and pauses are the supernode's
+import '../../packages/core/dist/runtime/apply-node-flags.js'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { parseArgs } from 'node:util'
 import { REPO_ROOT } from '../harness/processes.ts'
 import type * as SupernodeModule from '../../packages/supernode/src/index.ts'
@@ -89,6 +95,10 @@ function makeTask (round: number, t: number): SupernodeModule.Task {
   return task
 }
 
+setFlagsFromString('--expose-gc')
+/** A full collection, so the heap figure is what is live */
+const fullGc = runInNewContext('gc') as () => void
+
 const percentile = (sorted: Float64Array, p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? 0
 const mib = (n: number): string => (n / 2 ** 20).toFixed(0)
 
@@ -147,7 +157,7 @@ for (let round = 0; round < ROUNDS; round++) {
   }
   tasks.length = 0
   running.clear()
-  globalThis.gc?.()
+  fullGc()
   const { rss, heapUsed } = process.memoryUsage()
   peakRss = Math.max(peakRss, rss)
   worstP99 = Math.max(worstP99, p99)
@@ -159,4 +169,4 @@ const rate = totalReports / totalReportCpu
 process.stdout.write(`\npiece reports per CPU-second: ${Math.round(rate)} (target >= 20000) ${rate >= 20_000 ? 'ok' : 'MISSED'}\n`)
 process.stdout.write(`worst round's decision p99: ${worstP99.toFixed(3)} ms (target <= 2) ${worstP99 <= 2 ? 'ok' : 'MISSED'}\n`)
 process.stdout.write(`peak RSS after a round: ${mib(peakRss)} MiB (target <= 300) ${peakRss <= 300 * 2 ** 20 ? 'ok' : 'MISSED'}\n`)
-process.stdout.write(`pending assignments left: ${scheduler.pending}\n`)
+process.stdout.write(`left in the scheduler: ${scheduler.pending} transfers in flight, ${scheduler.queued} queued for expiry, ${scheduler.tasksInFlight} tasks\n`)

@@ -190,6 +190,22 @@ describe('Scheduler rules', () => {
     expect(looked).toBeLessThanOrEqual(10 * 32)
   })
 
+  it('keeps no trace of transfers once they are settled (memory stays flat)', () => {
+    const { scheduler } = setup([peer('A'), peer('B')])
+    for (let round = 0; round < 50; round++) {
+      const task = taskWithPieces(100, round.toString(16).padStart(64, '0'))
+      for (const id of ['A', 'B']) {
+        for (const a of scheduler.schedule(task, id, new Set(), 64)) {
+          scheduler.settle(task.id, id, a.num)
+        }
+      }
+    }
+    // every hand-out was settled: nothing in flight, no task state, the expiry queue trimmed
+    expect(scheduler.pending).toBe(0)
+    expect(scheduler.tasksInFlight).toBe(0)
+    expect(scheduler.queued).toBeLessThan(1100)
+  })
+
   it('names the parent\'s IDC and location in its source, for the fetcher to count cross-IDC bytes', () => {
     const { scheduler } = setup([peer('A', { idc: 'x', location: 'eu|fra' }), peer('R', { idc: 'y' })])
     const task = taskWithPieces(1)

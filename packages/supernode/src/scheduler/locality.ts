@@ -34,13 +34,30 @@ export function sameIdc (a: Place | undefined, b: Place | undefined): boolean | 
   return a.idc === b.idc
 }
 
+/** Leading `|`-separated parts two locations share, without splitting them (no garbage per call). */
 function sharedPrefix (a: string, b: string): number {
-  const pa = a.split('|')
-  const pb = b.split('|')
-  let n = 0
-  // bounded by the schema: at most 16 parts
-  while (n < pa.length && n < pb.length && pa[n] === pb[n]) {
-    n++
+  let parts = 0
+  let i = 0
+  // bounded by the shorter string (at most 512 characters by the schema)
+  while (true) {
+    const ea = i >= a.length || a.charCodeAt(i) === PIPE
+    const eb = i >= b.length || b.charCodeAt(i) === PIPE
+    if (ea || eb) {
+      if (ea && eb) {
+        parts++
+        if (i >= a.length || i >= b.length) {
+          return parts
+        }
+        i++
+        continue
+      }
+      return parts
+    }
+    if (a.charCodeAt(i) !== b.charCodeAt(i)) {
+      return parts
+    }
+    i++
   }
-  return n
 }
+
+const PIPE = 0x7c

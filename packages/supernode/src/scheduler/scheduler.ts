@@ -223,6 +223,11 @@ export class Scheduler {
     return this.live
   }
 
+  /** Entries the expiry queue holds, settled and passed ones included (bounded: about twice what is in flight, amortized). */
+  get queued (): number {
+    return this.queue.length
+  }
+
   /** Tasks with transfers in flight (bounded: a task's entry goes with its last transfer). */
   get tasksInFlight (): number {
     return this.tasks.size
@@ -275,7 +280,7 @@ export class Scheduler {
           continue
         }
         usable++
-        insertBest(best, { id, near: nearness(place, info), cost: (load + 1) * stats.pieceTime(id), tie: Math.random() }, this.maxPeerSources)
+        insertBest(best, id, nearness(place, info), (load + 1) * stats.pieceTime(id), this.maxPeerSources)
       }
     }
     if (best.length === 0 && waitable) {
@@ -318,6 +323,10 @@ export class Scheduler {
     const previous = mine.get(num)
     if (previous != null) {
       this.release(previous)
+    }
+    if (this.tasks.get(load.id) !== load) {
+      // a release earlier in this decision emptied and dropped it
+      this.tasks.set(load.id, load)
     }
     const assignment: Assignment = { load, peerId, num, source, seeding, crossInto, at: Date.now(), live: true }
     mine.set(num, assignment)
@@ -370,7 +379,7 @@ export class Scheduler {
       bump(load.seeding, num, -1)
       this.seedingTotal--
     }
-    if (load.live === 0) {
+    if (load.live === 0 && this.tasks.get(load.id) === load) {
       this.tasks.delete(load.id)
     }
   }
@@ -387,7 +396,7 @@ export class Scheduler {
       this.head++
     }
     const queued = this.queue.length - this.head
-    if (queued > 1024 && queued > 2 * this.live) {
+    if ((this.head > 1024 && this.head > queued) || (queued > 1024 && queued > 2 * this.live)) {
       // settled entries are dropped now and then (order kept): the queue stays about as
       // long as what is in flight, amortized O(1) per transfer
       this.queue = this.queue.slice(this.head).filter(a => a.live)
@@ -397,20 +406,24 @@ export class Scheduler {
 }
 
 /** Nearer first, then cheaper (expected time), then at random. */
-function better (a: Candidate, b: Candidate): boolean {
-  return a.near !== b.near ? a.near > b.near : a.cost !== b.cost ? a.cost < b.cost : a.tie < b.tie
+function better (near: number, cost: number, tie: number, b: Candidate): boolean {
+  return near !== b.near ? near > b.near : cost !== b.cost ? cost < b.cost : tie < b.tie
 }
 
-/** Keeps the `max` best candidates in `best`, best first: O(max) per insert, no sort of all holders. */
-function insertBest (best: Candidate[], c: Candidate, max: number): void {
+/**
+ * Keeps the `max` best candidates in `best`, best first: O(max) per holder, no sort of
+ * all holders, and no object made for a holder that does not make the list.
+ */
+function insertBest (best: Candidate[], id: string, near: number, cost: number, max: number): void {
+  const tie = Math.random()
   let i = best.length
-  while (i > 0 && better(c, best[i - 1]!)) {
+  while (i > 0 && better(near, cost, tie, best[i - 1]!)) {
     i--
   }
   if (i >= max) {
     return
   }
-  best.splice(i, 0, c)
+  best.splice(i, 0, { id, near, cost, tie })
   if (best.length > max) {
     best.pop()
   }
