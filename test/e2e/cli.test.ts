@@ -60,6 +60,8 @@ describe('bad input', () => {
     ['dfget <url> without -o', [BINARIES.dfget, 'http://127.0.0.1:9/x'], /--output: is required/],
     ['dfget --digest md5:abc', [BINARIES.dfget, 'http://127.0.0.1:9/x', '-o', '/tmp/x', '--digest', 'md5:abc'], /invalid digest "md5:abc"/],
     ['dfget without a URL', [BINARIES.dfget], /missing the URL/],
+    ['dfget daemon --location eu||fra', [BINARIES.dfget, 'daemon', '--location', 'eu||fra'], /--location: must be up to 16 non-empty \|-separated parts/],
+    ['dfget daemon --idc "two words"', [BINARIES.dfget, 'daemon', '--idc', 'two words'], /--idc: must be one word without \| or spaces/],
     ['dfget daemon --no-such-flag', [BINARIES.dfget, 'daemon', '--no-such-flag'], /unknown option '--no-such-flag'/]
   ])('%s exits non-zero naming the problem', async (_label, args, message) => {
     const { stderr, code } = await run(node, args, { timeoutMs: 20_000 })
