@@ -233,6 +233,17 @@ export class Scheduler {
     return this.tasks.size
   }
 
+  private selfSource?: { at: number, source: PieceSource }
+
+  /** The supernode as a source, made again at most once a second: its addresses rarely change, and each decision needs it. */
+  private supernodeSource (): PieceSource {
+    const now = Date.now()
+    if (this.selfSource == null || now - this.selfSource.at > 1_000) {
+      this.selfSource = { at: now, source: { ...this.components.self(), kind: 'supernode' } }
+    }
+    return this.selfSource.source
+  }
+
   private loadFor (taskId: string): TaskLoad {
     let load = this.tasks.get(taskId)
     if (load == null) {
@@ -310,7 +321,7 @@ export class Scheduler {
         })
       }
     }
-    sources.push({ ...this.components.self(), kind: 'supernode' })
+    sources.push(this.supernodeSource())
     return sources
   }
 
