@@ -91,6 +91,7 @@ export class Supernode {
   private readonly peers = new PeerRegistry()
   private readonly scheduler: Scheduler
   private readonly scheduling: ScheduleService
+  private selfId?: string
   private http?: HttpServer
   private control?: ControlServer
   private expiry?: NodeJS.Timeout
@@ -130,7 +131,8 @@ export class Supernode {
     this.scheduling = new ScheduleService({
       peers: this.peers,
       scheduler: this.scheduler,
-      selfId: () => this.self().peerId,
+      // fixed once the node started; asked for every result reported
+      selfId: () => (this.selfId ??= this.self().peerId),
       onDecision: (seconds) => { scheduleDuration.observe(seconds) }
     })
     this.tasks = new TaskManager({ store: this.store, fetcher, logger: this.logger, metrics: this.metrics, listener: this.scheduling },
