@@ -103,7 +103,12 @@ const percentile = (sorted: Float64Array, p: number): number => sorted[Math.min(
 const mib = (n: number): string => (n / 2 ** 20).toFixed(0)
 
 process.stdout.write(`${PEERS} peers, ${TASKS} tasks of ${values.gib} GiB (${pieceCount} pieces of ${mib(pieceSize)} MiB), ${IDCS} IDCs, ${ROUNDS} rounds\n`)
-process.stdout.write('round  steps      reports  report CPU-s  reports/CPU-s  decisions  p50 ms  p99 ms  max ms  RSS MiB  heap MiB\n')
+fullGc()
+const startRss = process.memoryUsage().rss
+process.stdout.write(`RSS with the peers registered, before any task: ${mib(startRss)} MiB\n`)
+process.stdout.write('round  steps      reports  report CPU-s  reports/CPU-s  decisions  p50 ms  p99 ms  max ms  RSS MiB  heap MiB  peak heap MiB\n')
+/** Heap in use after each pass over the peers: garbage included, the peak of what V8 held */
+const roundHeap: number[] = []
 let totalReports = 0
 let totalReportCpu = 0
 let worstP99 = 0
@@ -146,6 +151,7 @@ for (let round = 0; round < ROUNDS; round++) {
       }
       running.set(id, service.decide(task, id, new Set(), 4))
     }
+    roundHeap.push(process.memoryUsage().heapUsed)
   }
   const sorted = decisionSamples.slice(0, decisions).sort()
   const p50 = percentile(sorted, 0.5) * 1000
@@ -158,12 +164,14 @@ for (let round = 0; round < ROUNDS; round++) {
   tasks.length = 0
   running.clear()
   fullGc()
+  const peakHeap = Math.max(...roundHeap)
+  roundHeap.length = 0
   const { rss, heapUsed } = process.memoryUsage()
   peakRss = Math.max(peakRss, rss)
   worstP99 = Math.max(worstP99, p99)
   totalReports += reports
   totalReportCpu += reportCpu
-  process.stdout.write(`${String(round).padStart(5)}  ${String(steps).padStart(8)}  ${String(reports).padStart(9)}  ${reportCpu.toFixed(2).padStart(12)}  ${Math.round(reports / reportCpu).toString().padStart(13)}  ${String(decisions).padStart(9)}  ${p50.toFixed(3).padStart(6)}  ${p99.toFixed(3).padStart(6)}  ${max.toFixed(1).padStart(6)}  ${mib(rss).padStart(7)}  ${mib(heapUsed).padStart(8)}${done.size < PEERS ? `  (${PEERS - done.size} peers unfinished)` : ''}\n`)
+  process.stdout.write(`${String(round).padStart(5)}  ${String(steps).padStart(8)}  ${String(reports).padStart(9)}  ${reportCpu.toFixed(2).padStart(12)}  ${Math.round(reports / reportCpu).toString().padStart(13)}  ${String(decisions).padStart(9)}  ${p50.toFixed(3).padStart(6)}  ${p99.toFixed(3).padStart(6)}  ${max.toFixed(1).padStart(6)}  ${mib(rss).padStart(7)}  ${mib(heapUsed).padStart(8)}  ${mib(peakHeap).padStart(13)}${done.size < PEERS ? `  (${PEERS - done.size} peers unfinished)` : ''}\n`)
 }
 const rate = totalReports / totalReportCpu
 process.stdout.write(`\npiece reports per CPU-second: ${Math.round(rate)} (target >= 20000) ${rate >= 20_000 ? 'ok' : 'MISSED'}\n`)
