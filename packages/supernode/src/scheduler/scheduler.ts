@@ -144,10 +144,16 @@ export class Scheduler {
     const load = this.loadFor(task.id)
     const mine = load.byPeer.get(peerId)
     const windowSize = Math.max(limit * this.windowFactor, 16)
-    const window: Array<{ num: number, rarity: number }> = []
+    if (this.window.length < windowSize) {
+      this.window = new Float64Array(windowSize)
+    }
+    // each entry is rarity × 2^32 + piece number, so a numeric sort orders by rarity,
+    // then number, with no object per piece
+    const window = this.window
+    let size = 0
     const pieceCount = task.pieceCount ?? Number.POSITIVE_INFINITY
     // bounded by the piece count and the window size
-    for (let num = 0; num < pieceCount && window.length < windowSize; num++) {
+    for (let num = 0; num < pieceCount && size < windowSize; num++) {
       if (!task.pieces.has(num)) {
         if (task.pieceCount == null) {
           break
@@ -164,15 +170,22 @@ export class Scheduler {
       if (stale != null) {
         this.release(stale)
       }
-      window.push({ num, rarity: (task.holders.get(num)?.size ?? 0) + (load.inflight.get(num) ?? 0) })
+      window[size++] = ((task.holders.get(num)?.size ?? 0) + (load.inflight.get(num) ?? 0)) * PIECE_KEY + num
     }
-    window.sort((a, b) => a.rarity - b.rarity || a.num - b.num)
+    const order = window.subarray(0, size).sort()
 
     const requester = this.components.peers.get(peerId)
     const out: PieceAssignment[] = []
-    for (const { num } of window) {
+    for (const key of order) {
       if (out.length >= limit) {
         break
+      }
+      const num = key % PIECE_KEY
+      const holders = task.holders.get(num)
+      if ((holders == null || holders.size === 0) && ((load.seeding.get(num) ?? 0) >= this.supernodeFanout || this.seedingTotal >= this.maxSeeding)) {
+        // no peer holds it, and the supernode may not seed it now: skip it before
+        // looking for sources
+        continue
       }
       const sources = this.sourcesFor(task, num, peerId, requester)
       if (sources.length === 0) {
@@ -234,6 +247,8 @@ export class Scheduler {
   }
 
   private selfSource?: { at: number, source: PieceSource }
+  /** The rarest-first window, reused by every decision */
+  private window = new Float64Array(64)
 
   /** The supernode as a source, made again at most once a second: its addresses rarely change, and each decision needs it. */
   private supernodeSource (): PieceSource {
@@ -312,13 +327,14 @@ export class Scheduler {
       }
       const info = peers.get(id)
       if (info != null) {
-        sources.push({
-          peerId: info.peerId,
-          addrs: info.addrs,
-          kind: 'peer',
-          ...(info.idc != null ? { idc: info.idc } : {}),
-          ...(info.location != null ? { location: info.location } : {})
-        })
+        const source: PieceSource = { peerId: info.peerId, addrs: info.addrs, kind: 'peer' }
+        if (info.idc != null) {
+          source.idc = info.idc
+        }
+        if (info.location != null) {
+          source.location = info.location
+        }
+        sources.push(source)
       }
     }
     sources.push(this.supernodeSource())
@@ -415,6 +431,9 @@ export class Scheduler {
     }
   }
 }
+
+/** Window entries are rarity × PIECE_KEY + piece number: exact in a double while rarity (holders plus transfers in flight) stays below 2^21. */
+const PIECE_KEY = 2 ** 32
 
 /** Nearer first, then cheaper (expected time), then at random. */
 function better (near: number, cost: number, tie: number, b: Candidate): boolean {
