@@ -92,6 +92,7 @@ describe('swarm at scale', () => {
     }
     const decisions = sample(supernodeMetrics, 'shoal_supernode_schedule_duration_seconds_count')
     expect(decisions).toBeGreaterThan(0)
+    process.stderr.write(`[swarm-scale] 8 daemons: supernode uploaded ${(uploaded / SIZE).toFixed(2)}x the layer, ${decisions} decisions\n`)
   })
 
   it('two IDCs of 4 daemons: cross-IDC piece bytes stay at most 1.2x the layer', async () => {
