@@ -54,6 +54,7 @@ const { values } = parseArgs({
     keep: { type: 'boolean', default: false },
     idcs: { type: 'string', default: '1' },
     'inter-idc-fraction': { type: 'string', default: '0.25' },
+    'no-idc-labels': { type: 'boolean', default: false },
     'no-warmup': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false }
@@ -86,6 +87,8 @@ const USAGE = `usage: ./dev bench fleet [options]
                         bytes crossing those links ÷ (image × IDCs)
   --inter-idc-fraction F  each inter-IDC link's rate as a fraction of an IDC's host links
                         summed (hosts ÷ IDCs × --host-link; default 0.25)
+  --no-idc-labels       with --idcs, give the daemons no --idc (the same network, a scheduler
+                        that does not know it): the baseline for the IDC rules
   --daemon-args ARGS    extra flags for every dfget daemon (space-separated)
   --supernode-args ARGS extra flags for the supernode(s)
   --node-args ARGS      flags for node in the Shoal processes (space-separated)
@@ -222,6 +225,7 @@ try {
     daemonArgs: list(values['daemon-args'].replaceAll(' ', ',')),
     supernodeArgs: list(values['supernode-args'].replaceAll(' ', ',')),
     idcs,
+    idcLabels: !values['no-idc-labels'],
     interIdcRate: interIdcFraction * Math.ceil(hosts / idcs) * hostRate,
     nodeArgs: [...values.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'profiles')}`] : [], ...list(values['node-args'].replaceAll(' ', ','))],
     keep

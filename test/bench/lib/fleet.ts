@@ -45,6 +45,8 @@ export interface FleetInit {
   idcs?: number
   /** Rate of each link between IDC 0 and another IDC, bytes per second each way (with idcs > 1) */
   interIdcRate?: number
+  /** Give each daemon its `--idc` (with idcs > 1). @default true */
+  idcLabels?: boolean
   keep: boolean
 }
 
@@ -219,7 +221,7 @@ export class Fleet {
             listen: MIRROR,
             p2pListen: `/ip4/${host.address}/tcp/65002`,
             exec: this.wrap(host),
-            extraArgs: [...this.init.daemonArgs ?? [], ...((this.init.idcs ?? 1) > 1 ? ['--idc', `idc-${host.idc}`] : [])],
+            extraArgs: [...this.init.daemonArgs ?? [], ...((this.init.idcs ?? 1) > 1 && this.init.idcLabels !== false ? ['--idc', `idc-${host.idc}`] : [])],
             nodeArgs
           })))
           daemons.push(...batch.map(d => d.proc))
