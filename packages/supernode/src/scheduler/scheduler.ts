@@ -3,6 +3,7 @@ import {
   DEFAULT_SUPERNODE_FANOUT, DEFAULT_WINDOW_FACTOR, DEFAULT_CROSS_IDC_FANOUT
 } from './constants.ts'
 import { nearness, SAME_IDC_NEARNESS, sameIdc, type Place } from './locality.ts'
+import { InFlight } from './in-flight.ts'
 import { PeerStats } from './peer-stats.ts'
 import type { PeerRegistry } from '../peers/peer-registry.ts'
 import type { Task } from '../tasks/task.ts'
@@ -50,36 +51,6 @@ export interface SchedulerComponents {
   self: () => PeerAddress
 }
 
-interface Assignment {
-  load: TaskLoad
-  /** The requester */
-  peerId: string
-  num: number
-  /** The source put first */
-  source: string
-  /** Served by the supernode because no peer held the piece */
-  seeding: boolean
-  /** The requester's IDC when the piece crosses into it from another */
-  crossInto: string | undefined
-  at: number
-  /** False once settled or expired (it may still sit in the expiry queue) */
-  live: boolean
-}
-
-/** What is in flight for one task: counted per piece, without building string keys on the hot path. */
-interface TaskLoad {
-  id: string
-  /** piece → transfers of it in flight, to any peer */
-  inflight: Map<number, number>
-  /** piece → transfers of it in flight from the supernode */
-  seeding: Map<number, number>
-  /** IDC → piece → transfers of it in flight into that IDC from another */
-  crossing: Map<string, Map<number, number>>
-  /** requester → piece → what was handed out */
-  byPeer: Map<string, Map<number, Assignment>>
-  live: number
-}
-
 /** A handed-out piece whose transfer ended: whose slot it freed. */
 export interface Released {
   source: string
@@ -112,16 +83,9 @@ export class Scheduler {
   private readonly maxSeeding: number
   private readonly maxPeerUploads: number
   private readonly maxHolderScan: number
-  private seedingTotal = 0
-  private readonly assignmentTtl: number
   private readonly crossIdcFanout: number
-  private readonly tasks = new Map<string, TaskLoad>()
-  /** Handed-out transfers in the order they were handed out, for expiry; settled ones are skipped */
-  private queue: Assignment[] = []
-  private head = 0
-  private live = 0
-  /** parent → transfers handed out with it as first source */
-  private readonly load = new Map<string, number>()
+  /** What was handed out and is not settled yet */
+  private readonly inFlight: InFlight
 
   constructor (components: SchedulerComponents, init: SchedulerInit = {}) {
     this.components = components
@@ -132,16 +96,17 @@ export class Scheduler {
     this.maxSeeding = init.maxSeeding ?? DEFAULT_MAX_SEEDING
     this.maxPeerUploads = init.maxPeerUploads ?? DEFAULT_MAX_PEER_UPLOADS
     this.maxHolderScan = init.maxHolderScan ?? DEFAULT_MAX_HOLDER_SCAN
-    this.assignmentTtl = init.assignmentTtl ?? DEFAULT_ASSIGNMENT_TTL
+    this.inFlight = new InFlight(init.assignmentTtl ?? DEFAULT_ASSIGNMENT_TTL)
     this.crossIdcFanout = init.crossIdcFanout ?? DEFAULT_CROSS_IDC_FANOUT
   }
 
   schedule (task: Task, peerId: string, running: ReadonlySet<number>, limit: number): PieceAssignment[] {
-    this.expire()
+    const inFlight = this.inFlight
+    inFlight.expire()
     if (limit <= 0) {
       return []
     }
-    const load = this.loadFor(task.id)
+    const load = inFlight.forTask(task.id)
     const mine = load.byPeer.get(peerId)
     const windowSize = Math.max(limit * this.windowFactor, 16)
     if (this.window.length < windowSize) {
@@ -168,7 +133,7 @@ export class Scheduler {
       // piece's seeding slot until it expires
       const stale = mine?.get(num)
       if (stale != null) {
-        this.release(stale)
+        inFlight.release(stale)
       }
       window[size++] = ((task.holders.get(num)?.size ?? 0) + (load.inflight.get(num) ?? 0)) * PIECE_KEY + num
     }
@@ -182,7 +147,7 @@ export class Scheduler {
       }
       const num = key % PIECE_KEY
       const holders = task.holders.get(num)
-      if ((holders == null || holders.size === 0) && ((load.seeding.get(num) ?? 0) >= this.supernodeFanout || this.seedingTotal >= this.maxSeeding)) {
+      if ((holders == null || holders.size === 0) && ((load.seeding.get(num) ?? 0) >= this.supernodeFanout || inFlight.seedingTotal >= this.maxSeeding)) {
         // no peer holds it, and the supernode may not seed it now: skip it before
         // looking for sources
         continue
@@ -194,7 +159,7 @@ export class Scheduler {
         continue
       }
       const seeding = sources[0]?.kind === 'supernode'
-      if (seeding && ((load.seeding.get(num) ?? 0) >= this.supernodeFanout || this.seedingTotal >= this.maxSeeding)) {
+      if (seeding && ((load.seeding.get(num) ?? 0) >= this.supernodeFanout || inFlight.seedingTotal >= this.maxSeeding)) {
         // being seeded to someone else already (fetch it from them once they have
         // it), or every supernode upload slot is taken
         continue
@@ -207,43 +172,41 @@ export class Scheduler {
         continue
       }
       const piece = task.pieces.get(num)!
-      this.assign(load, peerId, num, first?.peerId ?? '', seeding, cross)
+      inFlight.assign(load, peerId, num, first?.peerId ?? '', seeding, cross)
       out.push({ num, offset: piece.offset, length: piece.length, digest: piece.digest, sources })
     }
-    if (load.live === 0) {
-      this.tasks.delete(load.id)
-    }
+    inFlight.dropIfIdle(load)
     return out.sort((a, b) => a.num - b.num)
   }
 
   /** A result came back for a piece: its source is no longer busy with it. */
   settle (taskId: string, peerId: string, num: number): Released | undefined {
-    const assignment = this.tasks.get(taskId)?.byPeer.get(peerId)?.get(num)
+    const assignment = this.inFlight.get(taskId, peerId, num)
     if (assignment == null) {
       return undefined
     }
-    this.release(assignment)
+    this.inFlight.release(assignment)
     return { source: assignment.source, seeding: assignment.seeding }
   }
 
   /** Transfers handed out with `peerId` as first source, not yet settled. */
   loadOf (peerId: string): number {
-    return this.load.get(peerId) ?? 0
+    return this.inFlight.loadOf(peerId)
   }
 
   /** Assignments not yet settled or expired (for tests and the benchmark). */
   get pending (): number {
-    return this.live
+    return this.inFlight.pending
   }
 
   /** Entries the expiry queue holds, settled and passed ones included (bounded: about twice what is in flight, amortized). */
   get queued (): number {
-    return this.queue.length
+    return this.inFlight.queued
   }
 
   /** Tasks with transfers in flight (bounded: a task's entry goes with its last transfer). */
   get tasksInFlight (): number {
-    return this.tasks.size
+    return this.inFlight.tasksInFlight
   }
 
   private selfSource?: { at: number, source: PieceSource }
@@ -257,15 +220,6 @@ export class Scheduler {
       this.selfSource = { at: now, source: { ...this.components.self(), kind: 'supernode' } }
     }
     return this.selfSource.source
-  }
-
-  private loadFor (taskId: string): TaskLoad {
-    let load = this.tasks.get(taskId)
-    if (load == null) {
-      load = { id: taskId, inflight: new Map(), seeding: new Map(), crossing: new Map(), byPeer: new Map(), live: 0 }
-      this.tasks.set(taskId, load)
-    }
-    return load
   }
 
   /** Sources for a piece, best first; none while every peer holding it is busy or at its cap. */
@@ -297,7 +251,7 @@ export class Scheduler {
           }
           continue
         }
-        const load = this.load.get(id) ?? 0
+        const load = this.inFlight.loadOf(id)
         if (load >= this.maxPeerUploads) {
           // this parent has its share: the piece waits for it (or another) rather than
           // fall to the supernode
@@ -340,96 +294,6 @@ export class Scheduler {
     sources.push(this.supernodeSource())
     return sources
   }
-
-  private assign (load: TaskLoad, peerId: string, num: number, source: string, seeding: boolean, crossInto?: string): void {
-    let mine = load.byPeer.get(peerId)
-    if (mine == null) {
-      mine = new Map()
-      load.byPeer.set(peerId, mine)
-    }
-    const previous = mine.get(num)
-    if (previous != null) {
-      this.release(previous)
-    }
-    if (this.tasks.get(load.id) !== load) {
-      // a release earlier in this decision emptied and dropped it
-      this.tasks.set(load.id, load)
-    }
-    const assignment: Assignment = { load, peerId, num, source, seeding, crossInto, at: Date.now(), live: true }
-    mine.set(num, assignment)
-    this.queue.push(assignment)
-    this.live++
-    load.live++
-    bump(this.load, source, 1)
-    bump(load.inflight, num, 1)
-    if (crossInto != null) {
-      let crossing = load.crossing.get(crossInto)
-      if (crossing == null) {
-        crossing = new Map()
-        load.crossing.set(crossInto, crossing)
-      }
-      bump(crossing, num, 1)
-    }
-    if (seeding) {
-      bump(load.seeding, num, 1)
-      this.seedingTotal++
-    }
-  }
-
-  private release (assignment: Assignment): void {
-    if (!assignment.live) {
-      return
-    }
-    assignment.live = false
-    const { load, num } = assignment
-    const mine = load.byPeer.get(assignment.peerId)
-    if (mine?.get(num) === assignment) {
-      mine.delete(num)
-      if (mine.size === 0) {
-        load.byPeer.delete(assignment.peerId)
-      }
-    }
-    this.live--
-    load.live--
-    bump(this.load, assignment.source, -1)
-    bump(load.inflight, num, -1)
-    if (assignment.crossInto != null) {
-      const crossing = load.crossing.get(assignment.crossInto)
-      if (crossing != null) {
-        bump(crossing, num, -1)
-        if (crossing.size === 0) {
-          load.crossing.delete(assignment.crossInto)
-        }
-      }
-    }
-    if (assignment.seeding) {
-      bump(load.seeding, num, -1)
-      this.seedingTotal--
-    }
-    if (load.live === 0 && this.tasks.get(load.id) === load) {
-      this.tasks.delete(load.id)
-    }
-  }
-
-  private expire (): void {
-    const cutoff = Date.now() - this.assignmentTtl
-    // bounded by the queue; each entry is passed once
-    while (this.head < this.queue.length) {
-      const assignment = this.queue[this.head]!
-      if (assignment.live && assignment.at >= cutoff) {
-        break
-      }
-      this.release(assignment)
-      this.head++
-    }
-    const queued = this.queue.length - this.head
-    if ((this.head > 1024 && this.head > queued) || (queued > 1024 && queued > 2 * this.live)) {
-      // settled entries are dropped now and then (order kept): the queue stays about as
-      // long as what is in flight, amortized O(1) per transfer
-      this.queue = this.queue.slice(this.head).filter(a => a.live)
-      this.head = 0
-    }
-  }
 }
 
 /** Window entries are rarity × PIECE_KEY + piece number: exact in a double while rarity (holders plus transfers in flight) stays below 2^21. */
@@ -456,14 +320,5 @@ function insertBest (best: Candidate[], id: string, near: number, cost: number, 
   best.splice(i, 0, { id, near, cost, tie })
   if (best.length > max) {
     best.pop()
-  }
-}
-
-function bump<K> (counts: Map<K, number>, key: K, delta: number): void {
-  const next = (counts.get(key) ?? 0) + delta
-  if (next <= 0) {
-    counts.delete(key)
-  } else {
-    counts.set(key, next)
   }
 }
