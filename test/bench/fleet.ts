@@ -52,6 +52,9 @@ const { values } = parseArgs({
     json: { type: 'string' },
     'svg-dir': { type: 'string' },
     keep: { type: 'boolean', default: false },
+    idcs: { type: 'string', default: '1' },
+    'inter-idc-fraction': { type: 'string', default: '0.25' },
+    'no-idc-labels': { type: 'boolean', default: false },
     'no-warmup': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false }
@@ -78,6 +81,14 @@ const USAGE = `usage: ./dev bench fleet [options]
                         rendezvous ranking (then most blob bytes, then the first); reported
                         for all hosts against a fault-free run with the same two supernodes
                         (run first; the one-supernode run is shown too when there is one)
+  --idcs N              split the hosts into N IDCs (1..4, default 1): host i in IDC i mod N,
+                        each daemon given --idc; the origin, supernode and cache sit in IDC 0,
+                        and each other IDC is joined to it by one shaped link. Reports the
+                        bytes crossing those links ÷ (image × IDCs)
+  --inter-idc-fraction F  each inter-IDC link's rate as a fraction of an IDC's host links
+                        summed (hosts ÷ IDCs × --host-link; default 0.25)
+  --no-idc-labels       with --idcs, give the daemons no --idc (the same network, a scheduler
+                        that does not know it): the baseline for the IDC rules
   --daemon-args ARGS    extra flags for every dfget daemon (space-separated)
   --supernode-args ARGS extra flags for the supernode(s)
   --node-args ARGS      flags for node in the Shoal processes (space-separated)
@@ -121,6 +132,11 @@ const hostRate = positive('host-link', values['host-link'], 10_000) * MB
 const originRate = positive('origin-link', values['origin-link'], 10_000) * MB
 const supernodeRate = positive('supernode-link', values['supernode-link'], 10_000) * MB
 const modes = modesOf('modes', values.modes)
+const idcs = positive('idcs', values.idcs, 4)
+const interIdcFraction = positive('inter-idc-fraction', values['inter-idc-fraction'], 1)
+if (!Number.isInteger(idcs) || idcs > hosts) {
+  fail('--idcs takes a whole number, at most --hosts')
+}
 const sweep = list(values.sweep).map(s => positive('sweep', s, 64))
 const sweepModes = modesOf('sweep-modes', values['sweep-modes'])
 // the faults to inject, each in its own Shoal run
@@ -208,6 +224,9 @@ try {
     supernodes: Math.max(1, ...faults.map(supernodesFor)),
     daemonArgs: list(values['daemon-args'].replaceAll(' ', ',')),
     supernodeArgs: list(values['supernode-args'].replaceAll(' ', ',')),
+    idcs,
+    idcLabels: !values['no-idc-labels'],
+    interIdcRate: interIdcFraction * Math.ceil(hosts / idcs) * hostRate,
     nodeArgs: [...values.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'profiles')}`] : [], ...list(values['node-args'].replaceAll(' ', ','))],
     keep
   }, teardown)
@@ -223,6 +242,9 @@ try {
   const ideal = imageBytes / hostRate
   say(`image: ${image.layers.length} layers, ${(imageBytes / MiB).toFixed(1)} MiB; links: hosts ${hostRate / MB} MB/s, origin ${originRate / MB} MB/s, supernode and cache ${supernodeRate / MB} MB/s`)
   say(`ideal per host (image ÷ host link): ${ideal.toFixed(1)} s`)
+  if (idcs > 1) {
+    say(`${idcs} IDCs; each joined to IDC 0 by a ${(interIdcFraction * Math.ceil(hosts / idcs) * hostRate / MB).toFixed(1)} MB/s link (${interIdcFraction} × its hosts' links)`)
+  }
 
   const runs = new Map<string, ModeRun>()
   const runOnce = async (mode: Mode, n: number, supernodes = 1): Promise<ModeRun> => {
@@ -236,6 +258,9 @@ try {
     const result = await fleet.runMode(mode, n, image, values['no-warmup'] ? undefined : warmup, undefined, supernodes)
     for (const f of result.failures) {
       say(`  ${f}`)
+    }
+    if (result.interIdcBytes != null) {
+      say(`  inter-IDC bytes: ${(result.interIdcBytes / MiB).toFixed(1)} MiB = ${(result.interIdcBytes / (imageBytes * idcs)).toFixed(2)} × (image × ${idcs} IDCs)`)
     }
     runs.set(key, result)
     return result

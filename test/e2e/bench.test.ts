@@ -154,6 +154,17 @@ describe.skipIf(skip != null)(`benchmarks at a toy size${skip != null ? ` (skipp
     expect(rows.map(r => Number(r.trim().split(/\s+/)[0]))).toEqual([1448, 4096, 16384, 65536, 262144])
   })
 
+  it('scheduler: simulated peers all finish, every transfer settled, figures reported', async () => {
+    const res = await run(process.execPath, [`${REPO_ROOT}test/bench/scheduler.ts`, '--peers', '200', '--tasks', '4', '--gib', '0.25', '--rounds', '2'], { timeoutMs: 120_000 })
+    expect(res.code, res.stderr + res.stdout).toBe(0)
+    const rounds = res.stdout.split('\n').filter(line => /^\s+\d+\s+\d+\s+\d+/.test(line))
+    expect(rounds).toHaveLength(2)
+    // no round left a peer unfinished, and the scheduler holds nothing afterwards
+    expect(res.stdout).not.toMatch(/unfinished/)
+    expect(res.stdout).toMatch(/left in the scheduler: 0 transfers in flight, \d+ queued for expiry, 0 tasks/)
+    expect(res.stdout).toMatch(/piece reports per CPU-second: [1-9]\d*/)
+  })
+
   it('leaves no run directory behind', async () => {
     expect(await benchDirs()).toEqual(dirsBefore)
   })

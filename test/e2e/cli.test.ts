@@ -68,6 +68,8 @@ describe('bad input', () => {
     ['dfget daemon --upstreams with a bad URL', [BINARIES.dfget, 'daemon', '--upstreams', 'x.example=ftp://x.example'], /--upstreams\.0\.url: must be an http:\/\/ or https:\/\/ URL/],
     ['dfget daemon --upstreams naming Docker Hub twice', [BINARIES.dfget, 'daemon', '--upstreams', 'docker.io=https://a.example', 'index.docker.io=https://b.example'], /--upstreams\.1\.name: index\.docker\.io is configured twice/],
     ['supernode --source-tls with a bad host', [BINARIES.supernode, '--source-tls', 'not a host=/tmp/ca.pem'], /--source-tls\.0\.host: must be host or host:port/],
+    ['dfget daemon --location eu||fra', [BINARIES.dfget, 'daemon', '--location', 'eu||fra'], /--location: must be up to 16 non-empty \|-separated parts/],
+    ['dfget daemon --idc "two words"', [BINARIES.dfget, 'daemon', '--idc', 'two words'], /--idc: must be one word without \| or spaces/],
     ['dfget daemon --no-such-flag', [BINARIES.dfget, 'daemon', '--no-such-flag'], /unknown option '--no-such-flag'/],
     ['dfget daemon --proxy-allow 10.0.0.0/40', [BINARIES.dfget, 'daemon', '--proxy-allow', '10.0.0.0/40'], /--proxy-allow.0: "10.0.0.0\/40" has a prefix length outside 0-32/],
     ['dfget daemon --proxy-listen nowhere', [BINARIES.dfget, 'daemon', '--proxy-listen', 'nowhere'], /--proxy-listen: invalid listen address "nowhere"/],

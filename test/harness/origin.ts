@@ -13,6 +13,8 @@ export interface OriginFile {
   chunked?: boolean
   /** Pause before the body, in ms. */
   delayMs?: number
+  /** Send the headers at once and the body only once this settles: the test decides when the content arrives. */
+  holdBody?: Promise<unknown>
   /** The first this many GETs answer `failStatus` (default 503) with no body. */
   failFirst?: number
   failStatus?: number
@@ -94,7 +96,10 @@ export async function startTestOrigin (): Promise<TestOrigin> {
       }
       res.end()
     }
-    if (file.delayMs != null) {
+    if (file.holdBody != null) {
+      res.flushHeaders()
+      file.holdBody.then(send, send)
+    } else if (file.delayMs != null) {
       setTimeout(send, file.delayMs)
     } else {
       send()

@@ -66,6 +66,13 @@ export interface DaemonInit {
   /** The name this host gives the supernode. @default os.hostname() */
   hostname?: string
   /**
+   * The data centre this host is in: the supernode prefers parents in the same IDC,
+   * and piece bytes are counted as same_idc or cross_idc. @default none
+   */
+  idc?: string
+  /** Where this host is, `|`-separated from wide to narrow (`eu|fra|rack7`): parents sharing the longest prefix go first. @default none */
+  location?: string
+  /**
    * Hosts `dfget <url>` downloads may come from besides the registry (always allowed):
    * origins (`https://host[:port]`) or hosts (`host[:port]`). Others get a 403.
    * @default []
@@ -356,6 +363,11 @@ export class Daemon {
 
   /** This daemon, as the supernode and other peers know it. */
   self (): PeerInfo {
-    return { ...this.node.address(), hostname: this.init.hostname ?? hostname() }
+    return {
+      ...this.node.address(),
+      hostname: this.init.hostname ?? hostname(),
+      ...(this.init.idc != null ? { idc: this.init.idc } : {}),
+      ...(this.init.location != null ? { location: this.init.location } : {})
+    }
   }
 }

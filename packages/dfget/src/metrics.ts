@@ -23,6 +23,11 @@ export class DfgetMetrics {
   /** Bytes fetched into this host's store, by where they came from. */
   readonly downloadBytes: Counter<'source'>
   readonly pieces: Counter<'source' | 'result'>
+  /**
+   * Verified piece bytes received, by source kind (peer, supernode) and locality:
+   * same_idc or cross_idc when this daemon and the source both declared an IDC, else unknown.
+   */
+  readonly pieceBytes: Counter<'source' | 'locality'>
   readonly downloads: Counter<'result' | 'via'>
   readonly downloadDuration: Histogram<'via'>
   readonly servedBytes: Counter
@@ -70,6 +75,12 @@ export class DfgetMetrics {
       this.downloadBytes.inc({ source }, 0)
     }
     this.pieces = new Counter({ name: 'shoal_dfget_pieces_total', help: 'Piece transfers attempted, by source kind and result (ok or an error code)', labelNames: ['source', 'result'], registers })
+    this.pieceBytes = new Counter({ name: 'shoal_dfget_piece_bytes_total', help: 'Verified piece bytes received, by source (peer, supernode) and locality (same_idc, cross_idc: both this daemon and the source declared an IDC; unknown: either did not)', labelNames: ['source', 'locality'], registers })
+    for (const source of ['peer', 'supernode']) {
+      for (const locality of ['same_idc', 'cross_idc', 'unknown']) {
+        this.pieceBytes.inc({ source, locality }, 0)
+      }
+    }
     this.downloads = new Counter({ name: 'shoal_dfget_downloads_total', help: 'Whole downloads, by result (ok, failed) and how (swarm, origin)', labelNames: ['result', 'via'], registers })
     this.downloadDuration = new Histogram({ name: 'shoal_dfget_download_duration_seconds', help: 'Time to fetch a whole task into this host', labelNames: ['via'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300], registers })
     this.servedBytes = new Counter({ name: 'shoal_dfget_served_bytes_total', help: 'Verified bytes streamed to local clients (the container runtime, dfget)', registers })

@@ -184,4 +184,33 @@ describe('PeerTask', () => {
     expect(asked).toEqual([2])
     expect(reported.filter(r => r.ok && r.source === 'QmSelf').map(r => r.num).sort()).toEqual([0, 1])
   })
+  it('counts piece bytes as same_idc or cross_idc by the source the supernode named', async () => {
+    const near: PieceSource = { peerId: 'QmNear', addrs: ['/ip4/127.0.0.1/tcp/3'], kind: 'peer', idc: 'idc-a' }
+    const far: PieceSource = { peerId: 'QmFar', addrs: ['/ip4/127.0.0.1/tcp/4'], kind: 'peer', idc: 'idc-b' }
+    const undeclared: PieceSource = { peerId: 'QmSomewhere', addrs: ['/ip4/127.0.0.1/tcp/5'], kind: 'peer' }
+    const sources = [near, far, undeclared, near]
+    const pieceSize = 10
+    const done = new Set<number>()
+    const client: PeerTaskComponents['client'] = {
+      register: async (): Promise<RegisterTaskResponse> => ({ taskId: TASK, state: 'success', contentLength: 4 * pieceSize, pieceSize, supernode }),
+      schedule: async (_taskId: string, body: ScheduleRequest): Promise<ScheduleResponse> => {
+        for (const r of body.results ?? []) {
+          if (r.ok) {
+            done.add(r.num)
+          }
+        }
+        const running = new Set(body.running ?? [])
+        const next = [0, 1, 2, 3].filter(num => !done.has(num) && !running.has(num)).slice(0, body.limit ?? 4)
+        return { state: 'success', contentLength: 4 * pieceSize, pieceSize, pieceCount: 4, assignments: next.map(num => ({ num, offset: num * pieceSize, length: pieceSize, digest: DIGEST, sources: [sources[num]!, supernode] })) }
+      }
+    }
+    const metrics = new DfgetMetrics(createMetricsRegistry({ processMetrics: false }))
+    const fetcher = {
+      fetch: async (_taskId: string, piece: PieceAssignment): Promise<StoredPiece> => ({ num: piece.num, offset: piece.offset, length: piece.length, digest: piece.digest })
+    }
+    const task = new PeerTask({ client, fetcher, store, metrics, logger: silentLogger(), self: () => ({ peerId: 'QmSelf', addrs: [], hostname: 'self', idc: 'idc-a' }) })
+    await task.run(new Download({ taskId: TASK, url: 'http://origin/blob' }), { signal: AbortSignal.timeout(10_000) })
+    const bytes = Object.fromEntries((await metrics.pieceBytes.get()).values.filter(v => v.labels.source === 'peer').map(v => [v.labels.locality, v.value]))
+    expect(bytes).toEqual({ same_idc: 2 * pieceSize, cross_idc: pieceSize, unknown: pieceSize })
+  })
 })

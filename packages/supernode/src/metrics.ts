@@ -4,6 +4,7 @@ import type { Task } from './tasks/task.ts'
 export interface SupernodeState {
   tasks: () => Iterable<Task>
   peerCount: () => number
+  waiters?: () => number
 }
 
 export interface SupernodeMetricsInit {
@@ -19,6 +20,10 @@ export class SupernodeMetrics {
   readonly registrations: Counter<'outcome'>
   readonly scheduleRequests: Counter
   readonly assignments: Counter<'source'>
+  /** Seconds one scheduling decision took (choosing pieces and parents for one request, one pass). */
+  readonly scheduleDuration: Histogram
+  /** Long polls waiting for pieces now. */
+  readonly scheduleWaiters: Gauge
   readonly tasks: Gauge<'state'>
   readonly peers: Gauge
   /** Seconds piece uploads waited for the --upload-rate token bucket (direction="upload"). */
@@ -36,7 +41,14 @@ export class SupernodeMetrics {
     this.rateLimitedSeconds = new Counter({ name: 'shoal_supernode_rate_limited_seconds_total', help: 'Seconds transfers waited for the rate limit, by direction (upload: --upload-rate); summed over concurrent transfers, so it may grow faster than the clock', labelNames: ['direction'], registers })
     this.rateLimitedSeconds.inc({ direction: 'upload' }, 0)
     this.assignments = new Counter({ name: 'shoal_supernode_piece_assignments_total', help: 'Pieces handed out, by the kind of their first source (peer or supernode)', labelNames: ['source'], registers })
+    this.scheduleDuration = new Histogram({ name: 'shoal_supernode_schedule_duration_seconds', help: 'Time one scheduling decision took: choosing the pieces and parents for one schedule request, one pass of its long poll', buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05], registers })
     const state = (): SupernodeState | undefined => this.state
+    this.scheduleWaiters = new Gauge({
+      name: 'shoal_supernode_schedule_waiters',
+      help: 'Schedule requests long-polling for pieces now',
+      registers,
+      collect () { this.set(state()?.waiters?.() ?? 0) }
+    })
     this.tasks = new Gauge({
       name: 'shoal_supernode_tasks',
       help: 'Tasks known, by state',

@@ -9,7 +9,8 @@ import { SourceFetcher } from './cdn/source-fetcher.ts'
 import { SupernodeMetrics } from './metrics.ts'
 import { PeerRegistry } from './peers/peer-registry.ts'
 import { preheatControl, preheatRoutes } from './preheat/preheat-routes.ts'
-import { Scheduler } from './scheduler/scheduler.ts'
+import { ScheduleService } from './scheduler/schedule-service.ts'
+import { Scheduler, type SchedulerInit } from './scheduler/scheduler.ts'
 import { TaskManager } from './tasks/task-manager.ts'
 import { Counter, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
@@ -65,6 +66,10 @@ export interface SupernodeInit {
    * read from `--preheat-token-file`. @default undefined: preheat over HTTP answers 403
    */
   preheatToken?: string
+  /** Parent choice tuning (caps, sources per piece); see docs/scheduling.md. @default the scheduler's defaults, maxSeeding = maxConcurrentUploads */
+  scheduler?: SchedulerInit
+  /** Most pieces one task may have; longer content is refused (ERR_TOO_MANY_PIECES). @default 65536 */
+  maxPiecesPerTask?: number
   version?: string
 }
 
@@ -95,6 +100,9 @@ export class Supernode {
   private readonly source: SourceClient
   private readonly metrics: SupernodeMetrics
   private readonly peers = new PeerRegistry()
+  private readonly scheduler: Scheduler
+  private readonly scheduling: ScheduleService
+  private selfId?: string
   private http?: HttpServer
   private control?: ControlServer
   private expiry?: NodeJS.Timeout
@@ -128,9 +136,20 @@ export class Supernode {
       clusterKey: init.clusterKey,
       disk: { quota: init.diskQuota ?? 0, highWatermark: init.diskHighWatermark ?? 0.9, lowWatermark: init.diskLowWatermark ?? 0.8 }
     })
-    const fetcher = new SourceFetcher({ store: this.store, source: this.source, logger: this.logger, metrics: this.metrics },
-      init.pieceSize != null ? { pieceSize: init.pieceSize } : {})
-    this.tasks = new TaskManager({ store: this.store, fetcher, logger: this.logger, metrics: this.metrics },
+    const fetcher = new SourceFetcher({ store: this.store, source: this.source, logger: this.logger, metrics: this.metrics }, {
+      ...(init.pieceSize != null ? { pieceSize: init.pieceSize } : {}),
+      ...(init.maxPiecesPerTask != null ? { maxPieces: init.maxPiecesPerTask } : {})
+    })
+    this.scheduler = new Scheduler({ peers: this.peers, self: () => this.self() }, { maxSeeding: this.uploadSlots, ...init.scheduler })
+    const { scheduleDuration } = this.metrics
+    this.scheduling = new ScheduleService({
+      peers: this.peers,
+      scheduler: this.scheduler,
+      // fixed once the node started; asked for every result reported
+      selfId: () => (this.selfId ??= this.self().peerId),
+      onDecision: (seconds) => { scheduleDuration.observe(seconds) }
+    })
+    this.tasks = new TaskManager({ store: this.store, fetcher, logger: this.logger, metrics: this.metrics, listener: this.scheduling },
       { sourceHeadersTimeout: (init.sourceTimeout ?? 30_000) + 5_000 })
     const preheatJobs = new Counter({ name: 'shoal_supernode_preheat_jobs_total', help: 'Preheat jobs that ended, by result (succeeded, failed)', labelNames: ['result'], registers: [this.registry] })
     for (const result of ['succeeded', 'failed']) {
@@ -148,8 +167,7 @@ export class Supernode {
     await this.node.start()
     await this.tasks.start()
 
-    const scheduler = new Scheduler({ peers: this.peers, self: () => this.self() }, { maxSeeding: this.uploadSlots })
-    const api = new ControlApi({ tasks: this.tasks, peers: this.peers, scheduler, metrics: this.metrics, self: () => this.self() })
+    const api = new ControlApi({ tasks: this.tasks, peers: this.peers, scheduler: this.scheduling, metrics: this.metrics, self: () => this.self() })
     const preheat = { jobs: this.preheatJobs, tasks: this.tasks, source: this.source, registryClient: this.registryClient }
     this.control = new ControlServer({ libp2p: this.node.libp2p, api, logger: this.logger, preheat: preheatControl(preheat) })
     await this.control.start()
@@ -161,11 +179,14 @@ export class Supernode {
       ...preheatRoutes(preheat, this.init.preheatToken != null ? { token: this.init.preheatToken } : {})
     ], { log: this.log, signal: this.controller.signal }))
 
-    this.metrics.observe({ tasks: () => this.tasks.all(), peerCount: () => this.peers.size })
+    this.metrics.observe({ tasks: () => this.tasks.all(), peerCount: () => this.peers.size, waiters: () => this.scheduling.waiters.count() })
     this.expiry = setInterval(() => {
       for (const peerId of this.peers.expire()) {
         this.tasks.removePeer(peerId)
+        this.scheduler.stats.forget(peerId)
       }
+      this.scheduler.stats.sweep()
+      this.tasks.sweep()
     }, 15_000)
     this.expiry.unref()
 

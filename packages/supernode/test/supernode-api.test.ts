@@ -134,12 +134,24 @@ describe('supernode control plane', () => {
   })
 
   it('holds a schedule request until pieces arrive (long poll)', async () => {
-    const { url, digest } = origin.add('/v2/a/blobs/slow', randomBytes(PIECE), { delayMs: 300 })
-    const { taskId } = await register(url, digest)
+    const body = Promise.withResolvers<void>()
+    const { url, digest } = origin.add('/v2/a/blobs/slow', randomBytes(PIECE), { holdBody: body.promise })
+    // the source has answered with its headers: the task is known, no piece is cut yet
+    const { taskId, contentLength } = await register(url, digest)
+    expect(contentLength).toBe(PIECE)
     const started = Date.now()
-    const { json } = await schedule(taskId, 'PeerA', { limit: 4, waitMs: 5_000 })
+    let answeredAt = 0
+    const poll = schedule(taskId, 'PeerA', { limit: 4, waitMs: 8_000 }).then((res) => { answeredAt = Date.now(); return res })
+    await new Promise(resolve => setTimeout(resolve, 500))
+    // still held: nothing to hand out yet
+    expect(answeredAt).toBe(0)
+    const releasedAt = Date.now()
+    body.resolve()
+    const { json } = await poll
     expect(json.assignments.map(a => a.num)).toEqual([0])
-    expect(Date.now() - started).toBeLessThan(4_000)
+    expect(answeredAt - started).toBeGreaterThanOrEqual(500)
+    // answered when the piece landed, not when the wait ran out
+    expect(answeredAt - releasedAt).toBeLessThan(4_000)
   })
 
   it('reports the source status when the source refuses', async () => {
@@ -190,10 +202,26 @@ describe('supernode control plane', () => {
     expect(res.json.error.message).toMatch(message)
   })
 
-  it('keeps peers that announce themselves, and lets a peer speak only for itself', async () => {
-    expect((await call('PeerZ', { op: 'announce', body: await peer('PeerZ') })).status).toBe(200)
-    const status = await request(`${supernode.url}/api/v1/status`)
-    expect((await status.body.json() as { peers: number }).peers).toBeGreaterThanOrEqual(1)
+  it('keeps peers that announce themselves, with their IDC and location, and lets a peer speak only for itself', async () => {
+    const peersNow = async (): Promise<number> => (await (await request(`${supernode.url}/api/v1/status`)).body.json() as { peers: number }).peers
+    const before = await peersNow()
+    const announced = { ...await peer('PeerZ'), idc: 'idc-z', location: 'eu|fra|rack7' }
+    expect((await call('PeerZ', { op: 'announce', body: announced })).status).toBe(200)
+    // PeerZ was not known before: one more peer
+    expect(await peersNow()).toBe(before + 1)
+    // and it is offered, with what it declared, as a source of a piece it reported
+    const { url: zUrl, digest: zDigest } = origin.add('/v2/a/blobs/from-z', randomBytes(PIECE))
+    // a daemon sends the same peer info with every registration
+    const zTask = (await call<RegisterTaskResponse>('PeerZ', { op: 'register', body: { url: zUrl, digest: zDigest, peer: announced } })).json.taskId
+    await settle(zTask, 'PeerZ')
+    await schedule(zTask, 'PeerZ', { limit: 0, results: [{ num: 0, ok: true, source: supernode.self().peerId }] })
+    await register(zUrl, zDigest, 'PeerX')
+    const { json: fromZ } = await schedule(zTask, 'PeerX', { limit: 1 })
+    expect(fromZ.assignments[0]?.sources[0]).toMatchObject({ peerId: await id('PeerZ'), kind: 'peer', idc: 'idc-z', location: 'eu|fra|rack7' })
+    // a malformed location is refused with the reason
+    const bad = await call<{ error: { message: string } }>('PeerZ', { op: 'announce', body: { ...announced, location: 'eu||fra' } })
+    expect(bad.status).toBe(400)
+    expect(bad.json.error.message).toMatch(/location/)
     // PeerY cannot announce, leave or report as PeerZ
     expect((await call('PeerY', { op: 'announce', body: await peer('PeerZ') })).status).toBe(403)
     expect((await call('PeerY', { op: 'leave', body: { peerId: await id('PeerZ') } })).status).toBe(403)
@@ -243,11 +271,20 @@ describe('supernode control plane', () => {
     expect(res).toEqual({ status: 404, json: { error: expect.objectContaining({ code: 'TASK_NOT_FOUND' }) } })
   })
 
-  it('counts source bytes in its metrics', async () => {
-    const res = await request(`${supernode.url}/metrics`)
-    const text = await res.body.text()
-    expect(text).toMatch(/^shoal_supernode_source_bytes_total \d+/m)
-    expect(text).toMatch(/^shoal_supernode_tasks\{state="success"\} [1-9]/m)
+  it('counts source bytes and scheduling decisions in its metrics', async () => {
+    const metrics = async (): Promise<string> => (await request(`${supernode.url}/metrics`)).body.text()
+    const value = (text: string, name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN)
+    const before = await metrics()
+    const size = 3 * PIECE + 17
+    const { url, digest } = origin.add('/v2/a/blobs/counted', randomBytes(size))
+    const { taskId } = await register(url, digest)
+    await settle(taskId)
+    await schedule(taskId, 'PeerA', { limit: 2 })
+    const after = await metrics()
+    // exactly the new source's bytes, not merely a number
+    expect(value(after, 'shoal_supernode_source_bytes_total') - value(before, 'shoal_supernode_source_bytes_total')).toBe(size)
+    expect(value(after, 'shoal_supernode_schedule_duration_seconds_count')).toBeGreaterThan(value(before, 'shoal_supernode_schedule_duration_seconds_count'))
+    expect(after).toMatch(/^shoal_supernode_tasks\{state="success"\} [1-9]/m)
   })
 
   it('keeps whole tasks across a restart, without going back to the source', async () => {

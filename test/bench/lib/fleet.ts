@@ -38,6 +38,15 @@ export interface FleetInit {
   supernodeArgs?: string[]
   /** Flags for node in the Shoal processes, such as --cpu-prof */
   nodeArgs?: string[]
+  /**
+   * IDCs the hosts are split into (host i in IDC i mod idcs, each daemon told its `--idc`);
+   * the origin, supernodes and cache sit in IDC 0. @default 1
+   */
+  idcs?: number
+  /** Rate of each link between IDC 0 and another IDC, bytes per second each way (with idcs > 1) */
+  interIdcRate?: number
+  /** Give each daemon its `--idc` (with idcs > 1). @default true */
+  idcLabels?: boolean
   keep: boolean
 }
 
@@ -58,6 +67,8 @@ export interface ModeRun {
   originEgressBytes: number
   /** Blob GETs the origin answered during the run */
   originBlobGets: number
+  /** Bytes sent across the inter-IDC links during the run, both directions (with several IDCs) */
+  interIdcBytes?: number
   shoal?: ShoalRunStats
 }
 
@@ -102,6 +113,9 @@ export class Fleet {
   async setup (): Promise<void> {
     const { init } = this
     await this.net.create()
+    if ((init.idcs ?? 1) > 1) {
+      await this.net.addIdcs(init.idcs ?? 1, init.interIdcRate ?? init.hostRate)
+    }
     this.origin = await this.net.addNode('origin', '198.18.0.2', init.originRate)
     // the first supernode at .3, the second at .5 (.4 is the cache's)
     for (let i = 0; i < (init.supernodes ?? 1); i++) {
@@ -109,7 +123,7 @@ export class Fleet {
     }
     this.cacheHost = await this.net.addNode('cache', '198.18.0.4', init.supernodeRate)
     for (let i = 1; i <= init.hosts; i++) {
-      this.hostNodes.push(await this.net.addNode(`h${i}`, `198.18.1.${i}`, init.hostRate))
+      this.hostNodes.push(await this.net.addNode(`h${i}`, `198.18.1.${i}`, init.hostRate, (i - 1) % (init.idcs ?? 1)))
     }
     const registry = await startDockerRegistry(join(init.dir, 'origin'), { listen: `${this.origin.address}:${ORIGIN_PORT}`, exec: this.wrap(this.origin) })
     this.teardown.add('origin registry', registry.stop)
@@ -207,7 +221,7 @@ export class Fleet {
             listen: MIRROR,
             p2pListen: `/ip4/${host.address}/tcp/65002`,
             exec: this.wrap(host),
-            extraArgs: this.init.daemonArgs ?? [],
+            extraArgs: [...this.init.daemonArgs ?? [], ...((this.init.idcs ?? 1) > 1 && this.init.idcLabels !== false ? ['--idc', `idc-${host.idc}`] : [])],
             nodeArgs
           })))
           daemons.push(...batch.map(d => d.proc))
@@ -231,6 +245,7 @@ export class Fleet {
 
       const metricsBefore = mode === 'shoal' ? await this.scrapeShoal(measured, liveSns) : undefined
       const egressBefore = await this.net.txBytes(this.origin!)
+      const interIdcBefore = await this.net.interIdcBytes()
       const logBefore = (await stat(this.originLog)).size
       const cpuBefore = totalCpuSeconds([...snPids, ...daemonPids])
       const threadsBefore = daemonPids.map(threadCpuSeconds)
@@ -253,6 +268,7 @@ export class Fleet {
         }
       })
       const egress = await this.net.txBytes(this.origin!) - egressBefore
+      const interIdc = await this.net.interIdcBytes() - interIdcBefore
       const blobGets = await this.countBlobGets(logBefore)
 
       const runResult: ModeRun = {
@@ -261,7 +277,8 @@ export class Fleet {
         seconds: results.map((r, i) => victims.has(i) ? null : r.seconds),
         failures: results.flatMap((r, i) => r.error != null && !victims.has(i) ? [r.error] : []),
         originEgressBytes: egress,
-        originBlobGets: blobGets
+        originBlobGets: blobGets,
+        ...((this.init.idcs ?? 1) > 1 ? { interIdcBytes: interIdc } : {})
       }
       if (outcome != null) {
         outcome.victimPulls = [...victims].map(i => ({ host: hosts[i]!.name, ...results[i]! }))

@@ -15,6 +15,8 @@ export interface NetNode {
   /** The node's network namespace */
   ns: string
   address: string
+  /** The IDC (bridge) it sits in; 0 unless the network has several */
+  idc: number
   /** Link rate in bytes per second, each direction; null when unshaped */
   rate: number | null
 }
@@ -92,6 +94,8 @@ export class TestNetwork {
   private readonly hub = `${this.id}-hub`
   private readonly teardown: Teardown
   readonly nodes: NetNode[] = []
+  /** Hub-side ends of the links between IDC 0's bridge and each other IDC's */
+  private readonly interIdcLinks: string[] = []
 
   constructor (teardown: Teardown) {
     this.teardown = teardown
@@ -114,8 +118,36 @@ export class TestNetwork {
     await sh('ip', ['link', 'set', control, 'up'])
   }
 
-  /** Adds a node with its own namespace and a link of `rate` bytes per second each way (null: unshaped). */
-  async addNode (name: string, address: string, rate: number | null): Promise<NetNode> {
+  /**
+   * Splits the switch into `idcs` IDCs: IDC 0 is `br0` (where the control link is),
+   * IDC i > 0 its own bridge `br<i>`, joined to `br0` by one link of `rate` bytes per
+   * second each way: what crosses between IDCs shares it, as a scarce inter-DC link.
+   */
+  async addIdcs (idcs: number, rate: number): Promise<void> {
+    for (let i = 1; i < idcs; i++) {
+      await sh('ip', ['-n', this.hub, 'link', 'add', `br${i}`, 'type', 'bridge'])
+      await sh('ip', ['-n', this.hub, 'link', 'set', `br${i}`, 'up'])
+      const [a, b] = [`x0-${i}`, `x${i}-0`]
+      await sh('ip', ['-n', this.hub, 'link', 'add', a, 'type', 'veth', 'peer', 'name', b])
+      await sh('ip', ['-n', this.hub, 'link', 'set', a, 'master', 'br0', 'up'])
+      await sh('ip', ['-n', this.hub, 'link', 'set', b, 'master', `br${i}`, 'up'])
+      await shape(this.hub, a, rate)
+      await shape(this.hub, b, rate)
+      this.interIdcLinks.push(a, b)
+    }
+  }
+
+  /** Bytes sent across the inter-IDC links so far, both directions summed (headers included). */
+  async interIdcBytes (): Promise<number> {
+    let sum = 0
+    for (const dev of this.interIdcLinks) {
+      sum += Number((await sh('ip', ['netns', 'exec', this.hub, 'cat', `/sys/class/net/${dev}/statistics/tx_bytes`])).trim())
+    }
+    return sum
+  }
+
+  /** Adds a node with its own namespace and a link of `rate` bytes per second each way (null: unshaped), in IDC `idc`. */
+  async addNode (name: string, address: string, rate: number | null, idc = 0): Promise<NetNode> {
     if (!/^198\.1[89]\.\d{1,3}\.\d{1,3}$/.test(address)) {
       throw new Error(`${address} is outside 198.18.0.0/15, the only range benchmarks may use`)
     }
@@ -124,7 +156,7 @@ export class TestNetwork {
     this.teardown.add(`namespace ${ns}`, async () => { await deleteNamespace(ns) })
     const hubEnd = `v-${name}`.slice(0, 15)
     await sh('ip', ['link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', hubEnd, 'netns', this.hub])
-    await sh('ip', ['-n', this.hub, 'link', 'set', hubEnd, 'master', 'br0', 'up'])
+    await sh('ip', ['-n', this.hub, 'link', 'set', hubEnd, 'master', `br${idc}`, 'up'])
     await sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up'])
     await sh('ip', ['-n', ns, 'addr', 'add', `${address}/${SUBNET_PREFIX}`, 'dev', 'eth0'])
     await sh('ip', ['-n', ns, 'link', 'set', 'eth0', 'up'])
@@ -132,7 +164,7 @@ export class TestNetwork {
       await shape(ns, 'eth0', rate) // the node's upload
       await shape(this.hub, hubEnd, rate) // its download
     }
-    const node = { name, ns, address, rate }
+    const node = { name, ns, address, rate, idc }
     this.nodes.push(node)
     return node
   }

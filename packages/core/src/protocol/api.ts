@@ -13,6 +13,15 @@ const peerIdSchema = z.string().min(1).max(128).regex(/^[1-9A-HJ-NP-Za-km-z]+$/,
 const taskIdSchema = z.string().refine(isTaskId, 'must be 64 hex digits')
 const multiaddrList = z.array(z.string().min(1).max(512).startsWith('/')).max(32)
 
+/** Longest `idc` label. */
+export const MAX_IDC_LENGTH = 128
+/** Longest `location`, and most of its `|`-separated parts. */
+export const MAX_LOCATION_LENGTH = 512
+export const MAX_LOCATION_PARTS = 16
+export const idcSchema = z.string().min(1).max(MAX_IDC_LENGTH).regex(/^[^|\s]+$/, 'must be one word without | or spaces')
+export const locationSchema = z.string().min(1).max(MAX_LOCATION_LENGTH)
+  .refine(l => l.split('|').length <= MAX_LOCATION_PARTS && l.split('|').every(p => p.length > 0 && !/\s/.test(p)), `must be up to ${MAX_LOCATION_PARTS} non-empty |-separated parts without spaces, wide to narrow (eu|fra|rack7)`)
+
 /** How a peer can be reached over libp2p. */
 export const peerAddressSchema = z.object({
   peerId: peerIdSchema,
@@ -25,7 +34,17 @@ export type PeerAddress = z.infer<typeof peerAddressSchema>
  * `PUT /api/v1/peers/:peerId` so the supernode keeps offering it as a source.
  */
 export const peerInfoSchema = peerAddressSchema.extend({
-  hostname: z.string().min(1).max(255)
+  hostname: z.string().min(1).max(255),
+  /**
+   * The data centre the peer is in (`--idc`). Peers in the caller's IDC are chosen as
+   * parents first. Older daemons send none; older supernodes ignore it.
+   */
+  idc: idcSchema.optional(),
+  /**
+   * Where the peer is, `|`-separated from wide to narrow (`--location`, such as
+   * `eu|fra|rack7`): after the IDC, parents sharing the longest prefix go first.
+   */
+  location: locationSchema.optional()
 })
 export type PeerInfo = z.infer<typeof peerInfoSchema>
 
@@ -81,8 +100,10 @@ export const pieceResultSchema = z.object({
   ok: z.boolean(),
   /** Peer id of the source tried */
   source: peerIdSchema,
+  /** Bytes received, when ok */
   bytes: z.number().int().nonnegative().optional(),
-  ms: z.number().nonnegative().optional(),
+  /** How long the transfer took, when ok: the scheduler ranks slow parents down by it */
+  ms: z.number().nonnegative().max(3_600_000).optional(),
   /** Error code when not ok */
   code: z.string().max(64).optional()
 })
@@ -104,7 +125,10 @@ export const scheduleRequestSchema = z.object({
 export type ScheduleRequest = z.input<typeof scheduleRequestSchema>
 
 export const pieceSourceSchema = peerAddressSchema.extend({
-  kind: z.enum(['supernode', 'peer'])
+  kind: z.enum(['supernode', 'peer']),
+  /** The source's IDC and location as it declared them, so the fetcher can count cross-IDC bytes. Absent from older supernodes. */
+  idc: idcSchema.optional(),
+  location: locationSchema.optional()
 })
 export type PieceSource = z.infer<typeof pieceSourceSchema>
 

@@ -3,7 +3,7 @@
 import '@shoal/core/node-flags'
 import { readFile } from 'node:fs/promises'
 import { Command, Option } from 'commander'
-import { clusterKeyOption, configSchemas, createLogger, parseImageReference, diskOptions, diskOptionsSchema, DEFAULT_RATE, InvalidConfigError, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
+import { clusterKeyOption, configSchemas, idcSchema, locationSchema, createLogger, parseImageReference, diskOptions, diskOptionsSchema, DEFAULT_RATE, InvalidConfigError, packageVersion, readClusterKeyFile, resolveOptions, runMain, serveUntilAborted, sourceDefaults } from '@shoal/core'
 import { z } from 'zod'
 import { downloadToFile, parseHeaders } from '../cli/download-command.ts'
 import { loadUpstreams, upstreamsSchema } from '../cli/upstreams-config.ts'
@@ -35,6 +35,8 @@ const daemonSchema = z.object({
   downloadTimeout: configSchemas.duration,
   maxUploads: z.coerce.number().int().min(1).max(1024),
   hostname: z.string().min(1).max(255).optional(),
+  idc: idcSchema.optional(),
+  location: locationSchema.optional(),
   allowSource: z.array(z.string().min(1)).default([]),
   allowPrivateRedirects: z.boolean().default(false),
   maxSourceBytes: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER),
@@ -174,6 +176,8 @@ const daemon = program.command('daemon')
   .addOption(new Option('--download-timeout <ms>', 'longest one download may take').default('1800000'))
   .addOption(new Option('--max-uploads <n>', 'pieces served to peers at once').default('16'))
   .addOption(new Option('--hostname <name>', 'name given to the supernode (default: the OS host name)'))
+  .addOption(new Option('--idc <name>', "this host's data centre: parents in the same IDC are preferred, and piece bytes are counted as same_idc or cross_idc (default: none)"))
+  .addOption(new Option('--location <a|b|c>', "where this host is, |-separated from wide to narrow, e.g. 'eu|fra|rack7': after the IDC, parents sharing the longest prefix are preferred (default: none)"))
   .addOption(new Option('--allow-source <host...>', 'hosts dfget URL downloads may come from besides --registry (always allowed): https://host[:port] or host[:port] (default: none)'))
   .addOption(new Option('--allow-private-redirects', 'follow source redirects to loopback, private and link-local addresses').default(false))
   .addOption(new Option('--max-source-bytes <bytes>', 'largest source accepted from the origin, in bytes').default(String(sourceDefaults.DEFAULT_MAX_SOURCE_BYTES), '64 GiB'))
@@ -210,6 +214,8 @@ const daemon = program.command('daemon')
         authCacheTtl: options.authCacheTtl,
         allowedHosts: options.allowedHost,
         ...(options.hostname != null ? { hostname: options.hostname } : {}),
+        ...(options.idc != null ? { idc: options.idc } : {}),
+        ...(options.location != null ? { location: options.location } : {}),
         allowSource: options.allowSource,
         allowPrivateRedirects: options.allowPrivateRedirects,
         maxSourceBytes: options.maxSourceBytes,

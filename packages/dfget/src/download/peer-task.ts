@@ -268,6 +268,7 @@ export class PeerTask {
         const ms = performance.now() - started
         metrics.downloadBytes.inc({ source: source.kind }, stored.length)
         download.bytesBySource[source.kind] += stored.length
+        metrics.pieceBytes.inc({ source: source.kind, locality: locality(this.components.self().idc, source.idc) }, stored.length)
         metrics.pieces.inc({ source: source.kind, result: 'ok' })
         download.addPiece(stored)
         outcome.push({ num: piece.num, ok: true, source: source.peerId, bytes: stored.length, ms: Math.round(ms) })
@@ -287,4 +288,12 @@ export class PeerTask {
     }
     return outcome
   }
+}
+
+/** Whether a piece crossed IDCs: known only when both ends declared theirs. */
+function locality (mine: string | undefined, theirs: string | undefined): 'same_idc' | 'cross_idc' | 'unknown' {
+  if (mine == null || theirs == null) {
+    return 'unknown'
+  }
+  return mine === theirs ? 'same_idc' : 'cross_idc'
 }

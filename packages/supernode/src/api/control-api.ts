@@ -5,14 +5,14 @@ import {
 import { z } from 'zod'
 import type { SupernodeMetrics } from '../metrics.ts'
 import type { PeerRegistry } from '../peers/peer-registry.ts'
-import type { Scheduler } from '../scheduler/scheduler.ts'
+import type { ScheduleService } from '../scheduler/schedule-service.ts'
 import type { Task } from '../tasks/task.ts'
 import type { TaskManager } from '../tasks/task-manager.ts'
 
 export interface ControlApiComponents {
   tasks: TaskManager
   peers: PeerRegistry
-  scheduler: Scheduler
+  scheduler: ScheduleService
   metrics: SupernodeMetrics
   self: () => PeerAddress
 }
@@ -68,7 +68,8 @@ export class ControlApi {
 
   /**
    * Takes the caller's report of finished transfers and answers with up to `limit`
-   * more pieces to fetch, long-polling up to `waitMs` when none is ready.
+   * more pieces to fetch, long-polling up to `waitMs` when none is ready. The policy is
+   * the scheduler's (`ScheduleService`); this only translates.
    */
   async schedule (taskId: string, input: unknown, ctx: ControlCallContext): Promise<ScheduleResponse> {
     const { tasks, peers, scheduler, metrics } = this.c
@@ -81,52 +82,19 @@ export class ControlApi {
     // layers nobody is pulling first
     tasks.touch(task.id)
 
-    for (const result of body.results) {
-      scheduler.settle(task.id, body.peerId, result.num)
-      // the supernode's own uploads, and pieces a peer already had, say nothing of a peer's health
-      if (result.source !== this.c.self().peerId && result.source !== body.peerId) {
-        if (result.code === 'ERR_PEER_BUSY') {
-          peers.recordBusy(result.source)
-        } else if (result.code === 'ERR_PIECE_NOT_FOUND') {
-          // the source no longer has it (evicted, or its file was damaged): stop sending
-          // peers there for this piece; a healthy peer is not failing
-          task.removeHolder(result.num, result.source)
-        } else {
-          peers.recordTransfer(result.source, result.ok)
-        }
-      }
-      if (result.ok) {
-        task.addHolder(result.num, body.peerId)
-      }
+    scheduler.report(task, body.peerId, body.results)
+    const assignments = await scheduler.next(task, body.peerId, body, { signal: ctx.signal })
+    for (const a of assignments) {
+      metrics.assignments.inc({ source: a.sources[0]?.kind ?? 'supernode' })
     }
-    if (body.results.length > 0) {
-      // a finished or failed transfer may free a piece for peers waiting on it
-      task.changed()
+    return {
+      state: task.state,
+      contentLength: task.contentLength,
+      pieceSize: task.pieceSize > 0 ? task.pieceSize : 1,
+      pieceCount: task.pieceCount,
+      assignments,
+      ...(task.error != null ? { error: task.error } : {})
     }
-
-    const running = new Set(body.running)
-    const deadline = Date.now() + body.waitMs
-    // bounded: each pass either answers or waits for a change until the deadline
-    for (let pass = 0; pass < 10_000; pass++) {
-      const assignments = task.state === 'failed' ? [] : scheduler.schedule(task, body.peerId, running, body.limit)
-      const remaining = deadline - Date.now()
-      const nothingLeft = task.state === 'success' && task.heldBy(body.peerId) + running.size >= (task.pieceCount ?? 0)
-      if (assignments.length > 0 || task.state === 'failed' || nothingLeft || body.limit === 0 || remaining <= 0 || ctx.signal.aborted) {
-        for (const a of assignments) {
-          metrics.assignments.inc({ source: a.sources[0]?.kind ?? 'supernode' })
-        }
-        return {
-          state: task.state,
-          contentLength: task.contentLength,
-          pieceSize: task.pieceSize > 0 ? task.pieceSize : 1,
-          pieceCount: task.pieceCount,
-          assignments,
-          ...(task.error != null ? { error: task.error } : {})
-        }
-      }
-      await task.waitForChange(remaining, ctx.signal)
-    }
-    throw new HttpError(503, 'SCHEDULE_LOOP', 'schedule did not settle')
   }
 
   /** The caller is alive, reachable at these addresses, and holds these complete tasks. */
@@ -146,6 +114,7 @@ export class ControlApi {
     speaksForItself(ctx.caller, body.peerId)
     const known = this.c.peers.remove(body.peerId)
     this.c.tasks.removePeer(body.peerId)
+    this.c.scheduler.forgetPeer(body.peerId)
     if (!known) {
       throw new HttpError(404, 'PEER_NOT_FOUND', `no peer ${body.peerId}`)
     }

@@ -2,12 +2,19 @@ import {
   cutIntoPieces, DigestMismatchError, DigestVerifier, pieceSizeFor, ShoalError, SourceHttpError, SourceRefusedError, SourceTooLargeError,
   SourceUnavailableError, type ComponentLogger, type Logger, type PieceStore, type SourceClient, type SourceResponse, type StoredPiece
 } from '@shoal/core'
+import { TooManyPiecesError } from '../errors.ts'
+import { DEFAULT_MAX_PIECES_PER_TASK } from '../scheduler/constants.ts'
 import type { Task } from '../tasks/task.ts'
 import type { SupernodeMetrics } from '../metrics.ts'
 
 export interface SourceFetcherInit {
   /** Fixed piece size; by default it follows the content length (see `pieceSizeFor`). */
   pieceSize?: number
+  /**
+   * Most pieces one task may have: content whose length at its piece size means more is
+   * refused (ERR_TOO_MANY_PIECES), and content without a length stops there. @default 65536
+   */
+  maxPieces?: number
 }
 
 export interface SourceFetcherComponents {
@@ -49,9 +56,11 @@ export class SourceFetcher {
   private readonly components: SourceFetcherComponents
   private readonly log: Logger
   private readonly pieceSize?: number
+  private readonly maxPieces: number
 
   constructor (components: SourceFetcherComponents, init: SourceFetcherInit = {}) {
     this.components = components
+    this.maxPieces = init.maxPieces ?? DEFAULT_MAX_PIECES_PER_TASK
     this.log = components.logger.forComponent('shoal:supernode:cdn')
     if (init.pieceSize != null) {
       this.pieceSize = init.pieceSize
@@ -121,6 +130,11 @@ export class SourceFetcher {
       const lengthHeader = res.headers['content-length']
       const contentLength = resumed ? request.resume?.contentLength ?? null : typeof lengthHeader === 'string' && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : null
       const pieceSize = resumed ? request.resume?.pieceSize ?? 0 : this.pieceSize ?? pieceSizeFor(contentLength)
+      if (contentLength != null && pieceSize > 0 && Math.ceil(contentLength / pieceSize) > this.maxPieces) {
+        // every piece costs the scheduler memory per holder: refuse before reading a byte
+        await res.dump().catch(() => {})
+        throw new TooManyPiecesError(`${where} declares ${contentLength} bytes: ${Math.ceil(contentLength / pieceSize)} pieces of ${pieceSize} bytes, more than the ${this.maxPieces} a task may have`)
+      }
       task.start(contentLength, pieceSize)
       for (const piece of prefix) {
         task.addPiece(piece)
@@ -139,7 +153,13 @@ export class SourceFetcher {
           pieceSize,
           firstPiece: prefix.length,
           signal,
-          onPiece: (piece) => { task.addPiece(piece) },
+          onPiece: (piece) => {
+            if (piece.num >= this.maxPieces) {
+              // content without a declared length grew past the bound
+              throw new TooManyPiecesError(`${where} sent more than ${this.maxPieces} pieces of ${pieceSize} bytes`)
+            }
+            task.addPiece(piece)
+          },
           onChunk: (chunk) => {
             metrics.sourceBytes.inc(chunk.byteLength)
             verifier?.update(chunk)
@@ -161,7 +181,7 @@ export class SourceFetcher {
         ? 'http_error'
         : err instanceof DigestMismatchError
           ? 'digest_mismatch'
-          : err instanceof SourceRefusedError ? 'refused' : err instanceof SourceTooLargeError ? 'too_large' : 'network_error'
+          : err instanceof SourceRefusedError ? 'refused' : err instanceof SourceTooLargeError || err instanceof TooManyPiecesError ? 'too_large' : 'network_error'
       const e = err as Error & { code?: string, statusCode?: number }
       this.log.warn({ taskId: task.id, url: where, err, code: e.code }, 'source fetch failed')
       task.fail({

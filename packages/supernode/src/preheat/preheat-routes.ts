@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises'
 import { timingSafeEqual, createHash } from 'node:crypto'
 import {
   BlobAuthorization, formatIssues, HttpError, imageDefaults, isDockerHub, parseImageReference, pullJobRequestSchema, pullJobRoutes, ShoalError, SourceRefusedError, taskIdFor, TooManyJobsError,
@@ -131,7 +132,8 @@ async function fetchLayer (c: Pick<PreheatComponents, 'tasks'>, layer: PullJobLa
     if (task.contentLength != null) {
       layer.size = task.contentLength
     }
-    await task.waitForChange(PROGRESS_POLL_MS, signal)
+    // polled: the task tells the scheduler of its changes, nobody else
+    await delay(PROGRESS_POLL_MS, undefined, { signal }).catch(() => {})
     signal.throwIfAborted()
   }
   if (task.state === 'failed') {

@@ -1,3 +1,10 @@
+import {
+  DEFAULT_ASSIGNMENT_TTL, DEFAULT_MAX_HOLDER_SCAN, DEFAULT_MAX_PEER_SOURCES, DEFAULT_MAX_PEER_UPLOADS, DEFAULT_MAX_SEEDING,
+  DEFAULT_SUPERNODE_FANOUT, DEFAULT_WINDOW_FACTOR, DEFAULT_CROSS_IDC_FANOUT
+} from './constants.ts'
+import { nearness, SAME_IDC_NEARNESS, sameIdc, type Place } from './locality.ts'
+import { InFlight } from './in-flight.ts'
+import { PeerStats } from './peer-stats.ts'
 import type { PeerRegistry } from '../peers/peer-registry.ts'
 import type { Task } from '../tasks/task.ts'
 import type { PeerAddress, PieceAssignment, PieceSource } from '@shoal/core'
@@ -23,74 +30,95 @@ export interface SchedulerInit {
    * @default 32
    */
   maxSeeding?: number
+  /** Transfers one peer is sent at once as first source, over all tasks. @default 8 */
+  maxPeerUploads?: number
+  /** Usable holders of a piece looked at per decision (4× as many visited in all). @default 64 */
+  maxHolderScan?: number
   /** How long a handed-out piece counts against its first source's load. @default 30000 ms */
   assignmentTtl?: number
+  /**
+   * Transfers of one piece into one IDC from a peer in another IDC at once. The rest of
+   * that IDC waits for the piece to land there and trades it inside. @default 1
+   */
+  crossIdcFanout?: number
 }
 
 export interface SchedulerComponents {
   peers: PeerRegistry
+  /** Piece times and bad-bytes blocks, from daemons' reports. @default a new one */
+  stats?: PeerStats
   /** The supernode itself, always the last resort for a piece it holds. */
   self: () => PeerAddress
 }
 
-interface Assignment {
-  /** The source put first */
+/** A handed-out piece whose transfer ended: whose slot it freed. */
+export interface Released {
   source: string
-  /** `${taskId}/${num}` */
-  piece: string
-  /** Served by the supernode because no peer held the piece */
   seeding: boolean
-  at: number
+}
+
+interface Candidate {
+  id: string
+  near: number
+  cost: number
+  tie: number
 }
 
 /**
- * Decides which pieces a peer fetches next and from whom.
+ * Decides which pieces a peer fetches next and from whom (docs/scheduling.md).
  *
- * Pieces: rarest first within a window at the front of what the peer lacks. The window
- * keeps a daemon close to the order it streams the layer in; rarest first (fewest
- * holders, counting transfers in flight) makes peers that start together fetch
- * different pieces, so they have something to trade instead of all queueing on the
- * supernode for piece 0.
+ * Pieces: rarest first within a window at the front of what the peer lacks.
  *
- * Sources: the peers that reported holding the piece, least loaded first, then the
- * supernode: the supernode serves a piece only when no peer can, which is what keeps
- * the origin and the seed from being the bottleneck.
+ * Parents: peers that hold the piece and are not blocked, busy or at their upload
+ * cap; nearest first (same IDC, then longest shared location prefix), then by expected
+ * time (load × measured piece time), then the supernode, which serves a piece only
+ * when no peer can.
  */
 export class Scheduler {
+  readonly stats: PeerStats
   private readonly components: SchedulerComponents
   private readonly maxPeerSources: number
   private readonly windowFactor: number
   private readonly supernodeFanout: number
   private readonly maxSeeding: number
-  private seedingTotal = 0
-  private readonly assignmentTtl: number
-  /** (task, requester, piece) → what was handed out, to count load and pieces in flight */
-  private readonly assignments = new Map<string, Assignment>()
-  private readonly load = new Map<string, number>()
-  /** (task, piece) → transfers of it in flight, to any peer */
-  private readonly inflight = new Map<string, number>()
-  /** (task, piece) → transfers of it in flight from the supernode */
-  private readonly seeding = new Map<string, number>()
+  private readonly maxPeerUploads: number
+  private readonly maxHolderScan: number
+  private readonly crossIdcFanout: number
+  /** What was handed out and is not settled yet */
+  private readonly inFlight: InFlight
 
   constructor (components: SchedulerComponents, init: SchedulerInit = {}) {
     this.components = components
-    this.maxPeerSources = init.maxPeerSources ?? 3
-    this.windowFactor = init.windowFactor ?? 4
-    this.supernodeFanout = init.supernodeFanout ?? 1
-    this.maxSeeding = init.maxSeeding ?? 32
-    this.assignmentTtl = init.assignmentTtl ?? 30_000
+    this.stats = components.stats ?? new PeerStats()
+    this.maxPeerSources = init.maxPeerSources ?? DEFAULT_MAX_PEER_SOURCES
+    this.windowFactor = init.windowFactor ?? DEFAULT_WINDOW_FACTOR
+    this.supernodeFanout = init.supernodeFanout ?? DEFAULT_SUPERNODE_FANOUT
+    this.maxSeeding = init.maxSeeding ?? DEFAULT_MAX_SEEDING
+    this.maxPeerUploads = init.maxPeerUploads ?? DEFAULT_MAX_PEER_UPLOADS
+    this.maxHolderScan = init.maxHolderScan ?? DEFAULT_MAX_HOLDER_SCAN
+    this.inFlight = new InFlight(init.assignmentTtl ?? DEFAULT_ASSIGNMENT_TTL)
+    this.crossIdcFanout = init.crossIdcFanout ?? DEFAULT_CROSS_IDC_FANOUT
   }
 
   schedule (task: Task, peerId: string, running: ReadonlySet<number>, limit: number): PieceAssignment[] {
-    this.expire()
+    const inFlight = this.inFlight
+    inFlight.expire()
     if (limit <= 0) {
       return []
     }
+    const load = inFlight.forTask(task.id)
+    const mine = load.byPeer.get(peerId)
     const windowSize = Math.max(limit * this.windowFactor, 16)
-    const window: Array<{ num: number, rarity: number }> = []
+    if (this.window.length < windowSize) {
+      this.window = new Float64Array(windowSize)
+    }
+    // each entry is rarity × 2^32 + piece number, so a numeric sort orders by rarity,
+    // then number, with no object per piece
+    const window = this.window
+    let size = 0
     const pieceCount = task.pieceCount ?? Number.POSITIVE_INFINITY
     // bounded by the piece count and the window size
-    for (let num = 0; num < pieceCount && window.length < windowSize; num++) {
+    for (let num = 0; num < pieceCount && size < windowSize; num++) {
       if (!task.pieces.has(num)) {
         if (task.pieceCount == null) {
           break
@@ -103,114 +131,194 @@ export class Scheduler {
       // the requester names every piece it is fetching: an assignment of this one to it
       // is stale (a daemon restarted under the same peer id), and must not keep the
       // piece's seeding slot until it expires
-      const stale = this.assignments.get(`${task.id}/${peerId}/${num}`)
+      const stale = mine?.get(num)
       if (stale != null) {
-        this.release(`${task.id}/${peerId}/${num}`, stale)
+        inFlight.release(stale)
       }
-      window.push({ num, rarity: (task.holders.get(num)?.size ?? 0) + (this.inflight.get(`${task.id}/${num}`) ?? 0) })
+      window[size++] = ((task.holders.get(num)?.size ?? 0) + (load.inflight.get(num) ?? 0)) * PIECE_KEY + num
     }
-    window.sort((a, b) => a.rarity - b.rarity || a.num - b.num)
+    const order = window.subarray(0, size).sort()
 
+    const requester = this.components.peers.get(peerId)
     const out: PieceAssignment[] = []
-    for (const { num } of window) {
+    for (const key of order) {
       if (out.length >= limit) {
         break
       }
-      const sources = this.sourcesFor(task, num, peerId)
+      const num = key % PIECE_KEY
+      const holders = task.holders.get(num)
+      if ((holders == null || holders.size === 0) && ((load.seeding.get(num) ?? 0) >= this.supernodeFanout || inFlight.seedingTotal >= this.maxSeeding)) {
+        // no peer holds it, and the supernode may not seed it now: skip it before
+        // looking for sources
+        continue
+      }
+      const sources = this.sourcesFor(task, num, peerId, requester)
       if (sources.length === 0) {
         // held by peers that are all busy right now: another piece now, this one from
         // them in a moment, rather than the supernode serving it once more
         continue
       }
       const seeding = sources[0]?.kind === 'supernode'
-      if (seeding && ((this.seeding.get(`${task.id}/${num}`) ?? 0) >= this.supernodeFanout || this.seedingTotal >= this.maxSeeding)) {
+      if (seeding && ((load.seeding.get(num) ?? 0) >= this.supernodeFanout || inFlight.seedingTotal >= this.maxSeeding)) {
         // being seeded to someone else already (fetch it from them once they have
         // it), or every supernode upload slot is taken
         continue
       }
+      const first = sources[0]
+      // a piece crossing into the requester's IDC from a peer in another
+      const cross = !seeding && requester?.idc != null && sameIdc(requester, first) === false ? requester.idc : undefined
+      if (cross != null && (load.crossing.get(cross)?.get(num) ?? 0) >= this.crossIdcFanout) {
+        // already crossing into this IDC: fetch it from there once it landed
+        continue
+      }
       const piece = task.pieces.get(num)!
-      this.assign(task.id, peerId, num, sources[0]?.peerId ?? '', seeding)
+      inFlight.assign(load, peerId, num, first?.peerId ?? '', seeding, cross)
       out.push({ num, offset: piece.offset, length: piece.length, digest: piece.digest, sources })
     }
+    inFlight.dropIfIdle(load)
     return out.sort((a, b) => a.num - b.num)
   }
 
   /** A result came back for a piece: its source is no longer busy with it. */
-  settle (taskId: string, peerId: string, num: number): void {
-    const key = `${taskId}/${peerId}/${num}`
-    const assignment = this.assignments.get(key)
-    if (assignment != null) {
-      this.release(key, assignment)
+  settle (taskId: string, peerId: string, num: number): Released | undefined {
+    const assignment = this.inFlight.get(taskId, peerId, num)
+    if (assignment == null) {
+      return undefined
     }
+    this.inFlight.release(assignment)
+    return { source: assignment.source, seeding: assignment.seeding }
   }
 
-  /** Sources for a piece, best first; none while every peer holding it is busy. */
-  private sourcesFor (task: Task, num: number, requester: string): PieceSource[] {
-    const { peers } = this.components
-    const others = [...task.holders.get(num) ?? []].filter(id => id !== requester)
-    const holders = others
-      .filter(id => peers.isUsable(id))
-      .map(id => ({ id, load: this.load.get(id) ?? 0, tie: Math.random() }))
-      .sort((a, b) => a.load - b.load || a.tie - b.tie)
-      .slice(0, this.maxPeerSources)
+  /** Transfers handed out with `peerId` as first source, not yet settled. */
+  loadOf (peerId: string): number {
+    return this.inFlight.loadOf(peerId)
+  }
 
-    if (holders.length === 0 && others.some(id => peers.isBusy(id))) {
+  /** Assignments not yet settled or expired (for tests and the benchmark). */
+  get pending (): number {
+    return this.inFlight.pending
+  }
+
+  /** Entries the expiry queue holds, settled and passed ones included (bounded: about twice what is in flight, amortized). */
+  get queued (): number {
+    return this.inFlight.queued
+  }
+
+  /** Tasks with transfers in flight (bounded: a task's entry goes with its last transfer). */
+  get tasksInFlight (): number {
+    return this.inFlight.tasksInFlight
+  }
+
+  private selfSource?: { at: number, source: PieceSource }
+  /** The rarest-first window, reused by every decision */
+  private window = new Float64Array(64)
+
+  /** The supernode as a source, made again at most once a second: its addresses rarely change, and each decision needs it. */
+  private supernodeSource (): PieceSource {
+    const now = Date.now()
+    if (this.selfSource == null || now - this.selfSource.at > 1_000) {
+      this.selfSource = { at: now, source: { ...this.components.self(), kind: 'supernode' } }
+    }
+    return this.selfSource.source
+  }
+
+  /** Sources for a piece, best first; none while every peer holding it is busy or at its cap. */
+  private sourcesFor (task: Task, num: number, requester: string, place: Place | undefined): PieceSource[] {
+    const { peers } = this.components
+    const { stats } = this
+    const holders = task.holders.get(num)
+    const best: Candidate[] = []
+    let waitable = false
+    /** A holder in the requester's IDC exists, though busy or at its cap */
+    let nearWaitable = false
+    if (holders != null) {
+      let usable = 0
+      let visited = 0
+      // bounded: at most maxHolderScan usable holders, 4× as many visited in all
+      for (const id of holders) {
+        if (usable >= this.maxHolderScan || visited >= this.maxHolderScan * 4) {
+          break
+        }
+        visited++
+        if (id === requester || stats.isBlocked(task.id, id)) {
+          continue
+        }
+        const info = peers.get(id)
+        if (!peers.isUsable(id)) {
+          if (peers.isBusy(id)) {
+            waitable = true
+            nearWaitable ||= sameIdc(place, info) === true
+          }
+          continue
+        }
+        const load = this.inFlight.loadOf(id)
+        if (load >= this.maxPeerUploads) {
+          // this parent has its share: the piece waits for it (or another) rather than
+          // fall to the supernode
+          waitable = true
+          nearWaitable ||= sameIdc(place, info) === true
+          continue
+        }
+        usable++
+        insertBest(best, id, nearness(place, info), (load + 1) * stats.pieceTime(id), this.maxPeerSources)
+      }
+    }
+    if (best.length === 0 && waitable) {
+      return []
+    }
+    const nearFound = best.some(c => c.near >= SAME_IDC_NEARNESS)
+    if (nearWaitable && !nearFound) {
+      // a parent in the requester's IDC has the piece but no slot now: wait for it
+      // rather than pull the piece across IDCs again
       return []
     }
     const sources: PieceSource[] = []
-    for (const holder of holders) {
-      const info = peers.get(holder.id)
+    for (const { id, near } of best) {
+      if (nearFound && near < SAME_IDC_NEARNESS) {
+        // scarce cross-IDC links are not a fallback for a near parent that failed:
+        // the supernode is
+        continue
+      }
+      const info = peers.get(id)
       if (info != null) {
-        sources.push({ peerId: info.peerId, addrs: info.addrs, kind: 'peer' })
+        const source: PieceSource = { peerId: info.peerId, addrs: info.addrs, kind: 'peer' }
+        if (info.idc != null) {
+          source.idc = info.idc
+        }
+        if (info.location != null) {
+          source.location = info.location
+        }
+        sources.push(source)
       }
     }
-    sources.push({ ...this.components.self(), kind: 'supernode' })
+    sources.push(this.supernodeSource())
     return sources
-  }
-
-  private assign (taskId: string, peerId: string, num: number, source: string, seeding: boolean): void {
-    const key = `${taskId}/${peerId}/${num}`
-    const previous = this.assignments.get(key)
-    if (previous != null) {
-      this.release(key, previous)
-    }
-    // re-inserting keeps the map in time order, so expire() stops at the first live entry
-    const assignment = { source, piece: `${taskId}/${num}`, seeding, at: Date.now() }
-    this.assignments.set(key, assignment)
-    bump(this.load, assignment.source, 1)
-    bump(this.inflight, assignment.piece, 1)
-    if (seeding) {
-      bump(this.seeding, assignment.piece, 1)
-      this.seedingTotal++
-    }
-  }
-
-  private release (key: string, assignment: Assignment): void {
-    this.assignments.delete(key)
-    bump(this.load, assignment.source, -1)
-    bump(this.inflight, assignment.piece, -1)
-    if (assignment.seeding) {
-      bump(this.seeding, assignment.piece, -1)
-      this.seedingTotal--
-    }
-  }
-
-  private expire (): void {
-    const cutoff = Date.now() - this.assignmentTtl
-    for (const [key, assignment] of this.assignments) {
-      if (assignment.at >= cutoff) {
-        break
-      }
-      this.release(key, assignment)
-    }
   }
 }
 
-function bump (counts: Map<string, number>, key: string, delta: number): void {
-  const next = (counts.get(key) ?? 0) + delta
-  if (next <= 0) {
-    counts.delete(key)
-  } else {
-    counts.set(key, next)
+/** Window entries are rarity × PIECE_KEY + piece number: exact in a double while rarity (holders plus transfers in flight) stays below 2^21. */
+const PIECE_KEY = 2 ** 32
+
+/** Nearer first, then cheaper (expected time), then at random. */
+function better (near: number, cost: number, tie: number, b: Candidate): boolean {
+  return near !== b.near ? near > b.near : cost !== b.cost ? cost < b.cost : tie < b.tie
+}
+
+/**
+ * Keeps the `max` best candidates in `best`, best first: O(max) per holder, no sort of
+ * all holders, and no object made for a holder that does not make the list.
+ */
+function insertBest (best: Candidate[], id: string, near: number, cost: number, max: number): void {
+  const tie = Math.random()
+  let i = best.length
+  while (i > 0 && better(near, cost, tie, best[i - 1]!)) {
+    i--
+  }
+  if (i >= max) {
+    return
+  }
+  best.splice(i, 0, { id, near, cost, tie })
+  if (best.length > max) {
+    best.pop()
   }
 }

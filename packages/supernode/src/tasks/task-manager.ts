@@ -1,5 +1,8 @@
 import { raceSignal, TaskNotFoundError, taskIdFor, type ComponentLogger, type Logger, type PieceStore, type RegisterTaskRequest } from '@shoal/core'
-import { Task } from './task.ts'
+import { Task, type TaskListener } from './task.ts'
+import {
+  DEFAULT_FAILED_TASK_TTL, DEFAULT_IDLE_HOLDERS_TTL, DEFAULT_MAX_FAILED_TASKS, DEFAULT_MAX_TASKS_WITH_HOLDERS
+} from '../scheduler/constants.ts'
 import type { SourceFetcher } from '../cdn/source-fetcher.ts'
 import type { SupernodeMetrics } from '../metrics.ts'
 
@@ -8,6 +11,14 @@ export interface TaskManagerInit {
   failedTaskRetryAfter?: number
   /** How long a registration waits for the source to answer. @default 30000 ms */
   sourceHeadersTimeout?: number
+  /** A failed task is forgotten this long after it failed. @default 600000 ms */
+  failedTaskTtl?: number
+  /** Failed tasks kept at most, oldest forgotten first. @default 1024 */
+  maxFailedTasks?: number
+  /** Holder maps of tasks nobody asked about for this long are dropped. @default 1800000 ms */
+  idleHoldersTtl?: number
+  /** Tasks whose holder maps are kept at most, least recently asked about dropped first. @default 2048 */
+  maxTasksWithHolders?: number
 }
 
 export interface TaskManagerComponents {
@@ -15,6 +26,8 @@ export interface TaskManagerComponents {
   fetcher: SourceFetcher
   logger: ComponentLogger
   metrics: SupernodeMetrics
+  /** Hears every task's changes (the scheduler, to wake long polls). */
+  listener?: TaskListener
 }
 
 /**
@@ -29,6 +42,10 @@ export class TaskManager {
   private readonly fetches = new Map<string, Promise<void>>()
   private readonly failedTaskRetryAfter: number
   private readonly sourceHeadersTimeout: number
+  private readonly failedTaskTtl: number
+  private readonly maxFailedTasks: number
+  private readonly idleHoldersTtl: number
+  private readonly maxTasksWithHolders: number
   private readonly controller = new AbortController()
   /**
    * Tasks whose source fetch a restart cut off, by id: their verified pieces stay on
@@ -42,6 +59,16 @@ export class TaskManager {
     this.log = components.logger.forComponent('shoal:supernode:tasks')
     this.failedTaskRetryAfter = init.failedTaskRetryAfter ?? 5_000
     this.sourceHeadersTimeout = init.sourceHeadersTimeout ?? 30_000
+    this.failedTaskTtl = init.failedTaskTtl ?? DEFAULT_FAILED_TASK_TTL
+    this.maxFailedTasks = init.maxFailedTasks ?? DEFAULT_MAX_FAILED_TASKS
+    this.idleHoldersTtl = init.idleHoldersTtl ?? DEFAULT_IDLE_HOLDERS_TTL
+    this.maxTasksWithHolders = init.maxTasksWithHolders ?? DEFAULT_MAX_TASKS_WITH_HOLDERS
+  }
+
+  private create (init: { id: string, url: string, digest?: string | undefined }): Task {
+    const task = new Task(init)
+    task.listener = this.components.listener
+    return task
   }
 
   /**
@@ -68,7 +95,7 @@ export class TaskManager {
         await store.deleteTask(stored.taskId)
         continue
       }
-      const task = new Task({ id: stored.taskId, url: stored.url, digest: stored.digest })
+      const task = this.create({ id: stored.taskId, url: stored.url, digest: stored.digest })
       task.start(stored.contentLength, stored.pieceSize)
       for (const piece of await store.listPieces(stored.taskId)) {
         task.pieces.set(piece.num, piece)
@@ -116,7 +143,7 @@ export class TaskManager {
     const { metrics } = this.components
 
     if (task == null) {
-      task = new Task({ id, url: request.url, digest: request.digest })
+      task = this.create({ id, url: request.url, digest: request.digest })
       this.tasks.set(id, task)
       const resume = this.resumable.get(id)
       this.resumable.delete(id)
@@ -206,6 +233,67 @@ export class TaskManager {
    */
   touch (taskId: string): void {
     this.components.store.touch(taskId)
+    const task = this.tasks.get(taskId)
+    if (task != null) {
+      task.lastAsked = Date.now()
+    }
+  }
+
+  /**
+   * Keeps memory flat: forgets failed tasks after their ttl (and the oldest beyond the
+   * count), and drops the holder maps of tasks nobody asked about for a while (and of
+   * the least recently asked beyond the count). A task's pieces stay: they are on disk,
+   * bounded by the disk quota. Daemons' announces bring holders back.
+   * @returns what was dropped
+   */
+  sweep (now = Date.now()): { failed: number, holders: number } {
+    const failed: Task[] = []
+    const withHolders: Task[] = []
+    let droppedFailed = 0
+    let droppedHolders = 0
+    // bounded by the tasks known
+    for (const task of this.tasks.values()) {
+      if (task.state === 'failed') {
+        if (this.fetches.has(task.id)) {
+          continue
+        }
+        if (now - task.failedAt > this.failedTaskTtl) {
+          this.tasks.delete(task.id)
+          droppedFailed++
+        } else {
+          failed.push(task)
+        }
+      } else if (task.holders.size > 0) {
+        if (task.state === 'success' && now - task.lastAsked > this.idleHoldersTtl) {
+          task.clearHolders()
+          droppedHolders++
+        } else {
+          withHolders.push(task)
+        }
+      }
+    }
+    if (failed.length > this.maxFailedTasks) {
+      failed.sort((a, b) => a.failedAt - b.failedAt)
+      for (const task of failed.slice(0, failed.length - this.maxFailedTasks)) {
+        this.tasks.delete(task.id)
+        droppedFailed++
+      }
+    }
+    if (withHolders.length > this.maxTasksWithHolders) {
+      withHolders.sort((a, b) => a.lastAsked - b.lastAsked)
+      for (const task of withHolders.slice(0, withHolders.length - this.maxTasksWithHolders)) {
+        if (task.state === 'success') {
+          task.clearHolders()
+          droppedHolders++
+        }
+      }
+    }
+    return { failed: droppedFailed, holders: droppedHolders }
+  }
+
+  /** Tasks known (all states). */
+  get size (): number {
+    return this.tasks.size
   }
 
   /** Forgets a departed peer everywhere. */

@@ -1,4 +1,17 @@
-import { ChangeNotifier, pieceCount, type StoredPiece, type TaskError, type TaskState } from '@shoal/core'
+import { pieceCount, type StoredPiece, type TaskError, type TaskState } from '@shoal/core'
+
+/**
+ * What the scheduler hears of a task's changes, to wake only the long polls a change
+ * can help (see `Waiters`).
+ */
+export interface TaskListener {
+  /** The supernode now holds piece `num`. */
+  pieceAdded: (task: Task, num: number) => void
+  /** `peerId` reported holding piece `num`. */
+  holderAdded: (task: Task, num: number, peerId: string) => void
+  /** The task started, finished, failed, restarted or lost pieces: every waiter looks again. */
+  stateChanged: (task: Task) => void
+}
 
 export interface TaskInit {
   id: string
@@ -8,7 +21,7 @@ export interface TaskInit {
 
 /**
  * The supernode's view of one piece of content: what it has cut from the source so
- * far, and which peers hold which pieces. Waiters (long polls) are woken on change.
+ * far, and which peers hold which pieces. Its listener (the scheduler) hears of changes.
  *
  * A task holds no credentials: the registration that starts a fetch hands its headers
  * to that fetch alone, so they go to that registrant's URL and are gone when it ends.
@@ -32,7 +45,10 @@ export class Task {
   /** Resolves once the source answered (length and piece size known) or failed. */
   ready: Promise<void>
   private markReady: () => void
-  private readonly changes = new ChangeNotifier()
+  /** Set by the scheduler's service; nothing is told before. */
+  listener: TaskListener | undefined
+  /** When a peer last asked about this task (ms since the epoch), for idle eviction. */
+  lastAsked = Date.now()
 
   constructor (init: TaskInit) {
     this.id = init.id
@@ -57,7 +73,7 @@ export class Task {
 
   addPiece (piece: StoredPiece): void {
     this.pieces.set(piece.num, piece)
-    this.changed()
+    this.listener?.pieceAdded(this, piece.num)
   }
 
   succeed (contentLength: number): void {
@@ -104,7 +120,7 @@ export class Task {
     }
     if (!set.has(peerId)) {
       set.add(peerId)
-      this.changed()
+      this.listener?.holderAdded(this, num, peerId)
     }
   }
 
@@ -134,13 +150,13 @@ export class Task {
     }
   }
 
-  /** Resolves on the next change, after `ms`, or when `signal` aborts, whichever is first. */
-  async waitForChange (ms: number, signal?: AbortSignal): Promise<void> {
-    await this.changes.wait({ ms, ...(signal != null ? { signal } : {}) })
+  /** Forgets who holds what (an idle task's holder map is evicted); announces bring holders back. */
+  clearHolders (): void {
+    this.holders.clear()
   }
 
-  /** Wakes waiters: something they may be waiting on (a transfer slot, a holder) changed. */
+  /** Something every waiter may care about changed (state, pieces withdrawn). */
   changed (): void {
-    this.changes.notify()
+    this.listener?.stateChanged(this)
   }
 }

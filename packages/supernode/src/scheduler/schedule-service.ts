@@ -1,0 +1,169 @@
+import { DEFAULT_MAX_PEER_UPLOADS, DEFAULT_RECHECK_INTERVAL, DEFAULT_SUPERNODE_FANOUT, MAX_POLL_PASSES } from './constants.ts'
+import { Waiters } from './waiters.ts'
+import type { Scheduler } from './scheduler.ts'
+import type { PeerRegistry } from '../peers/peer-registry.ts'
+import type { Task, TaskListener } from '../tasks/task.ts'
+import type { PieceAssignment, PieceResult } from '@shoal/core'
+
+export interface ScheduleServiceInit {
+  /** Waiters lacking a piece that one new holder of it wakes. @default 8 (a peer's upload cap) */
+  wakePerHolder?: number
+  /** Waiters lacking a piece that the supernode cutting it wakes. @default 1 (its fan-out) */
+  wakePerNewPiece?: number
+  /**
+   * Longest a long poll sleeps before looking again unwoken, so what no report
+   * announces (a BUSY back-off ending, an assignment expiring) is seen. @default 1000 ms
+   */
+  recheckInterval?: number
+}
+
+export interface ScheduleServiceComponents {
+  peers: PeerRegistry
+  scheduler: Scheduler
+  /** The supernode's own peer id: its uploads say nothing of a peer's health. */
+  selfId: () => string
+  /** Told how long each scheduling decision took, in seconds. */
+  onDecision?: (seconds: number) => void
+}
+
+/** What a peer asks for besides its report. */
+export interface NextRequest {
+  /** Pieces the peer is fetching now */
+  running: readonly number[]
+  limit: number
+  /** Longest wait for something to fetch (a long poll); 0 answers at once */
+  waitMs: number
+}
+
+/** Results that mean the source sent bytes that are not the piece. */
+const BAD_BYTES = new Set(['ERR_PIECE_DIGEST_MISMATCH', 'ERR_PIECE_LENGTH_MISMATCH'])
+
+/**
+ * The scheduler as daemons use it, without transport: settles what a peer reports,
+ * then answers with pieces to fetch, waiting (a long poll) until a change can help it.
+ * The control API only parses, authorizes and translates.
+ */
+export class ScheduleService implements TaskListener {
+  readonly waiters = new Waiters()
+  private readonly c: ScheduleServiceComponents
+  private readonly wakePerHolder: number
+  private readonly wakePerNewPiece: number
+  private readonly recheckInterval: number
+
+  constructor (components: ScheduleServiceComponents, init: ScheduleServiceInit = {}) {
+    this.c = components
+    this.wakePerHolder = init.wakePerHolder ?? DEFAULT_MAX_PEER_UPLOADS
+    this.wakePerNewPiece = init.wakePerNewPiece ?? DEFAULT_SUPERNODE_FANOUT
+    this.recheckInterval = init.recheckInterval ?? DEFAULT_RECHECK_INTERVAL
+  }
+
+  /** Starts hearing a task's changes. */
+  attach (task: Task): void {
+    task.listener = this
+  }
+
+  /**
+   * Takes a peer's report of finished transfers: frees their slots, records the
+   * parents' health and speed, blocks parents that sent bad bytes, adds holders, and
+   * wakes the waiters a freed slot or a new holder can help.
+   */
+  report (task: Task, peerId: string, results: readonly PieceResult[]): void {
+    const { scheduler, peers } = this.c
+    const self = this.c.selfId()
+    // bounded by the schema (at most 1024 results)
+    for (const result of results) {
+      const released = scheduler.settle(task.id, peerId, result.num)
+      // the supernode's own uploads, and pieces a peer already had, say nothing of a peer's health
+      if (result.source !== self && result.source !== peerId) {
+        if (result.code === 'ERR_PEER_BUSY') {
+          peers.recordBusy(result.source)
+        } else if (result.code === 'ERR_PIECE_NOT_FOUND') {
+          // the source no longer has it (evicted, or its file was damaged): stop sending
+          // peers there for this piece; a healthy peer is not failing
+          task.removeHolder(result.num, result.source)
+        } else if (result.code != null && BAD_BYTES.has(result.code)) {
+          scheduler.stats.recordBadBytes(task.id, result.source)
+          task.removeHolder(result.num, result.source)
+          peers.recordTransfer(result.source, false)
+        } else {
+          peers.recordTransfer(result.source, result.ok)
+        }
+        if (result.ok && result.bytes != null && result.ms != null) {
+          scheduler.stats.recordTime(result.source, result.bytes, result.ms)
+        }
+      }
+      if (result.ok) {
+        // wakes waiters lacking this piece, up to what the new holder can serve
+        task.addHolder(result.num, peerId)
+      }
+      if (released != null && this.waiters.wakeWantingAny(task.id, () => [result.num], 1) === 0) {
+        // a slot of that parent is free: one waiter lacking a piece it holds may now
+        // get it there (any piece, when the parent is the supernode)
+        this.waiters.wakeWantingAny(task.id, () => released.seeding ? task.pieces.keys() : heldBy(task, released.source), 1)
+      }
+    }
+  }
+
+  /**
+   * Up to `limit` pieces for the peer to fetch, with their sources. When none is ready
+   * it waits up to `waitMs` for a change that can help this peer, then looks again.
+   */
+  async next (task: Task, peerId: string, request: NextRequest, options: { signal?: AbortSignal } = {}): Promise<PieceAssignment[]> {
+    const running = new Set(request.running)
+    const deadline = Date.now() + request.waitMs
+    const wants = (num: number): boolean => !running.has(num) && !task.holds(num, peerId)
+    // bounded: each pass either answers or waits for a wake-up until the deadline
+    for (let pass = 0; pass < MAX_POLL_PASSES; pass++) {
+      const assignments = task.state === 'failed' ? [] : this.decide(task, peerId, running, request.limit)
+      const remaining = deadline - Date.now()
+      if (assignments.length > 0 || task.state === 'failed' || nothingLeft(task, peerId, running) || request.limit === 0 ||
+        remaining <= 0 || options.signal?.aborted === true) {
+        return assignments
+      }
+      await this.waiters.wait(task.id, peerId, wants, Math.min(remaining, this.recheckInterval), options.signal)
+    }
+    return []
+  }
+
+  /** One scheduling decision, timed. */
+  decide (task: Task, peerId: string, running: ReadonlySet<number>, limit: number): PieceAssignment[] {
+    const started = performance.now()
+    const out = this.c.scheduler.schedule(task, peerId, running, limit)
+    this.c.onDecision?.((performance.now() - started) / 1000)
+    return out
+  }
+
+  /** A peer left: what was measured of it goes (its bad-bytes blocks stay while they last). */
+  forgetPeer (peerId: string): void {
+    this.c.scheduler.stats.forget(peerId)
+  }
+
+  pieceAdded (task: Task, num: number): void {
+    this.waiters.wakeWanting(task.id, num, this.wakePerNewPiece)
+  }
+
+  holderAdded (task: Task, num: number, peerId: string): void {
+    this.waiters.wakeWanting(task.id, num, this.wakePerHolder, peerId)
+  }
+
+  stateChanged (task: Task): void {
+    this.waiters.wakeAll(task.id)
+  }
+}
+
+/** The pieces `peerId` holds of a task, lazily (a waiter that wants one stops the walk). */
+function * heldBy (task: Task, peerId: string): Generator<number> {
+  for (const [num, holders] of task.holders) {
+    if (holders.has(peerId)) {
+      yield num
+    }
+  }
+}
+
+/**
+ * Whether a peer has nothing more to get from this task: the content is whole at the
+ * supernode, and the peer holds or is fetching every piece.
+ */
+export function nothingLeft (task: Task, peerId: string, running: ReadonlySet<number>): boolean {
+  return task.state === 'success' && task.heldBy(peerId) + running.size >= (task.pieceCount ?? 0)
+}
