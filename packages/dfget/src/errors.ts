@@ -70,3 +70,9 @@ export class ContentDigestMismatchError extends ShoalError {
   override name = 'ContentDigestMismatchError'
   override readonly code = 'ERR_DIGEST_MISMATCH'
 }
+
+/** A blob range cannot be served from what this host holds (pieces missing or moved while it was served). */
+export class RangeUnservableError extends ShoalError {
+  override name = 'RangeUnservableError'
+  override readonly code = 'ERR_RANGE_UNSERVABLE'
+}

@@ -204,6 +204,8 @@ export class DownloadManager {
       const fallback = await this.swarm(download, request, signal)
       if (fallback != null) {
         download.via = 'origin'
+        // pieces hashed here as the origin's bytes arrive: checked only by the final digest
+        download.piecesFinal = false
         metrics.backToSource.inc({ reason: fallback })
         await this.adoptStoredPieces(download)
         await origin.run(download, request.headers, signal)

@@ -24,6 +24,12 @@ export class Download {
   readonly shareByDigest: boolean
   state: TaskState = 'running'
   via: DownloadVia = 'swarm'
+  /**
+   * The piece digests this download checks against are final: the supernode's task had
+   * already succeeded (whole-blob digest verified) when it handed them out. Only then may
+   * a range be served before this host has the whole blob and checked its digest.
+   */
+  piecesFinal = false
   error: Error | undefined
   contentLength: number | null = null
   pieceSize = 0
