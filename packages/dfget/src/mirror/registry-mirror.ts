@@ -131,7 +131,9 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, _ini
  */
 async function sendManifestByDigest (ctx: RouteContext, components: RegistryMirrorComponents, url: string, digest: string, authorization: string | undefined): Promise<void> {
   const headers = { ...(authorization != null ? { authorization } : {}), accept: MANIFEST_MEDIA_TYPES.join(', ') }
-  if (!await authorize(ctx, components.authorizer, url, headers)) {
+  // registries do not redirect manifest requests: a 302 here is a login front end
+  // answering a stranger, never a yes that unlocks a held private manifest
+  if (!await authorize(ctx, components.authorizer, url, headers, { redirectMeansYes: false })) {
     return
   }
   const manifest = await components.manifests.get(digest, async (options) => downloadManifest(components, { url, digest, headers }, options), { signal: ctx.signal })
