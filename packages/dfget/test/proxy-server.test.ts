@@ -1,6 +1,6 @@
 import { lookup } from 'node:dns'
 import { once } from 'node:events'
-import { chmod, copyFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http'
 import { connect, createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -114,6 +114,23 @@ describe('the daemon HTTP(S) proxy', () => {
     expect(ca.certPem).toBe(pem)
     const again = await LocalCa.open(dir)
     expect(again.certPem).toBe(pem)
+  })
+
+  it('writes the CA whole, leaving no temporary file, and says why it cannot generate one', async () => {
+    const fresh = join(dir, 'fresh')
+    await LocalCa.open(fresh)
+    expect((await readdir(join(fresh, 'proxy'))).sort()).toEqual(['ca.crt', 'ca.key'])
+    // a proxy directory that is a file: nowhere to write
+    const blocked = join(dir, 'blocked')
+    await mkdir(blocked)
+    await writeFile(join(blocked, 'proxy'), 'not a directory')
+    await expect(LocalCa.open(blocked)).rejects.toMatchObject({ code: 'ERR_PROXY_CA' })
+    // a dangling link where the certificate goes: looks absent, and is in the way of the write
+    const inTheWay = join(dir, 'in-the-way')
+    await mkdir(join(inTheWay, 'proxy'), { recursive: true })
+    await symlink(join(inTheWay, 'nowhere'), join(inTheWay, 'proxy', 'ca.crt'))
+    await expect(LocalCa.open(inTheWay)).rejects.toMatchObject({ code: 'ERR_PROXY_CA', message: expect.stringMatching(/cannot generate the proxy CA/) })
+    expect((await readdir(join(inTheWay, 'proxy'))).filter(f => f.endsWith('.tmp'))).toEqual([])
   })
 
   it('refuses to start with half a CA, and makes a key others could read 0600 again', async () => {
