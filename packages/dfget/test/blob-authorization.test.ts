@@ -198,6 +198,16 @@ describe('private blobs stay private', () => {
     expect(await checks(uncached, 'cached')).toBe(0)
   })
 
+  it('answers a blob HEAD with one request upstream: the length from the authorization check', async () => {
+    const blob = add('private/app', PIECE + 3)
+    const before = origin.heads.filter(p => p === blob.path).length
+    const res = await request(`${a.url}${blob.path}`, { method: 'HEAD', headers: { authorization: GOOD }, signal: AbortSignal.timeout(10_000) })
+    await res.body.dump()
+    expect(res.statusCode).toBe(200)
+    expect(res.headers['content-length']).toBe(String(blob.data.byteLength))
+    expect(origin.heads.filter(p => p === blob.path).length).toBe(before + 1)
+  })
+
   it('takes a redirect as a yes without following it', async () => {
     const blob = add('redirect/app', 2 * PIECE)
     const res = await get(`${a.url}${blob.path}`, { authorization: GOOD })

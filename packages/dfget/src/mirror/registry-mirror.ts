@@ -25,7 +25,7 @@ export interface RegistryMirrorComponents extends UpstreamRequestComponents {
   metrics: DfgetMetrics
   logger: ComponentLogger
   /** Asked before any blob byte or manifest by digest is served. */
-  authorizer: Pick<BlobAuthorizer, 'check'>
+  authorizer: Pick<BlobAuthorizer, 'check'> & Partial<Pick<BlobAuthorizer, 'lengthOf'>>
   /** Manifests by digest, verified and held. */
   manifests: Pick<ManifestCache, 'get'>
 }
@@ -80,7 +80,7 @@ export function registryMirrorRoutes (components: RegistryMirrorComponents, _ini
         const headers: Record<string, string> = authorization != null ? { authorization } : {}
         const out = { ...API_VERSION, 'docker-content-digest': digest, 'accept-ranges': 'bytes' }
         if (ctx.req.method === 'HEAD') {
-          await sendBlobHead(ctx, components, { url, digest, headers }, out)
+          await sendBlobHead(ctx, components, { url, digest, headers, knownLength: components.authorizer.lengthOf?.(url) }, out)
           return
         }
         const request = { url, digest, ...(authorization != null ? { headers } : {}) }
