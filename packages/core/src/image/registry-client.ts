@@ -3,7 +3,7 @@ import { request, type Dispatcher } from 'undici'
 import { parseDigest } from '../digest.ts'
 import { DigestMismatchError, ShoalError, SourceHttpError } from '../errors.ts'
 import { createHttpDispatcher } from '../http/client.ts'
-import { DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_PLATFORMS, DEFAULT_REGISTRY_TIMEOUT, MANIFEST_ACCEPT, MAX_INDEX_MANIFESTS, MAX_TOKEN_RESPONSE_BYTES, MEDIA_TYPES } from './constants.ts'
+import { DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_PLATFORMS, DEFAULT_REGISTRY_TIMEOUT, MANIFEST_ACCEPT, MAX_INDEX_MANIFESTS, MAX_TOKEN_RESPONSE_BYTES, MEDIA_TYPES, TOKEN_REUSE_MS } from './constants.ts'
 import type { ImageReference } from './reference.ts'
 import type { SourceClient } from '../source/source-client.ts'
 import type { Readable } from 'node:stream'
@@ -330,8 +330,7 @@ function checkDescriptor (d: Descriptor, manifest: string): void {
   }
 }
 
-/** How long a registry token is used before a new one is asked for: well under the 5 minutes Docker Hub's last. */
-export const TOKEN_REUSE_MS = 60_000
+export { TOKEN_REUSE_MS }
 
 /**
  * The Authorization header a job's blob fetches carry: the one the resolve got, then a

@@ -4,7 +4,7 @@ import { isIP } from 'node:net'
 import { TLSSocket } from 'node:tls'
 import { Agent, type Dispatcher } from 'undici'
 import { isLoopbackAddress, isRemoteRefusedTarget, parseConnectTarget, PeerAccess, registryName, remotePeerLookup, type ResolveAll, type Target } from './access.ts'
-import { DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADERS_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS } from './constants.ts'
+import { DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADERS_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, MAX_HEADER_SIZE } from './constants.ts'
 import { forwardRequest } from './forward.ts'
 import { ProxyTargetRefusedError } from '../errors.ts'
 import { openTunnel } from './tunnel.ts'
@@ -91,7 +91,8 @@ export class ProxyServer {
     this.dispatcher = components.dispatcher ?? new Agent({ connect: { timeout: this.connectTimeout }, headersTimeout: this.idleTimeout, bodyTimeout: this.idleTimeout, connections: 64 })
     this.remoteLookup = remotePeerLookup(components.resolve)
     this.remoteDispatcher = new Agent({ connect: { timeout: this.connectTimeout, lookup: this.remoteLookup }, headersTimeout: this.idleTimeout, bodyTimeout: this.idleTimeout, connections: 64 })
-    const serverOptions = { headersTimeout: DEFAULT_HEADERS_TIMEOUT, requestTimeout: 0, keepAliveTimeout: 5_000, maxHeaderSize: 16_384 }
+    // requestTimeout 0: a tunnel or a long blob is no slow request; idleTimeout closes silent ones
+    const serverOptions = { headersTimeout: DEFAULT_HEADERS_TIMEOUT, requestTimeout: 0, keepAliveTimeout: DEFAULT_KEEP_ALIVE_TIMEOUT, maxHeaderSize: MAX_HEADER_SIZE }
     this.outer = createServer(serverOptions, (req, res) => { this.onRequest(req, res) })
     this.outer.maxConnections = init.maxConnections ?? DEFAULT_MAX_CONNECTIONS
     this.outer.timeout = this.idleTimeout
