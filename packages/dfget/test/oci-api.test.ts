@@ -87,14 +87,18 @@ describe('OCI pull API of the mirror', () => {
   })
 
   it('serves a range early from pieces whose digests the supernode had verified', async () => {
-    const data = randomBytes(6 * PIECE)
+    const data = randomBytes(24 * PIECE)
     const path = `/v2/library/early/blobs/${sha256(data)}`
     origin.add(path, data)
     // the supernode's task completes (digest verified) through a
     expect((await get(`${a.url}${path}`)).body.equals(data)).toBe(true)
-    const res = await get(`${b.url}${path}`, { range: `bytes=${PIECE + 1}-${2 * PIECE + 1}` })
+    // a host that brings the blob slowly (256 KiB/s: about 5 s for all of it)
+    const slow = await swarm.addDaemon({ name: 'range-early', init: { downloadRate: 4 * PIECE } })
+    const res = await get(`${slow.url}${path}`, { range: `bytes=${PIECE + 1}-${2 * PIECE + 1}` })
     expect(res.status).toBe(206)
     expect(res.body.equals(data.subarray(PIECE + 1, 2 * PIECE + 2))).toBe(true)
+    // answered while the rest of the blob was still on its way
+    expect(sample(await scrape(`${slow.url}/metrics`), 'shoal_dfget_active_downloads')).toBe(1)
     expect(origin.gets.get(path)).toBe(1)
   })
 
