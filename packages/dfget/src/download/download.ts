@@ -30,6 +30,7 @@ export class Download {
    * a range be served before this host has the whole blob and checked its digest.
    */
   piecesFinal = false
+  private registrations = 0
   error: Error | undefined
   contentLength: number | null = null
   pieceSize = 0
@@ -67,6 +68,16 @@ export class Download {
     this.pieceSize = pieceSize
     this.markReady()
     this.notify()
+  }
+
+  /**
+   * A supernode registered this download, its task already succeeded (`final`) or not.
+   * Only ever lowers {@link piecesFinal} after the first: pieces recorded against one
+   * supernode's unverified digests stay on this host when another takes over.
+   */
+  registered (final: boolean): void {
+    this.piecesFinal = (this.registrations === 0 || this.piecesFinal) && final
+    this.registrations++
   }
 
   addPiece (piece: StoredPiece): void {

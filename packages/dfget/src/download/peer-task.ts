@@ -116,7 +116,7 @@ export class PeerTask {
 
     // piece digests of a task still being fetched from the origin are not yet backed by
     // the whole-blob digest; those of a task that already succeeded are
-    download.piecesFinal = registration.state === 'success'
+    download.registered(registration.state === 'success')
     const results: PieceResult[] = []
     await this.adoptStoredPieces(download, registration.contentLength, registration.pieceSize, self.peerId, results)
     download.setGeometry(registration.contentLength, registration.pieceSize)
