@@ -257,7 +257,8 @@ export class Daemon {
     // a CA that cannot be loaded stops the start before anything listens
     const ca = this.init.proxyListen != null ? await LocalCa.open(this.init.dataDir, { log: this.log }) : undefined
     // the manifest comes from the upstream through the source client, like the mirror's
-    const registryClient = new RegistryClient({ source, ...(this.ownsDispatcher ? {} : { dispatcher }) })
+    // token realms through the source client's agent for their host: an upstream's caFile holds there too
+    const registryClient = new RegistryClient({ source })
     const jobs = new PullJobs({ log: logger.forComponent('shoal:dfget:prefetch'), onFinished: (job) => { metrics.prefetchJobs.inc({ result: job.state }) } })
     this.prefetch = { jobs, registryClient }
     const router = createRouter([

@@ -70,3 +70,21 @@ export class ContentDigestMismatchError extends ShoalError {
   override name = 'ContentDigestMismatchError'
   override readonly code = 'ERR_DIGEST_MISMATCH'
 }
+
+/** A blob range cannot be served from what this host holds (pieces missing or moved while it was served). */
+export class RangeUnservableError extends ShoalError {
+  override name = 'RangeUnservableError'
+  override readonly code = 'ERR_RANGE_UNSERVABLE'
+}
+
+/** `--proxy-allow`: an entry is not an IP address or CIDR. */
+export class ProxyCidrError extends ShoalError {
+  override name = 'ProxyCidrError'
+  override readonly code = 'ERR_PROXY_CIDR'
+}
+
+/** The proxy refused a remote peer's target: it is (or resolves to) this host's loopback or a link-local address. */
+export class ProxyTargetRefusedError extends ShoalError {
+  override name = 'ProxyTargetRefusedError'
+  override readonly code = 'ERR_PROXY_TARGET_REFUSED'
+}

@@ -13,6 +13,8 @@ const PIECE = 64 * 1024
 const GOOD = 'Basic ' + Buffer.from('alice:secret').toString('base64')
 const BAD = 'Basic ' + Buffer.from('alice:wrong').toString('base64')
 const CHALLENGE = 'Basic realm="shoal-test"'
+/** Credentials a login front end answers with a redirect to its login page. */
+const LOGIN = 'Bearer to-the-login-page'
 
 /**
  * A registry that wants credentials for every blob of `private/app`, holds blobs per
@@ -40,6 +42,10 @@ async function startAuthOrigin (): Promise<AuthOrigin> {
     const m = /^\/v2\/(.+)\/(?:blobs|manifests)\/(.+)$/.exec(path)
     if (m == null) {
       res.writeHead(200, api).end('{}')
+      return
+    }
+    if (req.headers.authorization === LOGIN) {
+      res.writeHead(302, { location: '/login' }).end()
       return
     }
     if (req.headers.authorization !== GOOD) {
@@ -192,6 +198,16 @@ describe('private blobs stay private', () => {
     expect(await checks(uncached, 'cached')).toBe(0)
   })
 
+  it('answers a blob HEAD with one request upstream: the length from the authorization check', async () => {
+    const blob = add('private/app', PIECE + 3)
+    const before = origin.heads.filter(p => p === blob.path).length
+    const res = await request(`${a.url}${blob.path}`, { method: 'HEAD', headers: { authorization: GOOD }, signal: AbortSignal.timeout(10_000) })
+    await res.body.dump()
+    expect(res.statusCode).toBe(200)
+    expect(res.headers['content-length']).toBe(String(blob.data.byteLength))
+    expect(origin.heads.filter(p => p === blob.path).length).toBe(before + 1)
+  })
+
   it('takes a redirect as a yes without following it', async () => {
     const blob = add('redirect/app', 2 * PIECE)
     const res = await get(`${a.url}${blob.path}`, { authorization: GOOD })
@@ -280,6 +296,19 @@ describe('private blobs stay private', () => {
       }
     }
     expect((await get(`${b.url}${path}`, { authorization: GOOD })).body.equals(manifest)).toBe(true)
+  })
+
+  it('does not take a redirect as a yes for a manifest by digest', async () => {
+    const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', layers: [], note: randomBytes(8).toString('hex') }))
+    const digest = sha256(manifest)
+    origin.blobs.set(`private/app@${digest}`, { data: manifest })
+    const path = `/v2/private/app/manifests/${digest}`
+    expect((await get(`${a.url}${path}`, { authorization: GOOD })).body.equals(manifest)).toBe(true)
+    // a login front end answers these credentials with a 302: no sign they may read it
+    const res = await get(`${a.url}${path}`, { authorization: LOGIN })
+    expect(res.status).toBe(403)
+    expect(JSON.parse(res.body.toString()).errors[0].code).toBe('DENIED')
+    expect(res.body.includes(manifest)).toBe(false)
   })
 })
 

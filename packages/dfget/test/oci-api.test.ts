@@ -69,18 +69,37 @@ describe('OCI pull API of the mirror', () => {
     expect(origin.gets.get(path)).toBe(1)
   })
 
-  it('serves a range from the pieces that hold it while the rest of the blob has not arrived', async () => {
+  it('holds a range back until the blob is verified while the supernode is still fetching it', async () => {
     const data = randomBytes(8 * PIECE)
     const path = `/v2/library/stalled/blobs/${sha256(data)}`
-    // the registry sends two pieces' worth, then nothing until the swarm gives up on it
+    // the registry sends two pieces' worth to the supernode, then nothing: the piece
+    // digests it publishes meanwhile are not backed by the blob's digest
     origin.add(path, data, { stallFirstAfter: 2 * PIECE + 100 })
+    const c = await swarm.addDaemon({ name: 'range-wait', init: { swarmNoProgressTimeout: 2_000 } })
     const started = Date.now()
-    const res = await get(`${b.url}${path}`, { range: `bytes=100-${PIECE + 99}` })
+    const res = await get(`${c.url}${path}`, { range: `bytes=100-${PIECE + 99}` })
     expect(res.status).toBe(206)
     expect(res.body.equals(data.subarray(100, PIECE + 100))).toBe(true)
-    // long before the swarm's no-progress timeout (30 s) could have ended the download
-    expect(Date.now() - started).toBeLessThan(10_000)
-    expect(sample(await scrape(`${b.url}/metrics`), 'shoal_dfget_active_downloads')).toBe(1)
+    // answered only after this host fetched the whole blob from the origin itself (the
+    // second GET) and checked its digest, not from the supernode's first pieces
+    expect(origin.gets.get(path)).toBeGreaterThanOrEqual(2)
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2_000)
+  })
+
+  it('serves a range early from pieces whose digests the supernode had verified', async () => {
+    const data = randomBytes(24 * PIECE)
+    const path = `/v2/library/early/blobs/${sha256(data)}`
+    origin.add(path, data)
+    // the supernode's task completes (digest verified) through a
+    expect((await get(`${a.url}${path}`)).body.equals(data)).toBe(true)
+    // a host that brings the blob slowly (256 KiB/s: about 5 s for all of it)
+    const slow = await swarm.addDaemon({ name: 'range-early', init: { downloadRate: 4 * PIECE } })
+    const res = await get(`${slow.url}${path}`, { range: `bytes=${PIECE + 1}-${2 * PIECE + 1}` })
+    expect(res.status).toBe(206)
+    expect(res.body.equals(data.subarray(PIECE + 1, 2 * PIECE + 2))).toBe(true)
+    // answered while the rest of the blob was still on its way
+    expect(sample(await scrape(`${slow.url}/metrics`), 'shoal_dfget_active_downloads')).toBe(1)
+    expect(origin.gets.get(path)).toBe(1)
   })
 
   it('never sends bytes of a piece that no longer matches its digest', async () => {

@@ -1,5 +1,6 @@
+import { lookup } from 'node:dns'
 import { once } from 'node:events'
-import { chmod, copyFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http'
 import { connect, createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -113,6 +114,23 @@ describe('the daemon HTTP(S) proxy', () => {
     expect(ca.certPem).toBe(pem)
     const again = await LocalCa.open(dir)
     expect(again.certPem).toBe(pem)
+  })
+
+  it('writes the CA whole, leaving no temporary file, and says why it cannot generate one', async () => {
+    const fresh = join(dir, 'fresh')
+    await LocalCa.open(fresh)
+    expect((await readdir(join(fresh, 'proxy'))).sort()).toEqual(['ca.crt', 'ca.key'])
+    // a proxy directory that is a file: nowhere to write
+    const blocked = join(dir, 'blocked')
+    await mkdir(blocked)
+    await writeFile(join(blocked, 'proxy'), 'not a directory')
+    await expect(LocalCa.open(blocked)).rejects.toMatchObject({ code: 'ERR_PROXY_CA' })
+    // a dangling link where the certificate goes: looks absent, and is in the way of the write
+    const inTheWay = join(dir, 'in-the-way')
+    await mkdir(join(inTheWay, 'proxy'), { recursive: true })
+    await symlink(join(inTheWay, 'nowhere'), join(inTheWay, 'proxy', 'ca.crt'))
+    await expect(LocalCa.open(inTheWay)).rejects.toMatchObject({ code: 'ERR_PROXY_CA', message: expect.stringMatching(/cannot generate the proxy CA/) })
+    expect((await readdir(join(inTheWay, 'proxy'))).filter(f => f.endsWith('.tmp'))).toEqual([])
   })
 
   it('refuses to start with half a CA, and makes a key others could read 0600 again', async () => {
@@ -249,6 +267,58 @@ describe('the daemon HTTP(S) proxy', () => {
     expect(got).toMatch(/^HTTP\/1\.1 403/)
     const after = (await requests.get()).values.find(v => v.labels.kind === 'refused')?.value ?? 0
     expect(after).toBe(before + 1)
+  })
+
+  it('refuses remote peers loopback and link-local targets however they are written or resolved', async () => {
+    const aliases: Record<string, string> = { 'loopback-alias.test': '127.0.0.1', 'metadata-alias.test': '169.254.169.254', 'v6-alias.test': '::1' }
+    const remote = new ProxyServer({
+      logger,
+      ca,
+      intercepted: { has: () => false },
+      mirror: (_req, res) => { res.writeHead(500).end() },
+      resolve: (hostname, options, callback) => {
+        const address = aliases[hostname]
+        if (address == null) {
+          lookup(hostname, options, callback)
+          return
+        }
+        callback(null, [{ address, family: address.includes(':') ? 6 : 4 }])
+      }
+    }, { listen: { host: '127.0.0.1', port: 0 }, allow: ['203.0.113.0/24'], connectTimeout: 2_000 })
+    await remote.start()
+    /** What a peer at 203.0.113.7 (allowed by --proxy-allow) gets for a raw request. */
+    const asRemote = async (text: string): Promise<string> => {
+      const [client, server] = duplexPair()
+      Object.defineProperty(server, 'remoteAddress', { value: '203.0.113.7' })
+      ;(remote as unknown as { outer: Server }).outer.emit('connection', server)
+      client.write(text)
+      let got = ''
+      const timer = setTimeout(() => { client.destroy() }, 5_000)
+      try {
+        for await (const chunk of client) {
+          got += String(chunk)
+          if (/\r\n\r\n/.test(got) && !got.startsWith('HTTP/1.1 200 Connection')) {
+            break
+          }
+        }
+      } catch {}
+      clearTimeout(timer)
+      client.destroy()
+      return got
+    }
+    try {
+      for (const host of ['[0:0:0:0:0:0:0:1]', '[::ffff:7f00:1]', '[::ffff:127.0.0.1]', '127.1', 'loopback-alias.test', 'v6-alias.test', '169.254.169.254', 'metadata-alias.test', '[fe80::1]', '0.0.0.0']) {
+        const connectAnswer = await asRemote(`CONNECT ${host}:${tlsPort} HTTP/1.1\r\nhost: x\r\n\r\n`)
+        expect(connectAnswer, `CONNECT ${host}`).toMatch(/^HTTP\/1\.1 403/)
+        const getAnswer = await asRemote(`GET http://${host}:${httpPort}/secret HTTP/1.1\r\nhost: ${host}:${httpPort}\r\nconnection: close\r\n\r\n`)
+        expect(getAnswer, `GET ${host}`).toMatch(/^HTTP\/1\.1 403/)
+        expect(getAnswer, `GET ${host}`).not.toContain('plain GET')
+      }
+      // a loopback peer still reaches them
+      expect((await viaProxy(Number(new URL(remote.url).port), `http://127.1:${httpPort}/ok`)).body).toBe('plain GET /ok')
+    } finally {
+      await remote.stop()
+    }
   })
 
   it('allows loopback always and other networks only when listed', () => {

@@ -20,6 +20,8 @@ interface FakeRegistry {
   requests: string[]
   generation: number
   tokenRequests: number
+  /** The `scope` of every token request. */
+  scopes: string[]
 }
 
 describe('the mirror with several upstreams', () => {
@@ -30,15 +32,18 @@ describe('the mirror with several upstreams', () => {
   const layer = randomBytes(200_000)
   const digest = sha256(layer)
   const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, layers: [{ digest }] }))
+  const layer2 = randomBytes(100_000)
+  const digest2 = sha256(layer2)
 
   beforeAll(async () => {
-    registry = { url: '', requests: [], generation: 1, tokenRequests: 0 }
+    registry = { url: '', requests: [], generation: 1, tokenRequests: 0, scopes: [] }
     const r = registry
     server = createServer((req, res) => {
       const url = new URL(req.url ?? '/', r.url)
       r.requests.push(`${req.method ?? ''} ${req.url ?? ''}`)
       if (url.pathname === '/token') {
         r.tokenRequests++
+        r.scopes.push(url.searchParams.get('scope') ?? '')
         const ok = req.headers.authorization === `Basic ${Buffer.from(`${BOT.username}:${BOT.password}`).toString('base64')}`
         res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' }).end(ok ? JSON.stringify({ token: `token-${r.generation}`, expires_in: 300 }) : '{}')
         return
@@ -52,8 +57,11 @@ describe('the mirror with several upstreams', () => {
         res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
       } else if (/^\/v2\/(library\/alpine|team\/app)\/manifests\/v1$/.test(url.pathname)) {
         res.writeHead(200, { 'content-type': 'application/vnd.docker.distribution.manifest.v2+json', 'docker-content-digest': sha256(manifest) }).end(manifest)
-      } else if (url.pathname === `/v2/team/app/blobs/${digest}`) {
-        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(layer.byteLength) }).end(req.method === 'HEAD' ? undefined : layer)
+      } else if (/^\/v2\/(team\/app|team\/blobs\/app)\/manifests\//.test(url.pathname) && url.pathname.endsWith(sha256(manifest))) {
+        res.writeHead(200, { 'content-type': 'application/vnd.docker.distribution.manifest.v2+json', 'content-length': String(manifest.byteLength), 'docker-content-digest': sha256(manifest) }).end(req.method === 'HEAD' ? undefined : manifest)
+      } else if (url.pathname === `/v2/team/app/blobs/${digest}` || url.pathname === `/v2/team/app/blobs/${digest2}`) {
+        const data = url.pathname.endsWith(digest) ? layer : layer2
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(data.byteLength) }).end(req.method === 'HEAD' ? undefined : data)
       } else {
         res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ errors: [{ code: 'NAME_UNKNOWN', message: 'unknown' }] }))
       }
@@ -110,6 +118,29 @@ describe('the mirror with several upstreams', () => {
     const res = await get('/v2/team/app/manifests/v1?ns=private.example:5000')
     expect(res.status).toBe(200)
     expect(registry.tokenRequests).toBe(before + 1)
+  })
+
+  it('learns a fresh token once for a blob and a manifest by digest when the upstream refuses the cached one', async () => {
+    expect((await get('/v2/team/app/manifests/v1?ns=private.example:5000')).status).toBe(200)
+    registry.generation++ // the cached token is revoked
+    const before = registry.tokenRequests
+    const blob = await get(`/v2/team/app/blobs/${digest2}?ns=private.example:5000`)
+    expect(blob.status, blob.body.toString()).toBe(200)
+    expect(sha256(blob.body)).toBe(digest2)
+    expect(registry.tokenRequests).toBe(before + 1)
+
+    registry.generation++
+    const byDigest = await get(`/v2/team/app/manifests/${sha256(manifest)}?ns=private.example:5000`)
+    expect(byDigest.status, byDigest.body.toString()).toBe(200)
+    expect(byDigest.body.equals(manifest)).toBe(true)
+    expect(registry.tokenRequests).toBe(before + 2)
+  })
+
+  it('asks for a token scoped to the repository the URL names, however many path segments look like routes', async () => {
+    const res = await get(`/v2/team/blobs/app/manifests/${sha256(manifest)}?ns=private.example:5000`)
+    expect(res.status, res.body.toString()).toBe(200)
+    expect(registry.scopes).toContain('repository:team/blobs/app:pull')
+    expect(registry.scopes).not.toContain('repository:team:pull')
   })
 
   it("sends a client's own credentials, not its own, and passes the refusal back", async () => {

@@ -160,7 +160,8 @@ export class Supernode {
       onFinished: (job) => { preheatJobs.inc({ result: job.state }) }
     })
     // manifests come through the source client, so --allow-source governs them as it does layers
-    this.registryClient = new RegistryClient({ source: this.source, ...(components.dispatcher != null ? { dispatcher: components.dispatcher } : {}) })
+    // token realms through the source client's agent for their host: --source-tls holds there too
+    this.registryClient = new RegistryClient({ source: this.source })
   }
 
   async start (): Promise<void> {

@@ -30,3 +30,6 @@ export const DEFAULT_JOB_MAX_AGE = 3_600_000
 export const DEFAULT_JOB_CONCURRENCY = 3
 /** Longest one job may run. @default 1 h */
 export const DEFAULT_JOB_TIMEOUT = 3_600_000
+
+/** How long a registry token is used before a new one is asked for: well under the 5 minutes Docker Hub's last. */
+export const TOKEN_REUSE_MS = 60_000

@@ -3,7 +3,7 @@ import { request, type Dispatcher } from 'undici'
 import { parseDigest } from '../digest.ts'
 import { DigestMismatchError, ShoalError, SourceHttpError } from '../errors.ts'
 import { createHttpDispatcher } from '../http/client.ts'
-import { DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_PLATFORMS, DEFAULT_REGISTRY_TIMEOUT, MANIFEST_ACCEPT, MAX_INDEX_MANIFESTS, MAX_TOKEN_RESPONSE_BYTES, MEDIA_TYPES } from './constants.ts'
+import { DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_PLATFORMS, DEFAULT_REGISTRY_TIMEOUT, MANIFEST_ACCEPT, MAX_INDEX_MANIFESTS, MAX_TOKEN_RESPONSE_BYTES, MEDIA_TYPES, TOKEN_REUSE_MS } from './constants.ts'
 import type { ImageReference } from './reference.ts'
 import type { SourceClient } from '../source/source-client.ts'
 import type { Readable } from 'node:stream'
@@ -61,9 +61,18 @@ export interface RegistryClientInit {
 }
 
 export interface RegistryClientComponents {
-  /** Fetches from the registry itself: the allowlist, redirect and size checks of the caller's source client. */
-  source: Pick<SourceClient, 'fetch'>
-  /** For the token realm the registry names (often another host, such as auth.docker.io). @default createHttpDispatcher() */
+  /**
+   * Fetches from the registry itself: the allowlist, redirect and size checks of the
+   * caller's source client. Its agent for the realm's host carries the token request
+   * (see {@link RegistryClientComponents.dispatcher}).
+   */
+  source: Pick<SourceClient, 'fetch'> & Partial<Pick<SourceClient, 'dispatcherFor'>>
+  /**
+   * For the token realm the registry names (often another host, such as auth.docker.io).
+   * @default the source client's agent for the realm's host (its TLS settings: a private
+   * CA for a realm on the registry's host; the check of private addresses at connect),
+   * else createHttpDispatcher()
+   */
   dispatcher?: Dispatcher
 }
 
@@ -79,23 +88,23 @@ interface ManifestJson { schemaVersion?: number, mediaType?: string, manifests?:
  * verified against it.
  */
 export class RegistryClient {
-  private readonly source: Pick<SourceClient, 'fetch'>
-  private readonly dispatcher: Dispatcher
+  private readonly source: RegistryClientComponents['source']
+  private readonly dispatcher: Dispatcher | undefined
   private readonly ownsDispatcher: boolean
   private readonly maxManifestBytes: number
   private readonly timeout: number
 
   constructor (components: RegistryClientComponents, init: RegistryClientInit = {}) {
     this.source = components.source
-    this.ownsDispatcher = components.dispatcher == null
-    this.dispatcher = components.dispatcher ?? createHttpDispatcher({ headersTimeout: init.timeout ?? DEFAULT_REGISTRY_TIMEOUT })
+    this.ownsDispatcher = components.dispatcher == null && components.source.dispatcherFor == null
+    this.dispatcher = components.dispatcher ?? (this.ownsDispatcher ? createHttpDispatcher({ headersTimeout: init.timeout ?? DEFAULT_REGISTRY_TIMEOUT }) : undefined)
     this.maxManifestBytes = init.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES
     this.timeout = init.timeout ?? DEFAULT_REGISTRY_TIMEOUT
   }
 
   async stop (): Promise<void> {
     if (this.ownsDispatcher) {
-      await this.dispatcher.close()
+      await this.dispatcher?.close()
     }
   }
 
@@ -173,7 +182,7 @@ export class RegistryClient {
     if (res.statusCode === 401 && session.authorization == null) {
       const challenge = String(res.headers['www-authenticate'] ?? '')
       await res.dump()
-      session.authorization = await this.authorize(challenge, repository, options.credentials, signal)
+      session.authorization = await this.authorize(base, challenge, repository, options.credentials, signal)
       res = await get()
     }
     if (res.statusCode !== 200) {
@@ -202,8 +211,11 @@ export class RegistryClient {
     return { digest, mediaType, json }
   }
 
-  /** The Authorization header a challenge asks for. */
-  private async authorize (challenge: string, repository: string, credentials: RegistryCredentials | undefined, signal: AbortSignal): Promise<string> {
+  /**
+   * The Authorization header a challenge asks for. The realm's answers are never quoted
+   * in errors: those become job errors anyone may read (`GET /api/v1/prefetch/<id>`).
+   */
+  private async authorize (base: string, challenge: string, repository: string, credentials: RegistryCredentials | undefined, signal: AbortSignal): Promise<string> {
     const basic = credentials != null ? `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}` : undefined
     const scheme = challenge.split(' ', 1)[0]?.toLowerCase()
     if (scheme === 'basic') {
@@ -222,22 +234,26 @@ export class RegistryClient {
     } catch {
       throw new RegistryAuthError(`the registry's token realm ${JSON.stringify(params.realm ?? '')} is not a URL`)
     }
-    if (realm.protocol !== 'https:' && realm.protocol !== 'http:') {
-      throw new RegistryAuthError(`the registry's token realm ${realm.origin} is not http(s)`)
+    // the credentials go to the realm: never in clear unless the registry itself is
+    // plain http (the rule of the daemon's own upstream credentials too)
+    if (realm.protocol !== 'https:' && !(realm.protocol === 'http:' && base.startsWith('http:'))) {
+      throw new RegistryAuthError(`the registry's token realm ${realm.protocol}//${realm.host} is refused: https only, for an https registry`)
     }
     if (params.service != null) {
       realm.searchParams.set('service', params.service)
     }
     realm.searchParams.set('scope', params.scope ?? `repository:${repository}:pull`)
+    const dispatcher = this.dispatcher ?? this.source.dispatcherFor?.(realm)
     const res = await request(realm, {
       headers: basic != null ? { authorization: basic } : {},
       signal,
-      dispatcher: this.dispatcher
+      ...(dispatcher != null ? { dispatcher } : {})
     }).catch((err: unknown) => { throw new RegistryAuthError(`cannot reach the token server ${realm.origin}: ${(err as Error).message}`) })
-    const body = await readBounded(res.body, MAX_TOKEN_RESPONSE_BYTES)
     if (res.statusCode !== 200) {
-      throw new RegistryAuthError(`the token server ${realm.origin} answered ${res.statusCode}${credentials == null ? ' (no credentials given)' : ''}: ${body.toString('utf8').slice(0, 300)}`)
+      await res.body.dump().catch(() => {})
+      throw new RegistryAuthError(`the token server ${realm.origin} answered ${res.statusCode}${credentials == null ? ' (no credentials given)' : ''}`)
     }
+    const body = await readBounded(res.body, MAX_TOKEN_RESPONSE_BYTES)
     let token: unknown
     try {
       const json = JSON.parse(body.toString('utf8')) as { token?: unknown, access_token?: unknown }
@@ -314,8 +330,7 @@ function checkDescriptor (d: Descriptor, manifest: string): void {
   }
 }
 
-/** How long a registry token is used before a new one is asked for: well under the 5 minutes Docker Hub's last. */
-export const TOKEN_REUSE_MS = 60_000
+export { TOKEN_REUSE_MS }
 
 /**
  * The Authorization header a job's blob fetches carry: the one the resolve got, then a

@@ -332,8 +332,13 @@ export class SourceClient {
     }
   }
 
-  /** The agent with this host's TLS settings: `host:port` first, then `host`, else the default. */
-  private dispatcherFor (url: URL): Dispatcher {
+  /**
+   * The agent with this host's TLS settings: `host:port` first, then `host`, else the
+   * default (which refuses, at connect time, a name that is no upstream and resolves to
+   * a private address). For requests the client cannot make itself, such as a registry's
+   * token realm on another host (auth.docker.io), which is no configured source.
+   */
+  dispatcherFor (url: URL): Dispatcher {
     if (this.tlsDispatchers.size === 0) {
       return this.dispatcher
     }

@@ -1,5 +1,6 @@
 import { API_PREFIX, DigestMismatchError, HttpError, isDigest, readJson, sendJson, type Route } from '@shoal/core'
 import { z } from 'zod'
+import { MISMATCH_MEMORY_MS } from '../constants.ts'
 import { authorize } from '../mirror/registry-mirror.ts'
 import { sendDownload, type SendDownloadComponents } from '../mirror/send-download.ts'
 import type { BlobAuthorizer } from '../mirror/blob-authorizer.ts'
@@ -76,8 +77,6 @@ export function daemonApiRoutes (c: DaemonApiComponents): Route[] {
   ]
 }
 
-/** How long a URL whose content did not match the digest asked is answered so without fetching it again. */
-const MISMATCH_MEMORY_MS = 60_000
 
 /** Keys remembered for a while; the oldest go first when full. */
 class RecentSet {

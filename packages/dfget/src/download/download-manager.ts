@@ -3,6 +3,7 @@ import {
   type ComponentLogger, type Logger, type PieceStore
 } from '@shoal/core'
 import { Download } from './download.ts'
+import { RECENT_DOWNLOADS } from '../constants.ts'
 import type { OriginFetch } from './origin-fetch.ts'
 import type { PeerTask } from './peer-task.ts'
 import { SupernodeRing } from './supernode-ring.ts'
@@ -204,6 +205,8 @@ export class DownloadManager {
       const fallback = await this.swarm(download, request, signal)
       if (fallback != null) {
         download.via = 'origin'
+        // pieces hashed here as the origin's bytes arrive: checked only by the final digest
+        download.piecesFinal = false
         metrics.backToSource.inc({ reason: fallback })
         await this.adoptStoredPieces(download)
         await origin.run(download, request.headers, signal)
@@ -350,8 +353,6 @@ function tellBreaker (route: SwarmRoute, err: unknown, signal: AbortSignal): voi
   }
 }
 
-/** Ended downloads kept for progress reports. */
-const RECENT_DOWNLOADS = 64
 
 /** The task a request is for: by digest when it is shared by digest, else by URL. */
 function taskIdOf (request: DownloadRequest): string {

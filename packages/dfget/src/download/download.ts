@@ -24,6 +24,13 @@ export class Download {
   readonly shareByDigest: boolean
   state: TaskState = 'running'
   via: DownloadVia = 'swarm'
+  /**
+   * The piece digests this download checks against are final: the supernode's task had
+   * already succeeded (whole-blob digest verified) when it handed them out. Only then may
+   * a range be served before this host has the whole blob and checked its digest.
+   */
+  piecesFinal = false
+  private registrations = 0
   error: Error | undefined
   contentLength: number | null = null
   pieceSize = 0
@@ -61,6 +68,16 @@ export class Download {
     this.pieceSize = pieceSize
     this.markReady()
     this.notify()
+  }
+
+  /**
+   * A supernode registered this download, its task already succeeded (`final`) or not.
+   * Only ever lowers {@link piecesFinal} after the first: pieces recorded against one
+   * supernode's unverified digests stay on this host when another takes over.
+   */
+  registered (final: boolean): void {
+    this.piecesFinal = (this.registrations === 0 || this.piecesFinal) && final
+    this.registrations++
   }
 
   addPiece (piece: StoredPiece): void {

@@ -114,6 +114,9 @@ export class PeerTask {
       throw new TaskFailedError(registration.error?.message ?? 'source failed', { sourceStatus: registration.error?.sourceStatus, reason: registration.error?.code })
     }
 
+    // piece digests of a task still being fetched from the origin are not yet backed by
+    // the whole-blob digest; those of a task that already succeeded are
+    download.registered(registration.state === 'success')
     const results: PieceResult[] = []
     await this.adoptStoredPieces(download, registration.contentLength, registration.pieceSize, self.peerId, results)
     download.setGeometry(registration.contentLength, registration.pieceSize)

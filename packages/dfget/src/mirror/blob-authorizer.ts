@@ -1,5 +1,6 @@
 import { raceSignal, SourceRefusedError, type ComponentLogger, type Logger } from '@shoal/core'
 import { AuthzCache, authzKey } from './authz-cache.ts'
+import { DEFAULT_AUTHZ_CACHE_ENTRIES, DEFAULT_AUTHZ_CACHE_TTL, DEFAULT_AUTHZ_MAX_ERROR_BODY, DEFAULT_AUTHZ_TIMEOUT } from './constants.ts'
 import { AuthorizationUnavailableError } from '../errors.ts'
 import type { DfgetMetrics } from '../metrics.ts'
 import type { ServerResponse } from 'node:http'
@@ -19,13 +20,13 @@ export interface SourceHeadResponse {
 export type SourceHead = (url: string, options: { headers: Record<string, string>, signal: AbortSignal }) => Promise<SourceHeadResponse>
 
 export interface BlobAuthorizerInit {
-  /** How long an allowed answer is reused; 0 asks every time. @default 60000 ms */
+  /** How long an allowed answer is reused; 0 asks every time. @default 60000 ms ({@link DEFAULT_AUTHZ_CACHE_TTL}) */
   cacheTtl?: number
-  /** Allowed answers kept. @default 10000 */
+  /** Allowed answers kept. @default 10000 ({@link DEFAULT_AUTHZ_CACHE_ENTRIES}) */
   cacheEntries?: number
-  /** Longest one check may take. @default 10000 ms */
+  /** Longest one check may take. @default 10000 ms ({@link DEFAULT_AUTHZ_TIMEOUT}) */
   timeout?: number
-  /** Largest error body passed back to the client. @default 65536 bytes */
+  /** Largest error body passed back to the client. @default 65536 bytes ({@link DEFAULT_AUTHZ_MAX_ERROR_BODY}) */
   maxErrorBody?: number
 }
 
@@ -81,15 +82,43 @@ export class BlobAuthorizer {
   private readonly cache: AuthzCache
   private readonly timeout: number
   private readonly maxErrorBody: number
+  private readonly maxLengths: number
+  /** Blob lengths from 2xx answers, by URL (immutable content), oldest first; at most maxLengths. */
+  private readonly lengths = new Map<string, number>()
   /** Checks in progress, by key; as many as requests in progress at most. */
   private readonly pending = new Map<string, Promise<Denial | undefined>>()
 
   constructor (components: BlobAuthorizerComponents, init: BlobAuthorizerInit = {}) {
     this.components = components
     this.log = components.logger.forComponent('shoal:dfget:authz')
-    this.cache = new AuthzCache({ ttl: init.cacheTtl ?? 60_000, maxEntries: init.cacheEntries ?? 10_000 })
-    this.timeout = init.timeout ?? 10_000
-    this.maxErrorBody = init.maxErrorBody ?? 65_536
+    this.maxLengths = init.cacheEntries ?? DEFAULT_AUTHZ_CACHE_ENTRIES
+    this.cache = new AuthzCache({ ttl: init.cacheTtl ?? DEFAULT_AUTHZ_CACHE_TTL, maxEntries: this.maxLengths })
+    this.timeout = init.timeout ?? DEFAULT_AUTHZ_TIMEOUT
+    this.maxErrorBody = init.maxErrorBody ?? DEFAULT_AUTHZ_MAX_ERROR_BODY
+  }
+
+  /**
+   * The Content-Length an upstream gave with a yes for `url`, if one was seen: a blob
+   * HEAD answered after a check then needs no second request upstream. Ask only after
+   * {@link check} said yes for the client at hand.
+   */
+  lengthOf (url: string): number | undefined {
+    return this.lengths.get(url)
+  }
+
+  private rememberLength (url: string, header: string | string[] | undefined): void {
+    if (typeof header !== 'string' || !/^\d{1,16}$/.test(header)) {
+      return
+    }
+    this.lengths.delete(url)
+    this.lengths.set(url, Number(header))
+    // bounded: one over at most
+    for (const oldest of this.lengths.keys()) {
+      if (this.lengths.size <= this.maxLengths) {
+        break
+      }
+      this.lengths.delete(oldest)
+    }
   }
 
   /**
@@ -140,6 +169,9 @@ export class BlobAuthorizer {
 
     if ((res.statusCode >= 200 && res.statusCode < 300) || (redirectMeansYes && REDIRECTS.has(res.statusCode))) {
       metrics.authzChecks.inc({ result: 'allowed' })
+      if (res.statusCode < 300) {
+        this.rememberLength(url, res.headers['content-length'])
+      }
       this.cache.allow(key)
       return undefined
     }

@@ -12,6 +12,8 @@ export interface BlobHeadRequest {
   digest: string
   /** The client's headers for the upstream (credentials) */
   headers: Record<string, string>
+  /** The length the upstream gave with its yes to this client's authorization check: no second HEAD then. */
+  knownLength?: number | undefined
 }
 
 /** Registry error codes for what the upstream answers a HEAD with (a HEAD answer has no body to pass on). */
@@ -29,6 +31,11 @@ export async function sendBlobHead (ctx: RouteContext, components: BlobHeadCompo
   const stored = await components.store.getTask(taskIdFor({ url: request.url, digest: request.digest }))
   if (stored?.state === 'success' && stored.contentLength != null) {
     ctx.res.writeHead(200, { ...headers, 'content-type': 'application/octet-stream', 'content-length': String(stored.contentLength) })
+    ctx.res.end()
+    return
+  }
+  if (request.knownLength != null) {
+    ctx.res.writeHead(200, { ...headers, 'content-type': 'application/octet-stream', 'content-length': String(request.knownLength) })
     ctx.res.end()
     return
   }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { DigestMismatchError, type PieceStore, type RouteContext, type StoredPiece, type TaskReader } from '@shoal/core'
 import { resolveRange, unsatisfiable, type ByteRange, type RangeRequest } from './range.ts'
+import { RangeUnservableError } from '../errors.ts'
 import { downloadError, sendDownload, type SendDownloadComponents } from './send-download.ts'
 import type { Download } from '../download/download.ts'
 import type { DownloadRequest } from '../download/download-manager.ts'
@@ -10,16 +11,19 @@ import type { DownloadRequest } from '../download/download-manager.ts'
 const READ_SIZE = 1024 * 1024
 
 /**
- * Answers a single-range blob request with a 206 as soon as the pieces that hold the
- * range are on this host, without waiting for the rest of the blob: from disk, or while
- * the swarm (or the origin) is still bringing other pieces.
+ * Answers a single-range blob request with a 206.
  *
- * What "verified" means for a range: the whole-blob digest can only be checked over the
- * whole blob, so a range is served piece by piece. Every piece a range touches is read
- * back from disk and hashed, and must match the sha256 the store recorded for it — the
- * digest the swarm published for that piece (checked when the piece arrived), or the one
- * computed as the origin's bytes were stored — before any of its bytes is sent. A piece
- * that no longer matches is a cut connection and a deleted copy, never a wrong byte.
+ * What "verified" means for a range: no byte is sent unless the whole-blob digest backs
+ * it. Either this host has the whole blob and checked its digest (the range then comes
+ * from disk), or the piece digests it checked the pieces against are final: the
+ * supernode's task had already succeeded — its whole-blob digest verified — when it
+ * handed them out; only then is a range served as soon as its pieces are here, before
+ * the rest of the blob. Piece digests published while the supernode is still fetching
+ * from the origin, or computed here from the origin's bytes, are not: the range waits
+ * for the download to complete and be verified. Either way every piece a range touches
+ * is read back from disk and hashed against the sha256 recorded for it before any of its
+ * bytes is sent; a piece that no longer matches is a cut connection and a deleted copy,
+ * never a wrong byte.
  */
 export async function sendBlobRange (ctx: RouteContext, components: SendDownloadComponents, request: DownloadRequest, range: Extract<RangeRequest, { kind: 'from' | 'suffix' }>, headers: Record<string, string>): Promise<void> {
   const { res, signal } = ctx
@@ -29,6 +33,11 @@ export async function sendBlobRange (ctx: RouteContext, components: SendDownload
     throw downloadError(err as Error)
   }
   const download = await components.downloads.open(request, { signal })
+  // bounded: each pass waits for a change of a download that ends (success, failure, timeout)
+  while (download.state === 'running' && !download.piecesFinal) {
+    // piece digests not backed by a verified whole-blob digest: wait for this host's own check
+    await download.waitForChange(signal)
+  }
   if (download.state === 'failed') {
     throw downloadError(download.error)
   }
@@ -83,7 +92,7 @@ async function waitForPiece (download: Download, num: number, pieceSize: number,
     if (download.pieceSize !== pieceSize) {
       // the origin answered with other content than the swarm announced: what was planned
       // no longer holds, and a client half-served is cut, not misled
-      throw new Error(`the piece geometry of ${download.taskId} changed while a range of it was served`)
+      throw new RangeUnservableError(`the piece geometry of ${download.taskId} changed while a range of it was served`)
     }
     if (download.have.has(num)) {
       return
@@ -92,7 +101,7 @@ async function waitForPiece (download: Download, num: number, pieceSize: number,
       throw downloadError(download.error)
     }
     if (download.state === 'success') {
-      throw new Error(`piece ${num} of ${download.taskId} is missing from a complete download`)
+      throw new RangeUnservableError(`piece ${num} of ${download.taskId} is missing from a complete download`)
     }
     await download.waitForChange(signal)
   }
@@ -102,7 +111,7 @@ async function waitForPiece (download: Download, num: number, pieceSize: number,
 async function verifiedPiece (store: Pick<PieceStore, 'getPiece'>, reader: TaskReader, taskId: string, num: number, pieceSize: number): Promise<StoredPiece> {
   const piece = await store.getPiece(taskId, num)
   if (piece == null || piece.offset !== num * pieceSize) {
-    throw new Error(`piece ${num} of ${taskId} is not recorded where it should be`)
+    throw new RangeUnservableError(`piece ${num} of ${taskId} is not recorded where it should be`)
   }
   const [algorithm, expected] = piece.digest.split(':')
   const hash = createHash(algorithm ?? 'sha256')

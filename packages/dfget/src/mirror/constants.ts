@@ -62,3 +62,15 @@ export const MANIFEST_MEDIA_TYPES = [
   'application/vnd.docker.distribution.manifest.list.v2+json',
   'application/vnd.docker.distribution.manifest.v2+json'
 ]
+
+/** How long the blob authorizer reuses an allowed answer; 0 asks every time. */
+export const DEFAULT_AUTHZ_CACHE_TTL = 60_000
+
+/** Allowed answers the blob authorizer keeps (and blob lengths it remembers from them). */
+export const DEFAULT_AUTHZ_CACHE_ENTRIES = 10_000
+
+/** Longest one authorization check (a HEAD to the upstream) may take. */
+export const DEFAULT_AUTHZ_TIMEOUT = 10_000
+
+/** Largest upstream error body passed back to a refused client. */
+export const DEFAULT_AUTHZ_MAX_ERROR_BODY = 65_536

@@ -21,11 +21,13 @@ export interface UpstreamRequest {
 
 /**
  * Resolves a mirror request to its upstream (`?ns=`, or the default) and its
- * credentials: the client's own when it sends any (they win), else the daemon's.
+ * credentials: the client's own when it sends any (they win), else the daemon's, for a
+ * token scoped to `name` — the repository the route parsed (a path is not parsed again
+ * here, so the token's scope and the URL name the same repository).
  *
  * @throws {HttpError} 404 `NAME_UNKNOWN` for an `?ns=` that is no upstream, 502 when the daemon's credentials cannot be used
  */
-export async function upstreamRequest (ctx: RouteContext, components: UpstreamRequestComponents, pathname: string = ctx.url.pathname): Promise<UpstreamRequest> {
+export async function upstreamRequest (ctx: RouteContext, components: UpstreamRequestComponents, pathname: string = ctx.url.pathname, name?: string): Promise<UpstreamRequest> {
   const ns = ctx.url.searchParams.get('ns') ?? undefined
   let upstream: Upstream
   try {
@@ -41,7 +43,6 @@ export async function upstreamRequest (ctx: RouteContext, components: UpstreamRe
   if (client != null) {
     return { upstream, url, authorization: client, own: false }
   }
-  const name = /^\/v2\/(.+?)\/(?:manifests|blobs|tags|referrers)\//.exec(pathname)?.[1]
   try {
     const authorization = await components.upstreamAuth.authorization(upstream,
       name != null ? pullScope(components.upstreams.repository(upstream, name)) : undefined, { signal: ctx.signal })

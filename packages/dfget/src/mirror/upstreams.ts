@@ -127,7 +127,7 @@ export class Upstreams {
   get default (): Upstream {
     const upstream = this.byKey.get(this.defaultKey)
     if (upstream == null) {
-      throw new Error('no default upstream') // the constructor always sets one
+      throw new UnknownUpstreamError('', 'no default upstream') // the constructor always sets one
     }
     return upstream
   }

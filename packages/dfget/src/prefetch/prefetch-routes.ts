@@ -3,6 +3,7 @@ import {
   type PullByteSource, type PullJobLayer, type PullJobs, type PullJobSpec, type RegistryClient, type Route, type SourceClient
 } from '@shoal/core'
 import { upstreamFor } from './registry-host.ts'
+import { DownloadFailedError } from '../errors.ts'
 import { MANIFEST_MEDIA_TYPES } from '../mirror/constants.ts'
 import type { DownloadManager } from '../download/download-manager.ts'
 import type { Upstreams } from '../mirror/upstreams.ts'
@@ -113,6 +114,6 @@ async function fetchLayer (c: PrefetchComponents, layer: PullJobLayer, headers: 
   }
   count()
   if (download.state === 'failed') {
-    throw download.error ?? new Error('download failed')
+    throw download.error ?? new DownloadFailedError('download failed')
   }
 }

@@ -1,4 +1,6 @@
-import { BlockList, isIP, isIPv4 } from 'node:net'
+import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions } from 'node:dns'
+import { BlockList, isIP, isIPv4, type LookupFunction } from 'node:net'
+import { ProxyCidrError, ProxyTargetRefusedError } from '../errors.ts'
 
 /** Which peers may use the proxy: loopback always, and the `--proxy-allow` networks. */
 export class PeerAccess {
@@ -41,18 +43,18 @@ export function isLoopbackAddress (address: string | undefined): boolean {
 /**
  * Parses `address/prefix` or a single address.
  *
- * @throws {Error} naming the problem when it is not one
+ * @throws {ProxyCidrError} naming the problem when it is not one
  */
 export function parseCidr (value: string): { address: string, prefix: number, family: 'ipv4' | 'ipv6' } {
   const [address = '', prefixText, ...rest] = value.split('/')
   const version = isIP(address)
   if (version === 0 || rest.length > 0) {
-    throw new Error(`${JSON.stringify(value)} is not an IP address or CIDR (10.0.0.0/8, fd00::/8)`)
+    throw new ProxyCidrError(`${JSON.stringify(value)} is not an IP address or CIDR (10.0.0.0/8, fd00::/8)`)
   }
   const max = version === 4 ? 32 : 128
   const prefix = prefixText == null ? max : Number(prefixText)
   if (!/^\d{1,3}$/.test(prefixText ?? String(max)) || prefix > max) {
-    throw new Error(`${JSON.stringify(value)} has a prefix length outside 0-${max}`)
+    throw new ProxyCidrError(`${JSON.stringify(value)} has a prefix length outside 0-${max}`)
   }
   return { address, prefix, family: version === 4 ? 'ipv4' : 'ipv6' }
 }
@@ -91,7 +93,67 @@ export function registryName (target: Target, defaultPort: number): string {
   return target.port === defaultPort ? host : `${host}:${target.port}`
 }
 
-/** A target this host's loopback answers: refused to peers that are not on this host. */
+/** A target this host's loopback answers by its name or address text. */
 export function isLoopbackTarget (host: string): boolean {
   return host === 'localhost' || host.endsWith('.localhost') || isLoopbackAddress(host) || host === '0.0.0.0' || host === '::'
+}
+
+/**
+ * Addresses a peer that is not on this host must not reach through the proxy: this
+ * host's loopback (and the unspecified address, which reaches it) and link-local
+ * (cloud metadata at 169.254.169.254). BlockList compares addresses, not their text:
+ * `0:0:0:0:0:0:0:1` and `::ffff:7f00:1` match too.
+ */
+const HOST_LOCAL = new BlockList()
+HOST_LOCAL.addSubnet('0.0.0.0', 8, 'ipv4')
+HOST_LOCAL.addSubnet('127.0.0.0', 8, 'ipv4')
+HOST_LOCAL.addSubnet('169.254.0.0', 16, 'ipv4')
+HOST_LOCAL.addAddress('::', 'ipv6')
+HOST_LOCAL.addAddress('::1', 'ipv6')
+HOST_LOCAL.addSubnet('fe80::', 10, 'ipv6')
+
+/** True for an IP address that is loopback, unspecified or link-local, however it is written. */
+export function isHostLocalAddress (address: string): boolean {
+  const bare = address.replace(/%.*$/, '')
+  const version = isIP(bare)
+  return version !== 0 && HOST_LOCAL.check(bare, version === 4 ? 'ipv4' : 'ipv6')
+}
+
+/** A target refused to remote peers by its text alone (a name for loopback, a host-local IP). */
+export function isRemoteRefusedTarget (host: string): boolean {
+  return isLoopbackTarget(host) || isHostLocalAddress(host)
+}
+
+/** Resolves every address of a host name, as `dns.lookup` with `all: true` does. */
+export type ResolveAll = (hostname: string, options: LookupAllOptions, callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void
+
+const defaultResolve: ResolveAll = (hostname, options, callback) => { dnsLookup(hostname, options, callback) }
+
+/**
+ * A `lookup` for connections made for a remote peer: a name that resolves to any
+ * host-local address (`127.1`, a DNS name for 127.0.0.1) is refused, and the connection
+ * goes to an address that was checked (no second resolution to rebind). IP literals
+ * never reach a lookup: they are checked with {@link isRemoteRefusedTarget} first.
+ */
+export function remotePeerLookup (resolve: ResolveAll = defaultResolve): LookupFunction {
+  return (hostname, options, callback) => {
+    resolve(hostname, { ...options, all: true }, (err, addresses) => {
+      if (err != null) {
+        callback(err, '', 0)
+        return
+      }
+      const bad = addresses.find(a => isHostLocalAddress(a.address))
+      if (bad != null || addresses.length === 0) {
+        const refusal = new ProxyTargetRefusedError(`${hostname} resolves to ${bad?.address ?? 'no address'}: loopback and link-local targets are for loopback peers only`)
+        callback(refusal as unknown as NodeJS.ErrnoException, '', 0)
+        return
+      }
+      if (options.all === true) {
+        (callback as unknown as (err: null, addresses: LookupAddress[]) => void)(null, addresses)
+      } else {
+        const first = addresses[0] as LookupAddress
+        callback(null, first.address, first.family)
+      }
+    })
+  }
 }

@@ -8,6 +8,10 @@ export const DEFAULT_IDLE_TIMEOUT = 300_000
 export const DEFAULT_MAX_CONNECTIONS = 512
 /** Until a proxied request's head is in. */
 export const DEFAULT_HEADERS_TIMEOUT = 30_000
+/** An idle keep-alive connection from a proxy client is closed after this long. */
+export const DEFAULT_KEEP_ALIVE_TIMEOUT = 5_000
+/** Largest request head a proxy client may send. */
+export const MAX_HEADER_SIZE = 16_384
 /** How long a minted leaf certificate is valid: short, since it is minted again on demand. */
 export const LEAF_VALIDITY_MS = 3 * 24 * 3600_000
 /** A cached leaf is minted again once this much of its validity has passed. */

@@ -2,7 +2,7 @@
 // metadata API before x509 loads; ESM evaluates imports in order, so this one is first
 import 'reflect-metadata'
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, webcrypto } from 'node:crypto'
-import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { chmod, link, mkdir, open, readFile, rm, stat } from 'node:fs/promises'
 import { isIP } from 'node:net'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
@@ -34,7 +34,7 @@ async function exists (path: string): Promise<boolean> {
     if (err.code === 'ENOENT') {
       return false
     }
-    throw err
+    throw new ProxyCaError(`cannot look for the proxy CA at ${path}: ${err.message}`, { cause: err })
   })
 }
 
@@ -79,7 +79,13 @@ export class LocalCa {
       throw new ProxyCaError(`${hasCert ? paths.key : paths.cert} is missing but ${hasCert ? paths.cert : paths.key} exists: restore it, or remove both to generate a new CA (which every client must then trust again)`)
     }
     if (!hasCert) {
-      await LocalCa.generate(paths)
+      try {
+        await LocalCa.generate(paths)
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code
+        const why = code === 'EEXIST' ? 'another process created it meanwhile; start again to load it' : (err as Error).message
+        throw new ProxyCaError(`cannot generate the proxy CA in ${paths.dir}: ${why}`, { cause: err })
+      }
       options.log?.info({ cert: paths.cert }, 'generated the proxy CA; make dockerd and the OS trust it (dfget proxy-ca prints it)')
     }
     try {
@@ -128,9 +134,10 @@ export class LocalCa {
       ]
     }, crypto)
     const keyDer = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)
-    // 'wx': two daemons starting at once on one data directory must not overwrite each other's key
-    await writeFile(paths.key, pem('PRIVATE KEY', keyDer), { mode: 0o600, flag: 'wx' })
-    await writeFile(paths.cert, cert.toString('pem') + '\n', { mode: 0o644, flag: 'wx' })
+    // key first: a crash in between leaves a key without a certificate, which open()
+    // refuses with a message, never a truncated file it would load
+    await writeAtomically(paths.key, pem('PRIVATE KEY', keyDer), 0o600)
+    await writeAtomically(paths.cert, cert.toString('pem') + '\n', 0o644)
   }
 
   /** A TLS context with a leaf certificate for `host` (a DNS name or an IP address), minted once and cached. */
@@ -179,5 +186,33 @@ export class LocalCa {
       ]
     }, crypto)
     return { context: createSecureContext({ key: this.leafKeyPem, cert: cert.toString('pem') }), minted: now }
+  }
+}
+
+/**
+ * Writes `path` whole or not at all: a temporary file in the same directory, synced, then
+ * linked into place. A link, unlike a rename, never replaces a file: two daemons starting
+ * at once on one data directory cannot overwrite each other's key (EEXIST instead).
+ */
+async function writeAtomically (path: string, data: string, mode: number): Promise<void> {
+  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`
+  try {
+    const file = await open(tmp, 'wx', mode)
+    try {
+      await file.writeFile(data)
+      await file.sync()
+    } finally {
+      await file.close()
+    }
+    await link(tmp, path)
+  } finally {
+    await rm(tmp, { force: true })
+  }
+  // the new directory entry survives a crash too
+  const dir = await open(join(path, '..'), 'r')
+  try {
+    await dir.sync()
+  } finally {
+    await dir.close()
   }
 }

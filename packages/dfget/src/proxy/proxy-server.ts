@@ -3,14 +3,15 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isIP } from 'node:net'
 import { TLSSocket } from 'node:tls'
 import { Agent, type Dispatcher } from 'undici'
-import { isLoopbackAddress, isLoopbackTarget, parseConnectTarget, PeerAccess, registryName, type Target } from './access.ts'
-import { DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADERS_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS } from './constants.ts'
+import { isLoopbackAddress, isRemoteRefusedTarget, parseConnectTarget, PeerAccess, registryName, remotePeerLookup, type ResolveAll, type Target } from './access.ts'
+import { DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADERS_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, MAX_HEADER_SIZE } from './constants.ts'
 import { forwardRequest } from './forward.ts'
+import { ProxyTargetRefusedError } from '../errors.ts'
 import { openTunnel } from './tunnel.ts'
 import type { LocalCa } from './local-ca.ts'
 import type { ComponentLogger, HostPort, Logger } from '@shoal/core'
 import type { Counter } from 'prom-client'
-import type { AddressInfo, Socket } from 'node:net'
+import type { AddressInfo, LookupFunction, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 
 /** The registries whose traffic the proxy hands to the mirror instead of passing it on. */
@@ -47,6 +48,8 @@ export interface ProxyServerComponents {
    * intercepted registry). @default an undici Agent with `connectTimeout` and `idleTimeout`
    */
   dispatcher?: Dispatcher
+  /** Resolves target names for remote peers, whose targets are checked after resolution. @default dns.lookup */
+  resolve?: ResolveAll
 }
 
 /**
@@ -70,6 +73,9 @@ export class ProxyServer {
   private readonly tunnels = new Set<Duplex>()
   private readonly dispatcher: Dispatcher
   private readonly ownsDispatcher: boolean
+  /** For remote peers' forwarded requests: connects only to addresses checked not host-local. */
+  private readonly remoteDispatcher: Dispatcher
+  private readonly remoteLookup: LookupFunction
   private readonly controller = new AbortController()
   private readonly init: ProxyServerInit
   private bound?: AddressInfo
@@ -83,7 +89,10 @@ export class ProxyServer {
     this.idleTimeout = init.idleTimeout ?? DEFAULT_IDLE_TIMEOUT
     this.ownsDispatcher = components.dispatcher == null
     this.dispatcher = components.dispatcher ?? new Agent({ connect: { timeout: this.connectTimeout }, headersTimeout: this.idleTimeout, bodyTimeout: this.idleTimeout, connections: 64 })
-    const serverOptions = { headersTimeout: DEFAULT_HEADERS_TIMEOUT, requestTimeout: 0, keepAliveTimeout: 5_000, maxHeaderSize: 16_384 }
+    this.remoteLookup = remotePeerLookup(components.resolve)
+    this.remoteDispatcher = new Agent({ connect: { timeout: this.connectTimeout, lookup: this.remoteLookup }, headersTimeout: this.idleTimeout, bodyTimeout: this.idleTimeout, connections: 64 })
+    // requestTimeout 0: a tunnel or a long blob is no slow request; idleTimeout closes silent ones
+    const serverOptions = { headersTimeout: DEFAULT_HEADERS_TIMEOUT, requestTimeout: 0, keepAliveTimeout: DEFAULT_KEEP_ALIVE_TIMEOUT, maxHeaderSize: MAX_HEADER_SIZE }
     this.outer = createServer(serverOptions, (req, res) => { this.onRequest(req, res) })
     this.outer.maxConnections = init.maxConnections ?? DEFAULT_MAX_CONNECTIONS
     this.outer.timeout = this.idleTimeout
@@ -118,6 +127,7 @@ export class ProxyServer {
     if (this.ownsDispatcher) {
       await this.dispatcher.close()
     }
+    await this.remoteDispatcher.close()
   }
 
   /** `http://host:port` as bound: what HTTPS_PROXY is set to. */
@@ -158,9 +168,13 @@ export class ProxyServer {
     }
   }
 
-  /** A remote peer (with --proxy-allow) must not reach this host's own loopback services through the proxy. */
+  /**
+   * A remote peer (with --proxy-allow) must not reach this host's own loopback services
+   * or link-local addresses through the proxy. This checks the target's text (IP
+   * literals, however written); names are checked once resolved (see {@link remotePeerLookup}).
+   */
   private refusedTarget (peer: string | undefined, target: Target): boolean {
-    return !isLoopbackAddress(peer) && isLoopbackTarget(target.host)
+    return !isLoopbackAddress(peer) && isRemoteRefusedTarget(target.host)
   }
 
   private onConnect (req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -171,7 +185,7 @@ export class ProxyServer {
       return
     }
     if (this.refusedTarget(req.socket.remoteAddress, target)) {
-      this.badRequest(socket, 'loopback targets are for loopback peers only', '403 Forbidden')
+      this.badRequest(socket, 'loopback and link-local targets are for loopback peers only', '403 Forbidden')
       return
     }
     const name = registryName(target, 443)
@@ -179,6 +193,7 @@ export class ProxyServer {
       this.count('tunnelled')
       this.tunnels.add(socket)
       openTunnel(socket, head, target, {
+        ...(isLoopbackAddress(req.socket.remoteAddress) ? {} : { lookup: this.remoteLookup }),
         connectTimeout: this.connectTimeout,
         idleTimeout: this.idleTimeout,
         onClose: (err) => {
@@ -277,7 +292,7 @@ export class ProxyServer {
     const target = { host, port: url.port === '' ? 80 : Number(url.port) }
     if (this.refusedTarget(req.socket.remoteAddress, target)) {
       this.count('refused')
-      sendText(res, 403, 'loopback targets are for loopback peers only')
+      sendText(res, 403, 'loopback and link-local targets are for loopback peers only')
       return
     }
     const name = registryName(target, 80)
@@ -293,17 +308,34 @@ export class ProxyServer {
     this.count('forwarded')
     const controller = new AbortController()
     res.once('close', () => { if (!res.writableFinished) { controller.abort(new Error('client went away')) } })
-    forwardRequest(req, res, url, { dispatcher: this.dispatcher, signal: AbortSignal.any([controller.signal, this.controller.signal]) })
+    const dispatcher = isLoopbackAddress(req.socket.remoteAddress) ? this.dispatcher : this.remoteDispatcher
+    forwardRequest(req, res, url, { dispatcher, signal: AbortSignal.any([controller.signal, this.controller.signal]) })
       .catch((err: unknown) => {
         this.log.debug({ err, target: name }, 'forwarding failed')
         if (res.headersSent) {
           res.destroy()
           return
         }
+        if (isTargetRefusal(err)) {
+          this.count('refused')
+          sendText(res, 403, (err as Error).message)
+          return
+        }
         this.count('failed')
         sendText(res, 502, `cannot reach ${name}: ${(err as Error).message}`)
       })
   }
+}
+
+/** Whether a forwarding failure is the remote-peer lookup's refusal (undici may wrap it). */
+function isTargetRefusal (err: unknown): boolean {
+  // bounded: a cause chain of at most a few links
+  for (let e = err, i = 0; e != null && i < 5; e = (e as Error).cause, i++) {
+    if (e instanceof ProxyTargetRefusedError) {
+      return true
+    }
+  }
+  return false
 }
 
 function sendText (res: ServerResponse, status: number, message: string): void {

@@ -1,4 +1,5 @@
-import { connect, type Socket } from 'node:net'
+import { connect, type LookupFunction, type Socket } from 'node:net'
+import { ProxyTargetRefusedError } from '../errors.ts'
 import { pipeline } from 'node:stream/promises'
 import type { Target } from './access.ts'
 import type { Duplex } from 'node:stream'
@@ -6,6 +7,8 @@ import type { Duplex } from 'node:stream'
 export interface TunnelOptions {
   connectTimeout: number
   idleTimeout: number
+  /** Resolves the target's name (for a remote peer: one that refuses host-local addresses). @default dns.lookup */
+  lookup?: LookupFunction
   /** Called once the tunnel is closed either way, with why when it failed. */
   onClose: (err?: Error) => void
 }
@@ -16,7 +19,7 @@ export interface TunnelOptions {
  * when the target cannot be reached in time; closed when idle for `idleTimeout`.
  */
 export function openTunnel (client: Duplex, head: Buffer, target: Target, options: TunnelOptions): void {
-  const upstream: Socket = connect({ host: target.host, port: target.port })
+  const upstream: Socket = connect({ host: target.host, port: target.port, ...(options.lookup != null ? { lookup: options.lookup } : {}) })
   let connected = false
   let closed = false
   const close = (err?: Error): void => {
@@ -38,7 +41,8 @@ export function openTunnel (client: Duplex, head: Buffer, target: Target, option
       closed = true
       upstream.destroy()
       const body = `cannot reach ${target.host}:${target.port}: ${err.message}\n`
-      client.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+      const status = err instanceof ProxyTargetRefusedError ? '403 Forbidden' : '502 Bad Gateway'
+      client.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
       options.onClose(err)
       return
     }

@@ -1,9 +1,10 @@
 import { setTimeout as delay } from 'node:timers/promises'
 import { timingSafeEqual, createHash } from 'node:crypto'
 import {
-  BlobAuthorization, formatIssues, HttpError, imageDefaults, isDockerHub, parseImageReference, pullJobRequestSchema, pullJobRoutes, ShoalError, SourceRefusedError, taskIdFor, TooManyJobsError,
+  BlobAuthorization, formatIssues, HttpError, imageDefaults, isDockerHub, parseImageReference, pullJobRequestSchema, pullJobRoutes, ShoalError, SourceRefusedError, TaskFailedError, taskIdFor, TooManyJobsError,
   type PullByteSource, type PullJobView, type PullJobLayer, type PullJobs, type PullJobSpec, type RegistryClient, type Route, type RouteContext, type SourceClient
 } from '@shoal/core'
+import { PROGRESS_POLL_MS } from '../constants.ts'
 import type { TaskManager } from '../tasks/task-manager.ts'
 
 export interface PreheatComponents {
@@ -19,8 +20,6 @@ export interface PreheatInit {
   token?: string
 }
 
-/** How long a layer's progress waits for a change before it looks again. */
-const PROGRESS_POLL_MS = 1_000
 
 /**
  * `POST /api/v1/preheat`: the supernode fetches an image's layers (or URLs) into its
@@ -138,7 +137,7 @@ async function fetchLayer (c: Pick<PreheatComponents, 'tasks'>, layer: PullJobLa
   }
   if (task.state === 'failed') {
     const status = task.error?.sourceStatus != null ? ` (source answered ${task.error.sourceStatus})` : ''
-    throw new Error(`${task.error?.message ?? 'the source fetch failed'}${status}`)
+    throw new TaskFailedError(`${task.error?.message ?? 'the source fetch failed'}${status}`, { sourceStatus: task.error?.sourceStatus, reason: task.error?.code })
   }
   layer.completedBytes = task.contentLength ?? bytes()
   bySource[cached ? 'local' : 'origin'] += layer.completedBytes

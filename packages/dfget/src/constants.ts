@@ -1,0 +1,7 @@
+/** Defaults of the daemon that are not flags (the mirror's and the proxy's are in their own constants.ts). */
+
+/** Ended downloads kept for progress reports. */
+export const RECENT_DOWNLOADS = 64
+
+/** How long a URL whose content did not match the digest asked is answered so without fetching it again. */
+export const MISMATCH_MEMORY_MS = 60_000
