@@ -90,6 +90,11 @@ describe.skipIf(skip != null)(`prefetch, then docker pull${skip != null ? ` (ski
     expect(job.bytesBySource.origin).toBe(0)
     expect(job.bytesBySource.supernode + job.bytesBySource.peer).toBe(total)
     expect(sample(await scrape(`${daemon.url}/metrics`), 'shoal_dfget_prefetch_jobs_total', { result: 'succeeded' })).toBe(1)
+    // what dfctl status shows: the daemon's bytes by source over the last hour
+    const status = await request(`${daemon.url}/api/v1/status`, { signal: AbortSignal.timeout(10_000) })
+    const { lastHour } = await status.body.json() as { lastHour: { windowSeconds: number, bytesBySource: Record<string, number> } }
+    expect(lastHour.windowSeconds).toBeLessThan(3600)
+    expect((lastHour.bytesBySource.supernode ?? 0) + (lastHour.bytesBySource.peer ?? 0)).toBe(total)
 
     const before = await daemonBytes(daemon.url)
     const hitsBefore = sample(await scrape(`${daemon.url}/metrics`), 'shoal_dfget_cache_hits_total')

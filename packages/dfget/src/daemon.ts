@@ -3,6 +3,7 @@ import {
   commonRoutes, createHttpDispatcher, createMetricsRegistry, createRouter, DEFAULT_RATE, PeerNode, PullJobs, RegistryClient, SourceClient, startHttpServer, TokenBucket,
   type ComponentLogger, type HostPort, type HttpServer, type Logger, type PeerInfo, type PieceStore
 } from '@shoal/core'
+import { RecentBytes } from './api/recent-bytes.ts'
 import { daemonApiRoutes } from './api/routes.ts'
 import { DownloadManager } from './download/download-manager.ts'
 import { heldTasks } from './download/held-tasks.ts'
@@ -177,6 +178,7 @@ export class Daemon {
   /** How the last announce to each supernode went, by address as configured. */
   private readonly supernodeState = new Map<string, { state: 'ok' | 'unreachable', at: string, error?: string }>()
   private readonly startedAt = new Date().toISOString()
+  private readonly recentBytes: RecentBytes
   private http?: HttpServer
   private proxy?: ProxyServer
   private readonly intercepted: InterceptedHosts
@@ -189,6 +191,10 @@ export class Daemon {
     this.log = components.logger.forComponent('shoal:dfget:daemon')
     this.registry = components.metrics ?? createMetricsRegistry()
     this.metrics = new DfgetMetrics(this.registry, init.version != null ? { version: init.version } : {})
+    const downloadBytes = this.metrics.downloadBytes
+    this.recentBytes = new RecentBytes({
+      read: async () => Object.fromEntries((await downloadBytes.get()).values.map(v => [String(v.labels.source), v.value]))
+    })
     this.ownsDispatcher = components.dispatcher == null
     this.dispatcher = components.dispatcher ?? createHttpDispatcher()
     this.upstreams = new Upstreams({ registry: init.registry, upstreams: init.upstreams ?? [] })
@@ -220,6 +226,7 @@ export class Daemon {
     const { logger, store, metrics, dispatcher, source } = this
     const downloadLimit = this.downloadLimit.limited ? { downloadLimit: this.downloadLimit } : {}
     await this.node.start()
+    await this.recentBytes.start()
     const libp2p = this.node.libp2p
 
     const addresses = this.init.supernode == null ? [] : [this.init.supernode].flat()
@@ -316,6 +323,7 @@ export class Daemon {
     // the client exists only once the node started, so self() is safe here
     await Promise.all(this.clients.map(async client => client.leave(this.self().peerId, { signal: AbortSignal.timeout(2_000) })
       .catch((err: unknown) => { this.log.debug({ err, supernode: client.address }, 'could not tell the supernode this peer is leaving') })))
+    this.recentBytes.stop()
     await this.proxy?.stop()
     await this.http?.close()
     await this.prefetch?.jobs.stop()
@@ -352,13 +360,15 @@ export class Daemon {
    * each supernode went (`dfctl doctor` reads it: a supernode that answers TCP but not
    * the control protocol means the cluster key differs).
    */
-  status (): Record<string, unknown> {
+  async status (): Promise<Record<string, unknown>> {
     const addresses = this.init.supernode == null ? [] : [this.init.supernode].flat()
     return {
       version: this.init.version ?? '0.0.0',
       startedAt: this.startedAt,
       ...this.self(),
-      supernodes: addresses.map(address => ({ address, ...(this.supernodeState.get(address) ?? { state: 'unknown' }) }))
+      supernodes: addresses.map(address => ({ address, ...(this.supernodeState.get(address) ?? { state: 'unknown' }) })),
+      /** bytes by source over the last hour (less while the daemon is younger) */
+      lastHour: await this.recentBytes.report()
     }
   }
 

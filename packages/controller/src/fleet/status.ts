@@ -14,8 +14,14 @@ export interface HostStatus {
   cacheBytes: number | null
   /** Per runtime: whether its config file points at the mirror. */
   mirror: Record<string, boolean>
-  /** Counters since the daemon started. */
+  /**
+   * Bytes into the host by source over the last hour (the daemon's own readings of its
+   * counters, `lastHour` in its `/api/v1/status`); from an older daemon without them, the
+   * counters since it started.
+   */
   bytesBySource: Record<string, number>
+  /** Seconds `bytesBySource` covers: up to an hour; null when they are counters since the start. */
+  bytesWindow: number | null
   /** Seconds since the daemon started. */
   uptime: number | null
 }
@@ -52,10 +58,12 @@ export async function hostStatus (exec: Executor, host: Host, options: { signal?
   ]
   let version: string | null = null
   let uptime: number | null = null
+  let lastHour: { windowSeconds: number, bytesBySource: Record<string, number> } | undefined
   try {
-    const s = JSON.parse(status.body) as { version?: string, startedAt?: string }
+    const s = JSON.parse(status.body) as { version?: string, startedAt?: string, lastHour?: typeof lastHour }
     version = s.version ?? null
     uptime = s.startedAt != null ? Math.round((Date.now() - Date.parse(s.startedAt)) / 1000) : null
+    lastHour = s.lastHour
   } catch {}
   const samples = parseMetrics(metrics.ok ? metrics.body : '')
   return {
@@ -65,7 +73,8 @@ export async function hostStatus (exec: Executor, host: Host, options: { signal?
     ...(health.ok ? {} : { error: health.error }),
     cacheBytes: samples.get('shoal_dfget_disk_bytes') ?? null,
     mirror,
-    bytesBySource: bytesBySource(samples),
+    bytesBySource: lastHour?.bytesBySource ?? bytesBySource(samples),
+    bytesWindow: lastHour?.windowSeconds ?? null,
     uptime
   }
 }
@@ -79,7 +88,7 @@ export async function fleetStatus (hosts: Host[], options: { signal?: AbortSigna
       try {
         return await hostStatus(exec, host, options)
       } catch (err) {
-        return { host: host.name, version: null, healthy: false, error: (err as Error).message, cacheBytes: null, mirror: {}, bytesBySource: {}, uptime: null }
+        return { host: host.name, version: null, healthy: false, error: (err as Error).message, cacheBytes: null, mirror: {}, bytesBySource: {}, bytesWindow: null, uptime: null }
       } finally {
         await exec.close()
       }
@@ -107,5 +116,5 @@ export function formatStatus (list: HostStatus[]): string {
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map(r => (r[i] ?? '').length)))
   return `${rows.map(r => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')}\n` +
-    'bytes by source: since the daemon started (UP), which is the last hour only while UP < 60m; for a sliding hour use Prometheus: increase(shoal_dfget_download_bytes_total[1h])\n'
+    'bytes by source: over the last hour, as each daemon reads its counters once a minute (less while UP < 60m; since the start for daemons that do not report it)\n'
 }

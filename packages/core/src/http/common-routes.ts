@@ -4,7 +4,7 @@ import { sendJson, type Route } from './server.ts'
 import type { Registry } from 'prom-client'
 
 /** `/healthz`, `/metrics` and `/api/v1/status`: what every Shoal HTTP server answers. */
-export function commonRoutes (options: { registry: Registry, status: () => unknown }): Route[] {
+export function commonRoutes (options: { registry: Registry, status: () => unknown | Promise<unknown> }): Route[] {
   return [
     {
       methods: ['GET', 'HEAD'],
@@ -19,7 +19,7 @@ export function commonRoutes (options: { registry: Registry, status: () => unkno
     {
       methods: ['GET'],
       pattern: new RegExp(`^${API_PREFIX}/status$`),
-      handler: async ({ res }) => { sendJson(res, 200, options.status()) }
+      handler: async ({ res }) => { sendJson(res, 200, await options.status()) }
     }
   ]
 }
