@@ -50,9 +50,11 @@ describe('inventory', () => {
     const inv = await load(VALID)
     const [web1, web2] = inv.hosts
     expect(inv.clusterKeyFile).toBe(join(dir, 'cluster.key'))
-    expect(web1).toMatchObject({ name: 'web-1', address: '10.0.3.11', ssh: { user: 'root', port: 22, key: join(dir, 'id_ed25519') }, idc: 'fra1', location: 'eu|fra|rack7', labels: { rack: 'r7' }, runtimes: ['dockerd', 'containerd'], daemonApi: 'http://10.0.3.11:65001', groups: ['web'] })
+    expect(web1).toMatchObject({ name: 'web-1', address: '10.0.3.11', ssh: { user: 'root', port: 22, key: join(dir, 'id_ed25519') }, idc: 'fra1', location: 'eu|fra|rack7', labels: { rack: 'r7' }, runtimes: ['dockerd', 'containerd'], groups: ['web'] })
+    // no daemonApi given: dfctl asks the daemon from the host, over SSH
+    expect(web1?.daemonApi).toBeUndefined()
     expect(web2?.ssh.key).toBe(join(homedir(), '.ssh/shoal_ed25519'))
-    expect(web2?.daemonApi).toBe('http://10.0.3.12:7001')
+    expect(web2?.daemonApi).toBeUndefined()
     expect(web2?.daemon.listen).toBe('127.0.0.1:7001')
     expect(web2?.daemon.registry).toBe('https://registry-1.docker.io')
   })

@@ -2,7 +2,6 @@ import { readFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { isNode, LineCounter, parseDocument, type Document } from 'yaml'
-import { DEFAULT_DAEMON_LISTEN } from '../constants.ts'
 import { InventoryError } from '../errors.ts'
 import { inventorySchema, isUpstreamName, type InventoryInput } from './schema.ts'
 import type { z } from 'zod'
@@ -24,8 +23,11 @@ export interface Host {
   root: string
   /** The inventory's daemon settings with this host's own on top. */
   daemon: Record<string, unknown>
-  /** http URL of its daemon API, as the controller reaches it. */
-  daemonApi: string
+  /**
+   * http URL of its daemon API as the controller reaches it, when the inventory gives one;
+   * otherwise the controller asks the daemon from the host itself, over SSH.
+   */
+  daemonApi?: string
   /** Groups the host is in. */
   groups: string[]
 }
@@ -74,14 +76,6 @@ function describe (file: string, doc: Document, counter: LineCounter, issue: z.c
 
 /** A path of the inventory: ~/ is the user's home, a relative path is relative to the inventory file. */
 const abs = (base: string, p: string): string => p === '~' || p.startsWith('~/') ? join(homedir(), p.slice(1)) : isAbsolute(p) ? p : resolve(base, p)
-
-/** The daemon's API URL: its listen port on the host's address (loopback listeners are reached over SSH instead, see fleet/). */
-function daemonApiOf (address: string, daemon: Record<string, unknown>): string {
-  const listen = typeof daemon.listen === 'string' ? daemon.listen : DEFAULT_DAEMON_LISTEN
-  const port = listen.slice(listen.lastIndexOf(':') + 1)
-  const host = address.includes(':') && !address.startsWith('[') ? `[${address}]` : address
-  return `http://${host}:${port}`
-}
 
 /**
  * Reads and validates an inventory file. Every problem is reported at once, each as
@@ -178,7 +172,7 @@ export async function loadInventory (path: string): Promise<Inventory> {
         runtimes: [...new Set(h.runtimes)],
         root: h.root ?? '',
         daemon,
-        daemonApi: h.daemonApi ?? daemonApiOf(h.address, daemon),
+        ...(h.daemonApi != null ? { daemonApi: h.daemonApi } : {}),
         groups: Object.entries(data.groups).filter(([, members]) => members.includes(h.name)).map(([g]) => g)
       }
     })

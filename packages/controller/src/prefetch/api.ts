@@ -1,4 +1,5 @@
 import { request } from 'undici'
+import { sh, type Executor } from '../exec/index.ts'
 import { DEFAULT_REQUEST_TIMEOUT, MAX_RESPONSE_BYTES } from './constants.ts'
 import { PrefetchRequestError } from './errors.ts'
 
@@ -39,6 +40,8 @@ export interface JobApi {
   kind: 'prefetch' | 'preheat'
   /** Sent as `Authorization: Bearer <token>` (the supernode's preheat token). */
   token?: string
+  /** Ask from the host (curl over this executor to `url` there) instead of from here; never with a token. */
+  exec?: Executor
 }
 
 export interface RequestOptions {
@@ -80,16 +83,18 @@ async function call (api: JobApi, method: 'GET' | 'POST', path: string, body: un
   if (api.token != null) {
     headers.authorization = `Bearer ${api.token}`
   }
-  let res
+  let res: { statusCode: number, text: string }
   try {
-    res = await request(new URL(path, api.url), { method, headers, ...(body != null ? { body: JSON.stringify(body) } : {}), signal })
+    res = api.exec != null
+      ? await onHost(api.exec, method, new URL(path, api.url).href, headers, body, options.timeout ?? DEFAULT_REQUEST_TIMEOUT, signal)
+      : await direct(new URL(path, api.url), method, headers, body, signal)
   } catch (err) {
-    if (options.signal?.aborted === true) {
+    if (options.signal?.aborted === true || err instanceof PrefetchRequestError) {
       throw err
     }
     throw new PrefetchRequestError(`${method} ${api.url}${path}: ${(err as Error).message}`, { cause: err })
   }
-  const text = await readLimited(res.body, signal)
+  const text = res.text
   let json: unknown
   try {
     json = text === '' ? undefined : JSON.parse(text)
@@ -103,6 +108,39 @@ async function call (api: JobApi, method: 'GET' | 'POST', path: string, body: un
     throw new PrefetchRequestError(`${method} ${api.url}${path} answered ${res.statusCode} without JSON`)
   }
   return json
+}
+
+async function direct (url: URL, method: string, headers: Record<string, string>, body: unknown, signal: AbortSignal): Promise<{ statusCode: number, text: string }> {
+  const res = await request(url, { method, headers, ...(body != null ? { body: JSON.stringify(body) } : {}), signal })
+  return { statusCode: res.statusCode, text: await readLimited(res.body, signal) }
+}
+
+/**
+ * The same request made on the host, by curl over its executor (SSH): the daemon's API
+ * stays on its loopback listener. The body goes on stdin, the status comes last on stdout.
+ */
+async function onHost (exec: Executor, method: string, url: string, headers: Record<string, string>, body: unknown, timeout: number, signal: AbortSignal): Promise<{ statusCode: number, text: string }> {
+  const args = [
+    'curl', '-sS', '-m', String(Math.max(1, Math.ceil(timeout / 1000))), '-X', method,
+    ...Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]),
+    ...(body != null ? ['--data-binary', '@-'] : []),
+    '-w', '\\n%{http_code}', url
+  ]
+  // curl reads the \n in -w itself
+  const res = await exec.run(args.map(sh).join(' '), {
+    ...(body != null ? { input: JSON.stringify(body) } : {}),
+    timeout: timeout + 5_000,
+    signal
+  })
+  if (res.code !== 0) {
+    throw new PrefetchRequestError(`${method} ${url} on ${exec.host}: ${res.stderr.trim().slice(0, 300) || `curl exited ${res.code}`}`)
+  }
+  const cut = res.stdout.lastIndexOf('\n')
+  const text = res.stdout.slice(0, Math.max(0, cut))
+  if (Buffer.byteLength(text) > MAX_RESPONSE_BYTES) {
+    throw new PrefetchRequestError(`response larger than ${MAX_RESPONSE_BYTES} bytes`)
+  }
+  return { statusCode: Number(res.stdout.slice(cut + 1)), text }
 }
 
 /** The `{ errors: [{ code, message }] }` body of a 4xx, or the start of whatever came. */

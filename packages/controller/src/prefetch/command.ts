@@ -7,6 +7,8 @@ import { barReporter, lineReporter, renderJson, renderTable, type Reporter } fro
 import { selectHosts, type PrefetchHost } from './select-hosts.ts'
 import { selection, selects, withSelection, type SelectionFlags } from '../inventory/cli.ts'
 import { loadInventory, selectHosts as selectInventoryHosts } from '../inventory/index.ts'
+import { executorFor } from '../exec/index.ts'
+import { localDaemonUrl } from '../rollout/desired.ts'
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
 
@@ -115,6 +117,8 @@ async function runPrefetch (images: string[], flags: Flags, signal: AbortSignal)
     }, { signal })
   } finally {
     reporter.stop()
+    // the SSH connections the requests went over (ControlMaster)
+    await Promise.all(hosts.map(async h => { await h.exec?.close() }))
   }
 
   process.stdout.write(flags.json === true ? renderJson(result) : renderTable(result))
@@ -135,12 +139,14 @@ interface Targets {
 async function fromInventory (file: string, flags: Flags): Promise<Targets> {
   const given = [['--daemon', flags.daemon], ['--supernode-api', flags.supernodeApi], ['--token-file', flags.tokenFile]].filter(([, v]) => v != null).map(([f]) => f)
   if (given.length > 0) {
-    throw new InvalidConfigError(`${given.join(' and ')} cannot be given with --inventory: the inventory names the hosts (hosts[].daemonApi) and the supernodes to preheat on (supernodes[].api, preheatTokenFile)`)
+    throw new InvalidConfigError(`${given.join(' and ')} cannot be given with --inventory: the inventory names the hosts (reached over SSH, or at hosts[].daemonApi) and the supernodes to preheat on (supernodes[].api, preheatTokenFile)`)
   }
   const inventory = await loadInventory(file)
   const hosts = selectInventoryHosts(inventory, selection(flags)).map(h => ({
     name: h.name,
-    url: h.daemonApi,
+    // without a daemonApi, from the host itself (over SSH, as status and doctor ask):
+    // the daemon's API stays on its loopback listener
+    ...(h.daemonApi != null ? { url: h.daemonApi } : { url: localDaemonUrl(h), exec: executorFor(h) }),
     ...(h.idc != null ? { idc: h.idc } : {}),
     ...(h.location != null ? { location: h.location } : {})
   }))

@@ -79,12 +79,14 @@ export async function prefetch (components: PrefetchComponents, init: PrefetchIn
   await Promise.all(preheat.map(async status => { await follow(run, status, { url: status.url, kind: 'preheat', ...(init.token != null ? { token: init.token } : {}) }) }))
 
   const hosts = init.hosts.map(h => newStatus('daemon', h.name, h.url, init.images))
+  const execs = new Map(init.hosts.map((h, i) => [hosts[i], h.exec]))
   const queue = [...hosts]
   const concurrency = Math.max(1, Math.min(init.concurrency ?? DEFAULT_CONCURRENCY, hosts.length))
   await Promise.all(Array.from({ length: concurrency }, async () => {
     // bounded: each worker takes hosts off a finite queue
     for (let status = queue.shift(); status != null; status = queue.shift()) {
-      await follow(run, status, { url: status.url, kind: 'prefetch' })
+      const exec = execs.get(status)
+      await follow(run, status, { url: status.url, kind: 'prefetch', ...(exec != null ? { exec } : {}) })
     }
   }))
   options.signal?.throwIfAborted()

@@ -1,4 +1,5 @@
 import { InvalidConfigError } from '@shoal/core'
+import type { Executor } from '../exec/index.ts'
 
 /** A daemon to prefetch on. */
 export interface PrefetchHost {
@@ -6,6 +7,11 @@ export interface PrefetchHost {
   name: string
   /** The daemon's HTTP address, such as http://10.0.0.5:65001 */
   url: string
+  /**
+   * When set, the daemon is asked from the host itself (curl over this executor, to
+   * `url` on the host's loopback), so its API need not be reachable from the controller.
+   */
+  exec?: Executor
   idc?: string
   /** `|`-separated from wide to narrow, such as `eu|fra|rack7` (shared contract 3) */
   location?: string
