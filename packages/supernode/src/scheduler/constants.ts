@@ -81,3 +81,21 @@ export const DEFAULT_MAX_TASKS_WITH_HOLDERS = 2_048
 
 /** Failed tasks kept at most (oldest forgotten first). */
 export const DEFAULT_MAX_FAILED_TASKS = 1_024
+
+/** Peers PeerStats keeps piece times and offences of, at most: past this, new ids are not recorded. */
+export const DEFAULT_MAX_STATS_PEERS = 65_536
+
+/** One speed sample moves a parent's and the overall average by at most this factor of the overall one, either way. */
+export const SPEED_SAMPLE_CLAMP = 10
+
+/** Distinct reporters whose bad-bytes reports about one peer it takes to block it for every task. */
+export const BAD_PIECE_GLOBAL_REPORTERS = 2
+
+/**
+ * Longest a requester waits for a busy parent in its own IDC for one piece (ms) before
+ * it is sent to a farther parent or the supernode instead.
+ */
+export const DEFAULT_NEAR_WAIT = 3_000
+
+/** (requester, task, piece) triples whose wait for a busy parent is timed, at most. */
+export const DEFAULT_MAX_NEAR_WAITS = 65_536

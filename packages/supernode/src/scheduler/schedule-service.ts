@@ -1,4 +1,4 @@
-import { DEFAULT_MAX_PEER_UPLOADS, DEFAULT_RECHECK_INTERVAL, DEFAULT_SUPERNODE_FANOUT, MAX_POLL_PASSES } from './constants.ts'
+import { DEFAULT_WAKE_PER_HOLDER, DEFAULT_RECHECK_INTERVAL, DEFAULT_SUPERNODE_FANOUT, MAX_POLL_PASSES } from './constants.ts'
 import { Waiters } from './waiters.ts'
 import type { Scheduler } from './scheduler.ts'
 import type { PeerRegistry } from '../peers/peer-registry.ts'
@@ -52,7 +52,7 @@ export class ScheduleService implements TaskListener {
 
   constructor (components: ScheduleServiceComponents, init: ScheduleServiceInit = {}) {
     this.c = components
-    this.wakePerHolder = init.wakePerHolder ?? DEFAULT_MAX_PEER_UPLOADS
+    this.wakePerHolder = init.wakePerHolder ?? DEFAULT_WAKE_PER_HOLDER
     this.wakePerNewPiece = init.wakePerNewPiece ?? DEFAULT_SUPERNODE_FANOUT
     this.recheckInterval = init.recheckInterval ?? DEFAULT_RECHECK_INTERVAL
   }
@@ -66,6 +66,11 @@ export class ScheduleService implements TaskListener {
    * Takes a peer's report of finished transfers: frees their slots, records the
    * parents' health and speed, blocks parents that sent bad bytes, adds holders, and
    * wakes the waiters a freed slot or a new holder can help.
+   *
+   * A report is a member's word, so what it may say of another peer is narrow: blame,
+   * success and piece time count only for a result that settles a live assignment of
+   * that piece to the reporter, naming a source it was handed and the registry knows.
+   * Anything else only makes the reporter a holder (it speaks for itself).
    */
   report (task: Task, peerId: string, results: readonly PieceResult[]): void {
     const { scheduler, peers } = this.c
@@ -73,8 +78,11 @@ export class ScheduleService implements TaskListener {
     // bounded by the schema (at most 1024 results)
     for (const result of results) {
       const released = scheduler.settle(task.id, peerId, result.num)
+      // settles what was handed out (once: a repeated result finds nothing to settle),
+      // from a source that was among those handed out, and is a known peer
+      const vouched = released?.sources.includes(result.source) === true && peers.get(result.source) != null
       // the supernode's own uploads, and pieces a peer already had, say nothing of a peer's health
-      if (result.source !== self && result.source !== peerId) {
+      if (vouched && result.source !== self && result.source !== peerId) {
         if (result.code === 'ERR_PEER_BUSY') {
           peers.recordBusy(result.source)
         } else if (result.code === 'ERR_PIECE_NOT_FOUND') {
@@ -82,14 +90,16 @@ export class ScheduleService implements TaskListener {
           // peers there for this piece; a healthy peer is not failing
           task.removeHolder(result.num, result.source)
         } else if (result.code != null && BAD_BYTES.has(result.code)) {
-          scheduler.stats.recordBadBytes(task.id, result.source)
+          scheduler.stats.recordBadBytes(task.id, result.source, peerId)
           task.removeHolder(result.num, result.source)
           peers.recordTransfer(result.source, false)
         } else {
           peers.recordTransfer(result.source, result.ok)
         }
-        if (result.ok && result.bytes != null && result.ms != null) {
-          scheduler.stats.recordTime(result.source, result.bytes, result.ms)
+        const piece = task.pieces.get(result.num)
+        if (result.ok && piece != null && result.ms != null) {
+          // the piece's real length: reported bytes are the reporter's word
+          scheduler.stats.recordTime(result.source, piece.length, result.ms)
         }
       }
       if (result.ok) {
@@ -133,9 +143,13 @@ export class ScheduleService implements TaskListener {
     return out
   }
 
-  /** A peer left: what was measured of it goes (its bad-bytes blocks stay while they last). */
+  /**
+   * A peer left: what was measured of it goes (its bad-bytes blocks stay while they
+   * last), and what was handed to it ends, freeing its parents' slots at once.
+   */
   forgetPeer (peerId: string): void {
     this.c.scheduler.stats.forget(peerId)
+    this.c.scheduler.releasePeer(peerId)
   }
 
   pieceAdded (task: Task, num: number): void {
@@ -147,6 +161,11 @@ export class ScheduleService implements TaskListener {
   }
 
   stateChanged (task: Task): void {
+    if (task.state === 'failed' || task.pieceSize === 0) {
+      // failed, or started again (`reset`: no pieces yet): nobody will report what was
+      // handed out of it, and its slots must not stay taken until the assignments expire
+      this.c.scheduler.releaseTask(task.id)
+    }
     this.waiters.wakeAll(task.id)
   }
 }
@@ -165,5 +184,17 @@ function * heldBy (task: Task, peerId: string): Generator<number> {
  * supernode, and the peer holds or is fetching every piece.
  */
 export function nothingLeft (task: Task, peerId: string, running: ReadonlySet<number>): boolean {
-  return task.state === 'success' && task.heldBy(peerId) + running.size >= (task.pieceCount ?? 0)
+  if (task.state !== 'success') {
+    return false
+  }
+  const pieceCount = task.pieceCount ?? 0
+  let fetching = 0
+  // only real pieces it does not hold yet count: `running` is the peer's word, and a
+  // made-up or held number must not end its poll early (a Set: no duplicates)
+  for (const num of running) {
+    if (Number.isInteger(num) && num >= 0 && num < pieceCount && !task.holds(num, peerId)) {
+      fetching++
+    }
+  }
+  return task.heldBy(peerId) + fetching >= pieceCount
 }
