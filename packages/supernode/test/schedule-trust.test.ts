@@ -72,6 +72,26 @@ describe('reports are believed only for what was handed out', () => {
     expect(t.holds(1, 'R')).toBe(true)
   })
 
+  it('believes each source of one transfer once, as a daemon tries them in turn', () => {
+    const { service, scheduler, peers } = setup([peer('A'), peer('B'), peer('R')])
+    const t = task(service, 1)
+    t.addHolder(0, 'A')
+    t.addHolder(0, 'B')
+    expect(sourcesOf(scheduler, t, 'R').sort()).toEqual(['A', 'B', 'SuperNode'])
+    // BUSY from the first it tried, then the piece from the second
+    service.report(t, 'R', [
+      { num: 0, ok: false, source: 'A', code: 'ERR_PEER_BUSY' },
+      { num: 0, ok: true, source: 'B', ms: 1 },
+      // said again: the transfer's word about B was already taken
+      { num: 0, ok: false, source: 'B', code: 'ERR_PIECE_NOT_FOUND' }
+    ])
+    expect(peers.isBusy('A')).toBe(true)
+    // measured (10 bytes in 1 ms is slow: clamped to 10× the 50 ms/MiB assumed)
+    expect(scheduler.stats.pieceTime('B')).toBe(500)
+    expect(t.holds(0, 'B')).toBe(true)
+    expect(t.holds(0, 'R')).toBe(true)
+  })
+
   it('blocks a peer for every task only when two distinct reporters saw it send bad bytes', () => {
     const { service, scheduler } = setup([peer('Bad'), peer('R1'), peer('R2')])
     const tasks = ['1', '2', '3', '4'].map(c => task(service, 1, c.repeat(64)))

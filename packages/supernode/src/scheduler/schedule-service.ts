@@ -1,6 +1,6 @@
 import { DEFAULT_WAKE_PER_HOLDER, DEFAULT_RECHECK_INTERVAL, DEFAULT_SUPERNODE_FANOUT, MAX_POLL_PASSES } from './constants.ts'
 import { Waiters } from './waiters.ts'
-import type { Scheduler } from './scheduler.ts'
+import type { Released, Scheduler } from './scheduler.ts'
 import type { PeerRegistry } from '../peers/peer-registry.ts'
 import type { Task, TaskListener } from '../tasks/task.ts'
 import type { PieceAssignment, PieceResult } from '@shoal/core'
@@ -75,12 +75,23 @@ export class ScheduleService implements TaskListener {
   report (task: Task, peerId: string, results: readonly PieceResult[]): void {
     const { scheduler, peers } = this.c
     const self = this.c.selfId()
+    // a daemon tries a piece's sources in turn, so one transfer may end in several
+    // results (BUSY from the first, ok from the next): each settled assignment vouches
+    // for each of its sources once, within this report
+    const settled = new Map<number, { released: Released | undefined, named: Set<string> }>()
     // bounded by the schema (at most 1024 results)
     for (const result of results) {
-      const released = scheduler.settle(task.id, peerId, result.num)
-      // settles what was handed out (once: a repeated result finds nothing to settle),
-      // from a source that was among those handed out, and is a known peer
-      const vouched = released?.sources.includes(result.source) === true && peers.get(result.source) != null
+      let entry = settled.get(result.num)
+      const first = entry == null
+      if (entry == null) {
+        entry = { released: scheduler.settle(task.id, peerId, result.num), named: new Set() }
+        settled.set(result.num, entry)
+      }
+      const released = first ? entry.released : undefined
+      // settles what was handed out, from a source among those handed out and not
+      // named before for it, that the registry knows
+      const vouched = entry.released?.sources.includes(result.source) === true && !entry.named.has(result.source) && peers.get(result.source) != null
+      entry.named.add(result.source)
       // the supernode's own uploads, and pieces a peer already had, say nothing of a peer's health
       if (vouched && result.source !== self && result.source !== peerId) {
         if (result.code === 'ERR_PEER_BUSY') {
