@@ -174,6 +174,32 @@ describe('holder choice', () => {
   })
 })
 
+describe('wake-ups', () => {
+  it('a new holder wakes as many waiters as the configured upload cap', async () => {
+    const peers = new PeerRegistry()
+    for (const id of ['A', 'B', 'C', 'D', 'H', 'S']) {
+      peers.upsert(peer(id))
+    }
+    const scheduler = new Scheduler({ peers, self: () => SELF }, { maxPeerUploads: 2 })
+    let decisions = 0
+    const service = new ScheduleService({ peers, scheduler, selfId: () => SELF.peerId, onDecision: () => { decisions++ } })
+    const t = task(service, 1)
+    // piece 0 is being seeded to S: the others wait for a peer to hold it
+    expect(sourcesOf(scheduler, t, 'S')).toEqual(['SuperNode'])
+    const polls = ['A', 'B', 'C', 'D'].map(async id => service.next(t, id, { running: [], limit: 1, waitMs: 2_000 }))
+    await new Promise(resolve => setImmediate(resolve))
+    expect(service.waiters.count(t.id)).toBe(4)
+    const before = decisions
+    t.addHolder(0, 'H')
+    await new Promise(resolve => setImmediate(resolve))
+    // H may be sent 2 at once: 2 woke and decided, not 8
+    expect(decisions - before).toBe(2)
+    expect(service.waiters.count(t.id)).toBe(2)
+    t.fail({ code: 'ERR_X', message: 'x' })
+    await Promise.all(polls)
+  })
+})
+
 describe('nothingLeft', () => {
   it('counts only real pieces the peer lacks among those it says it fetches', () => {
     const { service } = setup([peer('A')])

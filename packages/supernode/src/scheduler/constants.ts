@@ -57,9 +57,6 @@ export const DEFAULT_BAD_PIECE_GLOBAL_BLOCK = 30 * 60_000
 /** Longest escalated block (ms). */
 export const MAX_BAD_PIECE_BLOCK = 24 * 60 * 60_000
 
-/** Waiters one new holder of a piece wakes, besides those of freed slots. */
-export const DEFAULT_WAKE_PER_HOLDER = DEFAULT_MAX_PEER_UPLOADS
-
 /** Passes of one long poll: each either answers or waits for a wake-up until the deadline. */
 export const MAX_POLL_PASSES = 10_000
 

@@ -1,4 +1,4 @@
-import { DEFAULT_WAKE_PER_HOLDER, DEFAULT_RECHECK_INTERVAL, DEFAULT_SUPERNODE_FANOUT, MAX_POLL_PASSES } from './constants.ts'
+import { DEFAULT_RECHECK_INTERVAL, DEFAULT_SUPERNODE_FANOUT, MAX_POLL_PASSES } from './constants.ts'
 import { Waiters } from './waiters.ts'
 import type { Released, Scheduler } from './scheduler.ts'
 import type { PeerRegistry } from '../peers/peer-registry.ts'
@@ -6,7 +6,7 @@ import type { Task, TaskListener } from '../tasks/task.ts'
 import type { PieceAssignment, PieceResult } from '@shoal/core'
 
 export interface ScheduleServiceInit {
-  /** Waiters lacking a piece that one new holder of it wakes. @default 8 (a peer's upload cap) */
+  /** Waiters lacking a piece that one new holder of it wakes. @default the scheduler's `maxPeerUploads` (8): what the holder may be sent at once */
   wakePerHolder?: number
   /** Waiters lacking a piece that the supernode cutting it wakes. @default 1 (its fan-out) */
   wakePerNewPiece?: number
@@ -52,7 +52,7 @@ export class ScheduleService implements TaskListener {
 
   constructor (components: ScheduleServiceComponents, init: ScheduleServiceInit = {}) {
     this.c = components
-    this.wakePerHolder = init.wakePerHolder ?? DEFAULT_WAKE_PER_HOLDER
+    this.wakePerHolder = init.wakePerHolder ?? components.scheduler.peerUploadCap
     this.wakePerNewPiece = init.wakePerNewPiece ?? DEFAULT_SUPERNODE_FANOUT
     this.recheckInterval = init.recheckInterval ?? DEFAULT_RECHECK_INTERVAL
   }
