@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { nothingLeft, PeerRegistry, PeerStats, ScheduleService, Scheduler, Task } from '../src/index.ts'
+import { nothingLeft, PeerRegistry, PeerStats, ScheduleService, Scheduler, Task, Waiters } from '../src/index.ts'
 import type { PeerInfo } from '@shoal/core'
 
 // The review's findings on trust, fairness and leaks: what a member's report may do,
@@ -196,6 +196,28 @@ describe('wake-ups', () => {
     expect(decisions - before).toBe(2)
     expect(service.waiters.count(t.id)).toBe(2)
     t.fail({ code: 'ERR_X', message: 'x' })
+    await Promise.all(polls)
+  })
+})
+
+describe('a freed slot', () => {
+  it('takes its candidate pieces once per wake, and makes a bounded number of checks', async () => {
+    const waiters = new Waiters()
+    const controller = new AbortController()
+    let checks = 0
+    const polls = Array.from({ length: 200 }, async (_, i) => waiters.wait('t', `W${i}`, () => { checks++; return false }, 5_000, controller.signal))
+    let walks = 0
+    const pieces = function * (): Generator<number> {
+      walks++
+      for (let num = 0; num < 100_000; num++) {
+        yield num
+      }
+    }
+    expect(waiters.wakeWantingAny('t', pieces, 1)).toBe(0)
+    expect(walks).toBe(1)
+    expect(checks).toBeLessThanOrEqual(16_384)
+    expect(checks).toBeGreaterThan(0)
+    controller.abort()
     await Promise.all(polls)
   })
 })

@@ -96,3 +96,27 @@ export const DEFAULT_NEAR_WAIT = 3_000
 
 /** (requester, task, piece) triples whose wait for a busy parent is timed, at most. */
 export const DEFAULT_MAX_NEAR_WAITS = 65_536
+
+/** Consecutive failed piece transfers after which a peer is not offered as a source. */
+export const DEFAULT_PEER_FAILURE_LIMIT = 5
+
+/** How long a failing peer is left out (ms). */
+export const DEFAULT_PEER_COOLDOWN = 30_000
+
+/** How long a peer that answered BUSY is not offered as a source (ms): long enough for some of its uploads to finish. */
+export const DEFAULT_PEER_BUSY_BACKOFF = 1_000
+
+/** Peers not heard from for this long are forgotten (ms); daemons announce every minute. */
+export const DEFAULT_PEER_TTL = 300_000
+
+/** A failed task is answered from memory for this long before its source is tried again (ms). */
+export const DEFAULT_FAILED_TASK_RETRY_AFTER = 5_000
+
+/** How long a registration waits for the source to answer (ms). */
+export const DEFAULT_SOURCE_HEADERS_TIMEOUT = 30_000
+
+/** Pieces one freed slot's wake-up looks at, at most (its candidate list is made once per wake). */
+export const MAX_WAKE_CANDIDATES = 256
+
+/** Waiter-piece checks one freed slot's wake-up makes, at most. */
+export const MAX_WAKE_CHECKS = 16_384
