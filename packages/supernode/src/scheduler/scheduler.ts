@@ -122,8 +122,8 @@ export class Scheduler {
       // the requester names every piece it is fetching: an assignment to it of one it
       // does not name is stale (a daemon restarted under the same peer id, or gave up on
       // it), and must not keep its parent's slot or the piece's seeding slot until it
-      // expires. Done before the `limit` check: a poll asking for nothing still frees them
-      // bounded by what is in flight to this peer
+      // expires. Done before the `limit` check, so a poll asking for nothing frees them
+      // too. Bounded by what is in flight to this peer
       for (const [num, stale] of [...mine]) {
         if (!running.has(num)) {
           inFlight.release(stale)
