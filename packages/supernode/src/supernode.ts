@@ -148,6 +148,9 @@ export class Supernode {
       // fixed once the node started; asked for every result reported
       selfId: () => (this.selfId ??= this.self().peerId),
       onDecision: (seconds) => { scheduleDuration.observe(seconds) }
+    }, {
+      // a new holder wakes as many waiters as it may be sent at once
+      wakePerHolder: this.scheduler.peerUploadCap
     })
     this.tasks = new TaskManager({ store: this.store, fetcher, logger: this.logger, metrics: this.metrics, listener: this.scheduling },
       { sourceHeadersTimeout: (init.sourceTimeout ?? 30_000) + 5_000 })

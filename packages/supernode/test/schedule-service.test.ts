@@ -92,11 +92,16 @@ describe('ScheduleService', () => {
     const t = task(service, 1)
     t.addHolder(0, 'Bad')
     t.addHolder(0, 'Good')
+    // R was sent to both; it names Bad
+    expect(scheduler.schedule(t, 'R', new Set(), 1)[0]?.sources.map(s => s.peerId).sort()).toEqual(['Bad', 'Good', 'SuperNode'])
     service.report(t, 'R', [{ num: 0, ok: false, source: 'Bad', code: 'ERR_PIECE_DIGEST_MISMATCH' }])
     expect(scheduler.stats.isBlocked(t.id, 'Bad')).toBe(true)
     expect(t.holds(0, 'Bad')).toBe(false)
+    expect(scheduler.schedule(t, 'X', new Set(), 1)[0]?.sources.map(s => s.peerId)).toEqual(['Good', 'SuperNode'])
+    // the piece is 10 bytes: 10 ms for it is far slower than the 50 ms/MiB assumed, so the
+    // sample is clamped to 10× that
     service.report(t, 'X', [{ num: 0, ok: true, source: 'Good', bytes: 1024 * 1024, ms: 10 }])
-    expect(scheduler.stats.pieceTime('Good')).toBe(10)
+    expect(scheduler.stats.pieceTime('Good')).toBe(500)
     const [a] = scheduler.schedule(t, 'R', new Set(), 1)
     expect(a?.sources.map(s => s.peerId)).toEqual(['Good', 'SuperNode'])
     expect(scheduler.loadOf('Good')).toBe(1)

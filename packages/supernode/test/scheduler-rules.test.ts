@@ -149,23 +149,27 @@ describe('Scheduler rules', () => {
     for (const task of [one, two, three]) {
       task.addHolder(0, 'Bad')
     }
-    stats.recordBadBytes(one.id, 'Bad')
+    stats.recordBadBytes(one.id, 'Bad', 'R')
     expect(firstSources(scheduler, one, 'R')).toEqual(['SuperNode'])
     expect(firstSources(scheduler, two, 'R')[0]).toBe('Bad')
     scheduler.settle(two.id, 'R', 0)
-    // again, on another task: blocked everywhere
-    stats.recordBadBytes(two.id, 'Bad')
+    // again, on another task, told by the same reporter: one member alone cannot shut
+    // a peer out of every task
+    stats.recordBadBytes(two.id, 'Bad', 'R')
+    expect(stats.isBlocked(three.id, 'Bad')).toBe(false)
+    // told by a second reporter: blocked everywhere
+    stats.recordBadBytes(two.id, 'Bad', 'S')
     expect(firstSources(scheduler, three, 'R')).toEqual(['SuperNode'])
     expect(stats.isBlocked(three.id, 'Bad', Date.now() + 29 * 60_000)).toBe(true)
     // and longer the third time
-    stats.recordBadBytes(three.id, 'Bad')
+    stats.recordBadBytes(three.id, 'Bad', 'R')
     expect(stats.isBlocked('f'.repeat(64), 'Bad', Date.now() + 59 * 60_000)).toBe(true)
   })
 
   it('lets a first bad-bytes block run out', () => {
     const stats = new PeerStats({ badPieceTaskBlock: 1_000 })
     const now = Date.now()
-    stats.recordBadBytes('t', 'Bad', now)
+    stats.recordBadBytes('t', 'Bad', 'R', now)
     expect(stats.isBlocked('t', 'Bad', now + 999)).toBe(true)
     expect(stats.isBlocked('t', 'Bad', now + 1_001)).toBe(false)
     expect(stats.isBlocked('other', 'Bad', now)).toBe(false)

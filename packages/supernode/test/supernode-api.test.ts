@@ -116,9 +116,11 @@ describe('supernode control plane', () => {
     const sn = supernode.self().peerId
     await schedule(taskId, 'PeerA', { limit: 0, results: [{ num: 0, ok: true, source: sn }] })
     await register(url, digest, 'PeerB')
+    const sent = await schedule(taskId, 'PeerB', { limit: 2 })
+    expect(sent.json.assignments.find(a => a.num === 0)?.sources[0]?.peerId).toBe(await id('PeerA'))
     // PeerA evicted the layer: PeerB's fetch of piece 0 from it found nothing
-    await schedule(taskId, 'PeerB', { limit: 0, results: [{ num: 0, ok: false, source: await id('PeerA'), code: 'ERR_PIECE_NOT_FOUND' }] })
-    const { json } = await schedule(taskId, 'PeerB', { limit: 1 })
+    await schedule(taskId, 'PeerB', { limit: 0, running: [1], results: [{ num: 0, ok: false, source: await id('PeerA'), code: 'ERR_PIECE_NOT_FOUND' }] })
+    const { json } = await schedule(taskId, 'PeerB', { limit: 1, running: [1] })
     expect(json.assignments[0]?.num).toBe(0)
     expect(json.assignments[0]?.sources.map(s => s.kind)).toEqual(['supernode'])
   })

@@ -1,3 +1,4 @@
+import { DEFAULT_PEER_BUSY_BACKOFF, DEFAULT_PEER_COOLDOWN, DEFAULT_PEER_FAILURE_LIMIT, DEFAULT_PEER_TTL } from '../scheduler/constants.ts'
 import type { PeerInfo } from '@shoal/core'
 
 export interface PeerRegistryInit {
@@ -38,10 +39,10 @@ export class PeerRegistry {
   private readonly ttl: number
 
   constructor (init: PeerRegistryInit = {}) {
-    this.failureLimit = init.failureLimit ?? 5
-    this.cooldown = init.cooldown ?? 30_000
-    this.busyBackoff = init.busyBackoff ?? 1_000
-    this.ttl = init.ttl ?? 300_000
+    this.failureLimit = init.failureLimit ?? DEFAULT_PEER_FAILURE_LIMIT
+    this.cooldown = init.cooldown ?? DEFAULT_PEER_COOLDOWN
+    this.busyBackoff = init.busyBackoff ?? DEFAULT_PEER_BUSY_BACKOFF
+    this.ttl = init.ttl ?? DEFAULT_PEER_TTL
   }
 
   upsert (info: PeerInfo): void {

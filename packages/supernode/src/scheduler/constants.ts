@@ -57,9 +57,6 @@ export const DEFAULT_BAD_PIECE_GLOBAL_BLOCK = 30 * 60_000
 /** Longest escalated block (ms). */
 export const MAX_BAD_PIECE_BLOCK = 24 * 60 * 60_000
 
-/** Waiters one new holder of a piece wakes, besides those of freed slots. */
-export const DEFAULT_WAKE_PER_HOLDER = DEFAULT_MAX_PEER_UPLOADS
-
 /** Passes of one long poll: each either answers or waits for a wake-up until the deadline. */
 export const MAX_POLL_PASSES = 10_000
 
@@ -81,3 +78,45 @@ export const DEFAULT_MAX_TASKS_WITH_HOLDERS = 2_048
 
 /** Failed tasks kept at most (oldest forgotten first). */
 export const DEFAULT_MAX_FAILED_TASKS = 1_024
+
+/** Peers PeerStats keeps piece times and offences of, at most: past this, new ids are not recorded. */
+export const DEFAULT_MAX_STATS_PEERS = 65_536
+
+/** One speed sample moves a parent's and the overall average by at most this factor of the overall one, either way. */
+export const SPEED_SAMPLE_CLAMP = 10
+
+/** Distinct reporters whose bad-bytes reports about one peer it takes to block it for every task. */
+export const BAD_PIECE_GLOBAL_REPORTERS = 2
+
+/**
+ * Longest a requester waits for a busy parent in its own IDC for one piece (ms) before
+ * it is sent to a farther parent or the supernode instead.
+ */
+export const DEFAULT_NEAR_WAIT = 3_000
+
+/** (requester, task, piece) triples whose wait for a busy parent is timed, at most. */
+export const DEFAULT_MAX_NEAR_WAITS = 65_536
+
+/** Consecutive failed piece transfers after which a peer is not offered as a source. */
+export const DEFAULT_PEER_FAILURE_LIMIT = 5
+
+/** How long a failing peer is left out (ms). */
+export const DEFAULT_PEER_COOLDOWN = 30_000
+
+/** How long a peer that answered BUSY is not offered as a source (ms): long enough for some of its uploads to finish. */
+export const DEFAULT_PEER_BUSY_BACKOFF = 1_000
+
+/** Peers not heard from for this long are forgotten (ms); daemons announce every minute. */
+export const DEFAULT_PEER_TTL = 300_000
+
+/** A failed task is answered from memory for this long before its source is tried again (ms). */
+export const DEFAULT_FAILED_TASK_RETRY_AFTER = 5_000
+
+/** How long a registration waits for the source to answer (ms). */
+export const DEFAULT_SOURCE_HEADERS_TIMEOUT = 30_000
+
+/** Pieces one freed slot's wake-up looks at, at most (its candidate list is made once per wake). */
+export const MAX_WAKE_CANDIDATES = 256
+
+/** Waiter-piece checks one freed slot's wake-up makes, at most. */
+export const MAX_WAKE_CHECKS = 16_384

@@ -14,6 +14,8 @@ export interface Assignment {
   num: number
   /** The source put first */
   source: string
+  /** Every source handed out, best first: only a result naming one of them says anything about its source */
+  sources: readonly string[]
   /** Served by the supernode because no peer held the piece */
   seeding: boolean
   /** The requester's IDC when the piece crosses into it from another */
@@ -95,7 +97,8 @@ export class InFlight {
     return this.tasks.size
   }
 
-  assign (load: TaskLoad, peerId: string, num: number, source: string, seeding: boolean, crossInto?: string): void {
+  assign (load: TaskLoad, peerId: string, num: number, sources: readonly string[], seeding: boolean, crossInto?: string): void {
+    const source = sources[0] ?? ''
     let mine = load.byPeer.get(peerId)
     if (mine == null) {
       mine = new Map()
@@ -109,7 +112,7 @@ export class InFlight {
       // a release earlier in this decision emptied and dropped it
       this.tasks.set(load.id, load)
     }
-    const assignment: Assignment = { load, peerId, num, source, seeding, crossInto, at: Date.now(), live: true }
+    const assignment: Assignment = { load, peerId, num, source, sources, seeding, crossInto, at: Date.now(), live: true }
     mine.set(num, assignment)
     this.queue.push(assignment)
     this.live++
@@ -163,6 +166,37 @@ export class InFlight {
     if (load.live === 0 && this.tasks.get(load.id) === load) {
       this.tasks.delete(load.id)
     }
+  }
+
+  /** Ends every transfer handed to `peerId` (it left): its parents' slots are free again. Bounded by the tasks in flight and its transfers. */
+  releasePeer (peerId: string): number {
+    let released = 0
+    for (const load of [...this.tasks.values()]) {
+      const mine = load.byPeer.get(peerId)
+      if (mine != null) {
+        for (const assignment of [...mine.values()]) {
+          this.release(assignment)
+          released++
+        }
+      }
+    }
+    return released
+  }
+
+  /** Ends every transfer of a task (it failed or restarted): nobody will report them. */
+  releaseTask (taskId: string): number {
+    const load = this.tasks.get(taskId)
+    if (load == null) {
+      return 0
+    }
+    let released = 0
+    for (const mine of [...load.byPeer.values()]) {
+      for (const assignment of [...mine.values()]) {
+        this.release(assignment)
+        released++
+      }
+    }
+    return released
   }
 
   expire (): void {

@@ -1,5 +1,5 @@
 import {
-  DEFAULT_BAD_PIECE_GLOBAL_BLOCK, DEFAULT_BAD_PIECE_MEMORY, DEFAULT_BAD_PIECE_TASK_BLOCK, DEFAULT_SPEED_EWMA_WEIGHT, MAX_BAD_PIECE_BLOCK
+  BAD_PIECE_GLOBAL_REPORTERS, DEFAULT_MAX_STATS_PEERS, SPEED_SAMPLE_CLAMP, DEFAULT_BAD_PIECE_GLOBAL_BLOCK, DEFAULT_BAD_PIECE_MEMORY, DEFAULT_BAD_PIECE_TASK_BLOCK, DEFAULT_SPEED_EWMA_WEIGHT, MAX_BAD_PIECE_BLOCK
 } from './constants.ts'
 
 export interface PeerStatsInit {
@@ -11,6 +11,8 @@ export interface PeerStatsInit {
   badPieceMemory?: number
   /** The first every-task block; each further offence doubles it, up to 24 h. @default 1800000 ms */
   badPieceGlobalBlock?: number
+  /** Peers whose piece times, and peers whose offences, are kept at most (each). @default 65536 */
+  maxPeers?: number
 }
 
 interface Offences {
@@ -20,6 +22,8 @@ interface Offences {
   globalUntil: number
   /** Blocked for these tasks until */
   tasks: Map<string, number>
+  /** Who reported the offences in this memory (a few are enough) */
+  reporters: Set<string>
 }
 
 /** Milliseconds per MiB assumed for a peer never measured, until some peer is. */
@@ -39,22 +43,31 @@ export class PeerStats {
   /** Moving average over every parent: what an unmeasured one is assumed to take. */
   private overall = UNMEASURED_MS_PER_MIB
   private readonly offences = new Map<string, Offences>()
+  private readonly maxPeers: number
 
   constructor (init: PeerStatsInit = {}) {
     this.speedWeight = init.speedWeight ?? DEFAULT_SPEED_EWMA_WEIGHT
     this.badPieceTaskBlock = init.badPieceTaskBlock ?? DEFAULT_BAD_PIECE_TASK_BLOCK
     this.badPieceMemory = init.badPieceMemory ?? DEFAULT_BAD_PIECE_MEMORY
     this.badPieceGlobalBlock = init.badPieceGlobalBlock ?? DEFAULT_BAD_PIECE_GLOBAL_BLOCK
+    this.maxPeers = init.maxPeers ?? DEFAULT_MAX_STATS_PEERS
   }
 
-  /** A piece of `bytes` came from `peerId` in `ms`. */
+  /**
+   * A piece of `bytes` (its real length, not what a daemon reported) came from `peerId`
+   * in `ms`. The sample is clamped to 1/10..10× the overall average, so one report (a
+   * liar's, or a fluke) cannot move a parent's average, or the overall one, far.
+   */
   recordTime (peerId: string, bytes: number, ms: number): void {
     if (bytes <= 0 || !Number.isFinite(ms) || ms < 0) {
       return
     }
-    const sample = ms / (bytes / (1024 * 1024))
-    const w = this.speedWeight
     const before = this.msPerMiB.get(peerId)
+    if (before == null && this.msPerMiB.size >= this.maxPeers) {
+      return
+    }
+    const sample = Math.min(Math.max(ms / (bytes / (1024 * 1024)), this.overall / SPEED_SAMPLE_CLAMP), this.overall * SPEED_SAMPLE_CLAMP)
+    const w = this.speedWeight
     this.msPerMiB.set(peerId, before == null ? sample : before * (1 - w) + sample * w)
     this.overall = this.overall * (1 - w / 10) + sample * (w / 10)
   }
@@ -66,19 +79,28 @@ export class PeerStats {
 
   /**
    * `peerId` sent bytes that did not match the piece's digest (or length) for `taskId`.
-   * The first offence blocks it for that task; another within the memory blocks it for
-   * every task, longer each time.
+   * `reporter` is the peer that received them. The first offence blocks it for that task;
+   * another within the memory blocks it for every task, longer each time, once at least
+   * two distinct reporters reported it: one member alone cannot shut a peer out of
+   * every task.
    */
-  recordBadBytes (taskId: string, peerId: string, now = Date.now()): void {
+  recordBadBytes (taskId: string, peerId: string, reporter: string, now = Date.now()): void {
     let o = this.offences.get(peerId)
+    if (o == null && this.offences.size >= this.maxPeers) {
+      return
+    }
     if (o == null || now - o.lastAt > this.badPieceMemory) {
-      o = { count: 0, lastAt: now, globalUntil: o?.globalUntil ?? 0, tasks: o?.tasks ?? new Map() }
+      o = { count: 0, lastAt: now, globalUntil: o?.globalUntil ?? 0, tasks: o?.tasks ?? new Map(), reporters: new Set() }
       this.offences.set(peerId, o)
     }
     o.count++
     o.lastAt = now
+    if (o.reporters.size < BAD_PIECE_GLOBAL_REPORTERS) {
+      o.reporters.add(reporter)
+    }
+    // bounded: one entry per task it sent bad bytes for, swept when they run out
     o.tasks.set(taskId, now + this.badPieceTaskBlock)
-    if (o.count >= 2) {
+    if (o.count >= 2 && o.reporters.size >= BAD_PIECE_GLOBAL_REPORTERS) {
       const block = Math.min(this.badPieceGlobalBlock * 2 ** (o.count - 2), MAX_BAD_PIECE_BLOCK)
       o.globalUntil = Math.max(o.globalUntil, now + block)
     }

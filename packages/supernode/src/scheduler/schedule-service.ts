@@ -1,12 +1,12 @@
-import { DEFAULT_MAX_PEER_UPLOADS, DEFAULT_RECHECK_INTERVAL, DEFAULT_SUPERNODE_FANOUT, MAX_POLL_PASSES } from './constants.ts'
+import { DEFAULT_RECHECK_INTERVAL, DEFAULT_SUPERNODE_FANOUT, MAX_POLL_PASSES } from './constants.ts'
 import { Waiters } from './waiters.ts'
-import type { Scheduler } from './scheduler.ts'
+import type { Released, Scheduler } from './scheduler.ts'
 import type { PeerRegistry } from '../peers/peer-registry.ts'
 import type { Task, TaskListener } from '../tasks/task.ts'
 import type { PieceAssignment, PieceResult } from '@shoal/core'
 
 export interface ScheduleServiceInit {
-  /** Waiters lacking a piece that one new holder of it wakes. @default 8 (a peer's upload cap) */
+  /** Waiters lacking a piece that one new holder of it wakes. @default the scheduler's `maxPeerUploads` (8): what the holder may be sent at once */
   wakePerHolder?: number
   /** Waiters lacking a piece that the supernode cutting it wakes. @default 1 (its fan-out) */
   wakePerNewPiece?: number
@@ -52,7 +52,7 @@ export class ScheduleService implements TaskListener {
 
   constructor (components: ScheduleServiceComponents, init: ScheduleServiceInit = {}) {
     this.c = components
-    this.wakePerHolder = init.wakePerHolder ?? DEFAULT_MAX_PEER_UPLOADS
+    this.wakePerHolder = init.wakePerHolder ?? components.scheduler.peerUploadCap
     this.wakePerNewPiece = init.wakePerNewPiece ?? DEFAULT_SUPERNODE_FANOUT
     this.recheckInterval = init.recheckInterval ?? DEFAULT_RECHECK_INTERVAL
   }
@@ -66,15 +66,34 @@ export class ScheduleService implements TaskListener {
    * Takes a peer's report of finished transfers: frees their slots, records the
    * parents' health and speed, blocks parents that sent bad bytes, adds holders, and
    * wakes the waiters a freed slot or a new holder can help.
+   *
+   * A report is a member's word, so what it may say of another peer is narrow: blame,
+   * success and piece time count only for a result that settles a live assignment of
+   * that piece to the reporter, naming a source it was handed and the registry knows.
+   * Anything else only makes the reporter a holder (it speaks for itself).
    */
   report (task: Task, peerId: string, results: readonly PieceResult[]): void {
     const { scheduler, peers } = this.c
     const self = this.c.selfId()
+    // a daemon tries a piece's sources in turn, so one transfer may end in several
+    // results (BUSY from the first, ok from the next): each settled assignment vouches
+    // for each of its sources once, within this report
+    const settled = new Map<number, { released: Released | undefined, named: Set<string> }>()
     // bounded by the schema (at most 1024 results)
     for (const result of results) {
-      const released = scheduler.settle(task.id, peerId, result.num)
+      let entry = settled.get(result.num)
+      const first = entry == null
+      if (entry == null) {
+        entry = { released: scheduler.settle(task.id, peerId, result.num), named: new Set() }
+        settled.set(result.num, entry)
+      }
+      const released = first ? entry.released : undefined
+      // settles what was handed out, from a source among those handed out and not
+      // named before for it, that the registry knows
+      const vouched = entry.released?.sources.includes(result.source) === true && !entry.named.has(result.source) && peers.get(result.source) != null
+      entry.named.add(result.source)
       // the supernode's own uploads, and pieces a peer already had, say nothing of a peer's health
-      if (result.source !== self && result.source !== peerId) {
+      if (vouched && result.source !== self && result.source !== peerId) {
         if (result.code === 'ERR_PEER_BUSY') {
           peers.recordBusy(result.source)
         } else if (result.code === 'ERR_PIECE_NOT_FOUND') {
@@ -82,14 +101,16 @@ export class ScheduleService implements TaskListener {
           // peers there for this piece; a healthy peer is not failing
           task.removeHolder(result.num, result.source)
         } else if (result.code != null && BAD_BYTES.has(result.code)) {
-          scheduler.stats.recordBadBytes(task.id, result.source)
+          scheduler.stats.recordBadBytes(task.id, result.source, peerId)
           task.removeHolder(result.num, result.source)
           peers.recordTransfer(result.source, false)
         } else {
           peers.recordTransfer(result.source, result.ok)
         }
-        if (result.ok && result.bytes != null && result.ms != null) {
-          scheduler.stats.recordTime(result.source, result.bytes, result.ms)
+        const piece = task.pieces.get(result.num)
+        if (result.ok && piece != null && result.ms != null) {
+          // the piece's real length: reported bytes are the reporter's word
+          scheduler.stats.recordTime(result.source, piece.length, result.ms)
         }
       }
       if (result.ok) {
@@ -133,9 +154,13 @@ export class ScheduleService implements TaskListener {
     return out
   }
 
-  /** A peer left: what was measured of it goes (its bad-bytes blocks stay while they last). */
+  /**
+   * A peer left: what was measured of it goes (its bad-bytes blocks stay while they
+   * last), and what was handed to it ends, freeing its parents' slots at once.
+   */
   forgetPeer (peerId: string): void {
     this.c.scheduler.stats.forget(peerId)
+    this.c.scheduler.releasePeer(peerId)
   }
 
   pieceAdded (task: Task, num: number): void {
@@ -147,6 +172,11 @@ export class ScheduleService implements TaskListener {
   }
 
   stateChanged (task: Task): void {
+    if (task.state === 'failed' || task.pieceSize === 0) {
+      // failed, or started again (`reset`: no pieces yet): nobody will report what was
+      // handed out of it, and its slots must not stay taken until the assignments expire
+      this.c.scheduler.releaseTask(task.id)
+    }
     this.waiters.wakeAll(task.id)
   }
 }
@@ -165,5 +195,17 @@ function * heldBy (task: Task, peerId: string): Generator<number> {
  * supernode, and the peer holds or is fetching every piece.
  */
 export function nothingLeft (task: Task, peerId: string, running: ReadonlySet<number>): boolean {
-  return task.state === 'success' && task.heldBy(peerId) + running.size >= (task.pieceCount ?? 0)
+  if (task.state !== 'success') {
+    return false
+  }
+  const pieceCount = task.pieceCount ?? 0
+  let fetching = 0
+  // only real pieces it does not hold yet count: `running` is the peer's word, and a
+  // made-up or held number must not end its poll early (a Set: no duplicates)
+  for (const num of running) {
+    if (Number.isInteger(num) && num >= 0 && num < pieceCount && !task.holds(num, peerId)) {
+      fetching++
+    }
+  }
+  return task.heldBy(peerId) + fetching >= pieceCount
 }

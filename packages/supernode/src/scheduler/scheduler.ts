@@ -1,6 +1,6 @@
 import {
   DEFAULT_ASSIGNMENT_TTL, DEFAULT_MAX_HOLDER_SCAN, DEFAULT_MAX_PEER_SOURCES, DEFAULT_MAX_PEER_UPLOADS, DEFAULT_MAX_SEEDING,
-  DEFAULT_SUPERNODE_FANOUT, DEFAULT_WINDOW_FACTOR, DEFAULT_CROSS_IDC_FANOUT
+  DEFAULT_SUPERNODE_FANOUT, DEFAULT_WINDOW_FACTOR, DEFAULT_CROSS_IDC_FANOUT, DEFAULT_NEAR_WAIT, DEFAULT_MAX_NEAR_WAITS
 } from './constants.ts'
 import { nearness, SAME_IDC_NEARNESS, sameIdc, type Place } from './locality.ts'
 import { InFlight } from './in-flight.ts'
@@ -41,6 +41,12 @@ export interface SchedulerInit {
    * that IDC waits for the piece to land there and trades it inside. @default 1
    */
   crossIdcFanout?: number
+  /**
+   * Longest a requester is kept waiting for one piece because every peer holding it (or
+   * every one in its IDC) is busy or at its cap; after this it is sent to a farther
+   * parent or the supernode. @default 3000 ms
+   */
+  nearWait?: number
 }
 
 export interface SchedulerComponents {
@@ -53,7 +59,10 @@ export interface SchedulerComponents {
 
 /** A handed-out piece whose transfer ended: whose slot it freed. */
 export interface Released {
+  /** The first source, whose slot it freed */
   source: string
+  /** Every source that was handed out for it */
+  sources: readonly string[]
   seeding: boolean
 }
 
@@ -84,6 +93,9 @@ export class Scheduler {
   private readonly maxPeerUploads: number
   private readonly maxHolderScan: number
   private readonly crossIdcFanout: number
+  private readonly nearWait: number
+  /** `task \0 requester \0 piece` → when it was first kept waiting for a busy parent; bounded by DEFAULT_MAX_NEAR_WAITS */
+  private readonly waitingSince = new Map<string, number>()
   /** What was handed out and is not settled yet */
   private readonly inFlight: InFlight
 
@@ -98,16 +110,30 @@ export class Scheduler {
     this.maxHolderScan = init.maxHolderScan ?? DEFAULT_MAX_HOLDER_SCAN
     this.inFlight = new InFlight(init.assignmentTtl ?? DEFAULT_ASSIGNMENT_TTL)
     this.crossIdcFanout = init.crossIdcFanout ?? DEFAULT_CROSS_IDC_FANOUT
+    this.nearWait = init.nearWait ?? DEFAULT_NEAR_WAIT
   }
 
   schedule (task: Task, peerId: string, running: ReadonlySet<number>, limit: number): PieceAssignment[] {
     const inFlight = this.inFlight
     inFlight.expire()
-    if (limit <= 0) {
-      return []
-    }
     const load = inFlight.forTask(task.id)
     const mine = load.byPeer.get(peerId)
+    if (mine != null) {
+      // the requester names every piece it is fetching: an assignment to it of one it
+      // does not name is stale (a daemon restarted under the same peer id, or gave up on
+      // it), and must not keep its parent's slot or the piece's seeding slot until it
+      // expires. Done before the `limit` check, so a poll asking for nothing frees them
+      // too. Bounded by what is in flight to this peer
+      for (const [num, stale] of [...mine]) {
+        if (!running.has(num)) {
+          inFlight.release(stale)
+        }
+      }
+    }
+    if (limit <= 0) {
+      inFlight.dropIfIdle(load)
+      return []
+    }
     const windowSize = Math.max(limit * this.windowFactor, 16)
     if (this.window.length < windowSize) {
       this.window = new Float64Array(windowSize)
@@ -127,13 +153,6 @@ export class Scheduler {
       }
       if (running.has(num) || task.holds(num, peerId)) {
         continue
-      }
-      // the requester names every piece it is fetching: an assignment of this one to it
-      // is stale (a daemon restarted under the same peer id), and must not keep the
-      // piece's seeding slot until it expires
-      const stale = mine?.get(num)
-      if (stale != null) {
-        inFlight.release(stale)
       }
       window[size++] = ((task.holders.get(num)?.size ?? 0) + (load.inflight.get(num) ?? 0)) * PIECE_KEY + num
     }
@@ -172,7 +191,7 @@ export class Scheduler {
         continue
       }
       const piece = task.pieces.get(num)!
-      inFlight.assign(load, peerId, num, first?.peerId ?? '', seeding, cross)
+      inFlight.assign(load, peerId, num, sources.map(s => s.peerId), seeding, cross)
       out.push({ num, offset: piece.offset, length: piece.length, digest: piece.digest, sources })
     }
     inFlight.dropIfIdle(load)
@@ -186,7 +205,22 @@ export class Scheduler {
       return undefined
     }
     this.inFlight.release(assignment)
-    return { source: assignment.source, seeding: assignment.seeding }
+    return { source: assignment.source, sources: assignment.sources, seeding: assignment.seeding }
+  }
+
+  /** Ends what was handed to a peer that left. */
+  releasePeer (peerId: string): number {
+    return this.inFlight.releasePeer(peerId)
+  }
+
+  /** Ends what was handed out of a task that failed or restarted. */
+  releaseTask (taskId: string): number {
+    return this.inFlight.releaseTask(taskId)
+  }
+
+  /** Transfers one peer is sent at once as first source (its upload cap here). */
+  get peerUploadCap (): number {
+    return this.maxPeerUploads
   }
 
   /** Transfers handed out with `peerId` as first source, not yet settled. */
@@ -234,9 +268,14 @@ export class Scheduler {
     if (holders != null) {
       let usable = 0
       let visited = 0
+      const maxVisits = this.maxHolderScan * 4
+      // start at a random holder (wrapping round): in insertion order, the first holders
+      // being busy or at their cap would hide every idle one behind them, decision after
+      // decision. Skipping costs an iterator step per holder, no lookup
+      const start = holders.size > maxVisits ? Math.floor(Math.random() * holders.size) : 0
       // bounded: at most maxHolderScan usable holders, 4× as many visited in all
-      for (const id of holders) {
-        if (usable >= this.maxHolderScan || visited >= this.maxHolderScan * 4) {
+      for (const id of rotated(holders, start)) {
+        if (usable >= this.maxHolderScan || visited >= maxVisits) {
           break
         }
         visited++
@@ -263,14 +302,17 @@ export class Scheduler {
         insertBest(best, id, nearness(place, info), (load + 1) * stats.pieceTime(id), this.maxPeerSources)
       }
     }
-    if (best.length === 0 && waitable) {
-      return []
-    }
     const nearFound = best.some(c => c.near >= SAME_IDC_NEARNESS)
-    if (nearWaitable && !nearFound) {
-      // a parent in the requester's IDC has the piece but no slot now: wait for it
-      // rather than pull the piece across IDCs again
-      return []
+    if ((best.length === 0 && waitable) || (nearWaitable && !nearFound)) {
+      // every holder is busy, or a parent in the requester's IDC has the piece but no
+      // slot now: wait for it rather than have the supernode serve it again or pull it
+      // across IDCs again, but only for a while, so a parent that stays busy cannot
+      // starve the requester (or its whole IDC)
+      if (this.keepWaiting(task.id, requester, num)) {
+        return []
+      }
+    } else if (this.waitingSince.size > 0) {
+      this.waitingSince.delete(waitKey(task.id, requester, num))
     }
     const sources: PieceSource[] = []
     for (const { id, near } of best) {
@@ -293,6 +335,68 @@ export class Scheduler {
     }
     sources.push(this.supernodeSource())
     return sources
+  }
+
+  /** Whether (requester, task, piece) may still wait for a busy parent: since it first did, less than `nearWait` passed. */
+  private keepWaiting (taskId: string, requester: string, num: number): boolean {
+    const key = waitKey(taskId, requester, num)
+    const now = Date.now()
+    const since = this.waitingSince.get(key)
+    // long past: a wait of another time (the peer restarted, or asks again much later)
+    if (since == null || now - since > STALE_WAITS * this.nearWait) {
+      this.waitingSince.delete(key)
+      if (this.waitingSince.size >= DEFAULT_MAX_NEAR_WAITS) {
+        // the oldest first (insertion order); bounded by the map
+        for (const [k, at] of this.waitingSince) {
+          if (now - at <= STALE_WAITS * this.nearWait && this.waitingSince.size < DEFAULT_MAX_NEAR_WAITS) {
+            break
+          }
+          this.waitingSince.delete(k)
+        }
+      }
+      this.waitingSince.set(key, now)
+      return true
+    }
+    if (now - since < this.nearWait) {
+      return true
+    }
+    // waited long enough: farther parents or the supernode now, and on each look until
+    // it gets a source (the entry goes then, or is dropped as stale)
+    return false
+  }
+
+  /** Requester-piece waits being timed (for tests). */
+  get waitsTimed (): number {
+    return this.waitingSince.size
+  }
+}
+
+/** A timed wait this many `nearWait`s old is forgotten. */
+const STALE_WAITS = 10
+
+function waitKey (taskId: string, requester: string, num: number): string {
+  return `${taskId}\0${requester}\0${num}`
+}
+
+/** The set's entries from index `start` on, then those before it. */
+function * rotated<T> (set: ReadonlySet<T>, start: number): Generator<T> {
+  if (start === 0) {
+    yield * set
+    return
+  }
+  let i = 0
+  // bounded by the set: the first walk skips to `start`, the second yields what was skipped
+  for (const item of set) {
+    if (i++ >= start) {
+      yield item
+    }
+  }
+  i = 0
+  for (const item of set) {
+    if (i++ >= start) {
+      return
+    }
+    yield item
   }
 }
 

@@ -1,3 +1,5 @@
+import { MAX_WAKE_CANDIDATES, MAX_WAKE_CHECKS } from './constants.ts'
+
 /** A long poll waiting for something to fetch. */
 interface Waiter {
   peerId: string
@@ -75,19 +77,32 @@ export class Waiters {
 
   /**
    * Wakes up to `budget` waiters on the task that lack any of `nums()`, longest waiting
-   * first. Bounded by waiters × nums checks; used when a supernode slot frees up.
+   * first; used when an upload slot frees up. The candidate pieces are taken once per
+   * wake (at most MAX_WAKE_CANDIDATES), and at most MAX_WAKE_CHECKS checks are made in
+   * all: a freed slot costs a bounded amount, however many waiters and pieces.
    */
   wakeWantingAny (taskId: string, nums: () => Iterable<number>, budget: number): number {
     const set = this.byTask.get(taskId)
     if (set == null || budget <= 0) {
       return 0
     }
-    let woken = 0
-    for (const waiter of set) { // deleting the current entry while iterating a Set is safe
-      if (woken >= budget) {
+    const candidates: number[] = []
+    for (const num of nums()) {
+      if (candidates.length >= MAX_WAKE_CANDIDATES) {
         break
       }
-      for (const num of nums()) {
+      candidates.push(num)
+    }
+    let woken = 0
+    let checks = 0
+    for (const waiter of set) { // deleting the current entry while iterating a Set is safe
+      if (woken >= budget || checks >= MAX_WAKE_CHECKS) {
+        break
+      }
+      for (const num of candidates) {
+        if (++checks > MAX_WAKE_CHECKS) {
+          break
+        }
         if (waiter.wants(num)) {
           waiter.wake()
           woken++

@@ -1,6 +1,7 @@
 import { raceSignal, TaskNotFoundError, taskIdFor, type ComponentLogger, type Logger, type PieceStore, type RegisterTaskRequest } from '@shoal/core'
 import { Task, type TaskListener } from './task.ts'
 import {
+  DEFAULT_FAILED_TASK_RETRY_AFTER, DEFAULT_SOURCE_HEADERS_TIMEOUT,
   DEFAULT_FAILED_TASK_TTL, DEFAULT_IDLE_HOLDERS_TTL, DEFAULT_MAX_FAILED_TASKS, DEFAULT_MAX_TASKS_WITH_HOLDERS
 } from '../scheduler/constants.ts'
 import type { SourceFetcher } from '../cdn/source-fetcher.ts'
@@ -57,8 +58,8 @@ export class TaskManager {
   constructor (components: TaskManagerComponents, init: TaskManagerInit = {}) {
     this.components = components
     this.log = components.logger.forComponent('shoal:supernode:tasks')
-    this.failedTaskRetryAfter = init.failedTaskRetryAfter ?? 5_000
-    this.sourceHeadersTimeout = init.sourceHeadersTimeout ?? 30_000
+    this.failedTaskRetryAfter = init.failedTaskRetryAfter ?? DEFAULT_FAILED_TASK_RETRY_AFTER
+    this.sourceHeadersTimeout = init.sourceHeadersTimeout ?? DEFAULT_SOURCE_HEADERS_TIMEOUT
     this.failedTaskTtl = init.failedTaskTtl ?? DEFAULT_FAILED_TASK_TTL
     this.maxFailedTasks = init.maxFailedTasks ?? DEFAULT_MAX_FAILED_TASKS
     this.idleHoldersTtl = init.idleHoldersTtl ?? DEFAULT_IDLE_HOLDERS_TTL
