@@ -48,7 +48,7 @@ export { generateClusterKey, parseClusterKey, readClusterKeyFile, writeClusterKe
 export { SourceClient, type SourceClientInit, type SourceClientComponents, type SourceFetchOptions, type SourceResponse, type SourceTls } from './source/source-client.ts'
 export * as sourceDefaults from './source/constants.ts'
 export { clusterKeyOption, diskOptions, diskOptionsSchema } from './shared-options.ts'
-export { parseImageReference, formatImageReference, isDockerHub, InvalidImageReferenceError, type ImageReference } from './image/reference.ts'
+export { parseImageReference, formatImageReference, isDockerHub, isRegistryHost, InvalidImageReferenceError, type ImageReference } from './image/reference.ts'
 export { RegistryClient, BlobAuthorization, TOKEN_REUSE_MS, ImageResolveError, RegistryAuthError, parsePlatform, type ImageBlob, type ResolvedImage, type ResolveOptions, type RegistryCredentials, type RegistryClientInit, type RegistryClientComponents } from './image/registry-client.ts'
 export { PullJobs, TooManyJobsError, type PullJobView, type PullJobLayer, type PullJobSpec, type PullJobPlan, type PullJobsInit, type PullJobsComponents, type PullJobState, type PullByteSource } from './image/pull-jobs.ts'
 export * as imageDefaults from './image/constants.ts'

@@ -1,9 +1,9 @@
 import { readFile } from 'node:fs/promises'
-import { InvalidConfigError, type SourceTls } from '@shoal/core'
+import { InvalidConfigError, isRegistryHost, type SourceTls } from '@shoal/core'
 import { z } from 'zod'
 
 const entrySchema = z.object({
-  host: z.string().regex(/^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9a-fA-F:.]+\](?::\d{1,5})?$/, 'must be host or host:port, such as registry.example.com:5000'),
+  host: z.string().refine(isRegistryHost, 'must be host or host:port, such as registry.example.com:5000'),
   caFile: z.string().min(1).optional(),
   insecureSkipVerify: z.boolean().default(false)
 }).strict().refine(e => e.caFile != null || e.insecureSkipVerify, { message: 'give caFile or insecureSkipVerify: true', path: ['caFile'] })

@@ -1,3 +1,4 @@
+import { isRegistryHost } from '@shoal/core'
 import { z } from 'zod'
 
 const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be letters, digits, ".", "_" or "-" (at most 63)')
@@ -17,12 +18,8 @@ const sshSchema = z.object({
 /** A host name or an IP address: never an ssh option (`-o...`) or anything with spaces. */
 const ADDRESS_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*|\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\])$/
 
-/** A registry host (`host[:port]`) as image references name it; the grammar of dfget's isUpstreamName (packages/dfget/src/mirror/upstreams.ts). */
-export const UPSTREAM_NAME_RE = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/
-
-export function isUpstreamName (name: unknown): name is string {
-  return typeof name === 'string' && name.length <= 255 && UPSTREAM_NAME_RE.test(name.toLowerCase())
-}
+/** A registry host (`host[:port]`) as image references name it: what the daemon takes as an upstream name. */
+export const isUpstreamName = isRegistryHost
 
 const supernodeSchema = z.object({
   /** Its libp2p multiaddr (or HTTP address), as the daemons' `supernode` takes it. */

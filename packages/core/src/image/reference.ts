@@ -28,6 +28,15 @@ const REGISTRY_RE = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9
 const MAX_REFERENCE = 1024
 
 /**
+ * Whether `name` is a registry host as an image reference names it (`host[:port]`, a
+ * bracketed IPv6 address, at most 255 characters): what daemons, supernodes and dfctl
+ * accept as an upstream or source host name.
+ */
+export function isRegistryHost (name: unknown): name is string {
+  return typeof name === 'string' && name.length <= 255 && REGISTRY_RE.test(name)
+}
+
+/**
  * Parses an image reference the way docker does: the first path component is a
  * registry when it has a dot or a port, or is `localhost`; otherwise the image is on
  * Docker Hub, and a single-component name is in `library/`.

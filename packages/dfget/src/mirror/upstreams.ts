@@ -1,4 +1,4 @@
-import { InvalidConfigError, type SourceTls } from '@shoal/core'
+import { InvalidConfigError, isRegistryHost, type SourceTls } from '@shoal/core'
 import { Agent, type Dispatcher } from 'undici'
 import { DEFAULT_AUTH_TIMEOUT, DOCKER_HUB_KEY, DOCKER_HUB_NAMES } from './constants.ts'
 import { UnknownUpstreamError } from '../errors.ts'
@@ -48,9 +48,6 @@ export interface UpstreamsInit {
   connectTimeout?: number
 }
 
-/** A host name, with a port or not, as it stands in an image reference. */
-const NAME_RE = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/
-
 /** The key an upstream is found under: its name in lower case, Docker Hub's names as one. */
 export function upstreamKey (name: string): string {
   const lower = name.trim().toLowerCase()
@@ -59,7 +56,7 @@ export function upstreamKey (name: string): string {
 
 /** Whether `name` is a registry host (`host[:port]`) an image reference could name. */
 export function isUpstreamName (name: string): boolean {
-  return name.length <= 255 && NAME_RE.test(name.toLowerCase())
+  return isRegistryHost(name)
 }
 
 /**
