@@ -52,4 +52,4 @@ export { parseImageReference, formatImageReference, isDockerHub, isRegistryHost,
 export { RegistryClient, BlobAuthorization, TOKEN_REUSE_MS, ImageResolveError, RegistryAuthError, parsePlatform, type ImageBlob, type ResolvedImage, type ResolveOptions, type RegistryCredentials, type RegistryClientInit, type RegistryClientComponents } from './image/registry-client.ts'
 export { PullJobs, TooManyJobsError, type PullJobView, type PullJobLayer, type PullJobSpec, type PullJobPlan, type PullJobsInit, type PullJobsComponents, type PullJobState, type PullByteSource } from './image/pull-jobs.ts'
 export * as imageDefaults from './image/constants.ts'
-export { pullJobRoutes, pullJobRequestSchema, MAX_JOB_URLS, type PullJobRequest, type PullJobRoutesInit } from './image/job-routes.ts'
+export { pullJobRoutes, checkJobSource, pullJobRequestSchema, MAX_JOB_URLS, type PullJobRequest, type PullJobRoutesInit } from './image/job-routes.ts'

@@ -5,10 +5,27 @@ import { readJson, sendJson, type Route, type RouteContext } from '../http/serve
 import { parsePlatform } from './registry-client.ts'
 import { TooManyJobsError, type PullJobSpec, type PullJobs } from './pull-jobs.ts'
 import { parseImageReference } from './reference.ts'
-import { ShoalError } from '../errors.ts'
+import { ShoalError, SourceRefusedError } from '../errors.ts'
 
 /** Largest number of URLs one job may name. */
 export const MAX_JOB_URLS = 1000
+
+/**
+ * Refuses a job's URL that no source may serve (403 DENIED) before the job is created,
+ * so a preheat or prefetch of a URL outside the allowlist fails at once, not per layer.
+ *
+ * @throws {HttpError} 403 DENIED naming the source
+ */
+export function checkJobSource (source: { check: (url: string) => unknown }, url: string): void {
+  try {
+    source.check(url)
+  } catch (err) {
+    if (err instanceof SourceRefusedError) {
+      throw new HttpError(403, 'DENIED', err.message)
+    }
+    throw err
+  }
+}
 
 const httpUrl = z.string().max(8192).refine(u => { try { return /^https?:$/.test(new URL(u).protocol) } catch { return false } }, 'must be an http(s) URL')
 

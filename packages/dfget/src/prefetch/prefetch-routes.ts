@@ -1,5 +1,5 @@
 import {
-  BlobAuthorization, HttpError, parseImageReference, pullJobRoutes, SourceRefusedError,
+  BlobAuthorization, checkJobSource, parseImageReference, pullJobRoutes,
   type PullByteSource, type PullJobLayer, type PullJobs, type PullJobSpec, type RegistryClient, type Route, type SourceClient
 } from '@shoal/core'
 import { upstreamFor } from './registry-host.ts'
@@ -33,14 +33,7 @@ export function prefetchRoutes (c: PrefetchComponents, init: PrefetchInit): Rout
     spec: (body): PullJobSpec => {
       if (body.urls != null) {
         for (const url of body.urls) {
-          try {
-            c.source.check(url)
-          } catch (err) {
-            if (err instanceof SourceRefusedError) {
-              throw new HttpError(403, 'DENIED', err.message)
-            }
-            throw err
-          }
+          checkJobSource(c.source, url)
         }
         const urls = body.urls
         return {

@@ -1,7 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises'
 import { timingSafeEqual, createHash } from 'node:crypto'
 import {
-  BlobAuthorization, formatIssues, HttpError, imageDefaults, isDockerHub, parseImageReference, pullJobRequestSchema, pullJobRoutes, ShoalError, SourceRefusedError, TaskFailedError, taskIdFor, TooManyJobsError,
+  BlobAuthorization, formatIssues, HttpError, imageDefaults, isDockerHub, parseImageReference, pullJobRequestSchema, pullJobRoutes, checkJobSource, ShoalError, SourceRefusedError, TaskFailedError, taskIdFor, TooManyJobsError,
   type PullByteSource, type PullJobView, type PullJobLayer, type PullJobs, type PullJobSpec, type RegistryClient, type Route, type RouteContext, type SourceClient
 } from '@shoal/core'
 import { PROGRESS_POLL_MS } from '../constants.ts'
@@ -56,7 +56,7 @@ export function preheatSpec (c: Omit<PreheatComponents, 'jobs'>, body: { image?:
   const basic: Record<string, string> = body.credentials != null ? { authorization: `Basic ${Buffer.from(`${body.credentials.username}:${body.credentials.password}`).toString('base64')}` } : {}
   if (body.urls != null) {
     for (const url of body.urls) {
-      checkSource(c, url)
+      checkJobSource(c.source, url)
     }
     const urls = body.urls
     return {
@@ -77,17 +77,6 @@ export function preheatSpec (c: Omit<PreheatComponents, 'jobs'>, body: { image?:
       return { layers: resolved.blobs.map(b => ({ digest: b.digest, url: b.url, size: b.size })) }
     },
     fetch: async (layer, bySource, signal) => { await fetchLayer(c, layer, await auth?.headers(signal) ?? {}, bySource, signal) }
-  }
-}
-
-function checkSource (c: Pick<PreheatComponents, 'source'>, url: string): void {
-  try {
-    c.source.check(url)
-  } catch (err) {
-    if (err instanceof SourceRefusedError) {
-      throw new HttpError(403, 'DENIED', err.message)
-    }
-    throw err
   }
 }
 
