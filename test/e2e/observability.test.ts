@@ -22,13 +22,6 @@ const RULES = join(REPO_ROOT, 'deploy/prometheus/shoal-alerts.yml')
 const RULE_TESTS = join(REPO_ROOT, 'deploy/prometheus/shoal-alerts.test.yml')
 const DASHBOARD = join(REPO_ROOT, 'deploy/grafana/shoal.json')
 
-/**
- * Metrics another branch adds (the scheduler's histogram): referenced by the dashboard
- * and the rules, absent here. Once they exist the test fails, so this list is emptied
- * at the merge instead of hiding a metric that later disappears.
- */
-const PENDING: string[] = []
-
 /** Panels that rightly show nothing on a healthy swarm, and why. */
 const MAY_BE_EMPTY: Record<string, string> = {
   'Piece failures by error': 'no piece transfer failed'
@@ -37,16 +30,12 @@ const MAY_BE_EMPTY: Record<string, string> = {
 /** Series Prometheus makes itself, found in no /metrics. */
 const SYNTHETIC = new Set(['up'])
 
-const HISTOGRAM_SUFFIX = /_(bucket|sum|count)$/
-
 /** Metric names in a PromQL expression: identifiers with a known prefix, and `up`. */
 export function metricNames (expr: string): string[] {
   // label values ("shoal-dfget") and label names never look like these
   const names = expr.replace(/"[^"]*"/g, '""').match(/\b(?:shoal|nodejs|process)_[a-zA-Z0-9_]+|\bup\b/g) ?? []
   return [...new Set(names)]
 }
-
-const isPending = (name: string): boolean => PENDING.includes(name.replace(HISTOGRAM_SUFFIX, ''))
 
 interface Panel { title?: string, targets?: Array<{ expr?: string }>, panels?: Panel[] }
 interface Dashboard { panels: Panel[], templating: { list: Array<{ name: string, definition?: string }> } }
@@ -221,10 +210,8 @@ describe.skipIf(skip != null)(`observability: rules, dashboard and /metrics${ski
       }
     }
     expect(referenced.size).toBeGreaterThan(10)
-    const missing = [...referenced].filter(([name]) => !SYNTHETIC.has(name) && !isPending(name) && !available.has(name))
+    const missing = [...referenced].filter(([name]) => !SYNTHETIC.has(name) && !available.has(name))
     expect(missing.map(([name, where]) => `${name} (${where})`)).toEqual([])
-    // a pending metric that now exists: drop it from PENDING so it is checked like the rest
-    expect(PENDING.filter(name => [...available].some(a => a.replace(HISTOGRAM_SUFFIX, '') === name))).toEqual([])
   })
 
   it('docs/observability.md lists every shoal_* metric the components expose', async () => {
@@ -250,7 +237,7 @@ describe.skipIf(skip != null)(`observability: rules, dashboard and /metrics${ski
       const series = await prometheus.query(expandGrafana(expr))
       // a filter (> 0, == 0) may rightly select nothing on a healthy idle swarm
       const filters = /[<>]|==/.test(expr.replace(/\{[^}]*\}/g, ''))
-      if (series.length === 0 && !filters && MAY_BE_EMPTY[title] == null && !metricNames(expr).some(isPending)) {
+      if (series.length === 0 && !filters && MAY_BE_EMPTY[title] == null) {
         empty.push(`${title}: ${expr}`)
       }
     }
