@@ -1,5 +1,6 @@
 import { readdir } from 'node:fs/promises'
 import { run } from './processes.ts'
+import { deleteNamespace } from '../bench/lib/netns.ts'
 import type { ExecWrapper } from './swarm.ts'
 
 export interface TestNamespace {
@@ -58,14 +59,8 @@ export async function createNamespace (prefix: string, subnet: string): Promise<
       return
     }
     removed = true
-    const pids = (await run('ip', ['netns', 'pids', ns])).stdout.split('\n').map(Number).filter(n => n > 0)
-    for (const pid of pids) {
-      try {
-        process.kill(pid, 'SIGKILL')
-      } catch {}
-    }
     // deleting the namespace deletes its veth end, and with it the root one
-    await run('ip', ['netns', 'del', ns])
+    await deleteNamespace(ns)
     await run('ip', ['link', 'del', hostLink])
   }
   try {

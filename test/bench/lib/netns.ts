@@ -56,8 +56,8 @@ async function listNamespaces (): Promise<string[]> {
   }
 }
 
-/** Kills what runs in a namespace and deletes it. */
-async function deleteNamespace (ns: string): Promise<void> {
+/** Kills what runs in a namespace and deletes it (its veth ends go with it). */
+export async function deleteNamespace (ns: string): Promise<void> {
   const pids = (await run('ip', ['netns', 'pids', ns])).stdout.split('\n').map(Number).filter(n => n > 0)
   for (const pid of pids) {
     try {
