@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { sha256, startTestOrigin, type TestOrigin } from '../harness/origin.ts'
 import { BINARIES, makeTestDir, removeTestDir, run } from '../harness/processes.ts'
-import { which } from '../harness/require-binary.ts'
+import { requireReal } from '../harness/require-binary.ts'
 import { DEFAULT_NODE_FLAGS } from '../../packages/core/src/runtime/node-flags.ts'
 import { startDaemon, startSupernode, type DaemonHandle, type SupernodeHandle } from '../harness/swarm.ts'
 
@@ -198,7 +198,8 @@ describe('dfget <url> -o <file> through running processes', () => {
     expect(ms).toBeLessThan(30_000)
   })
 
-  it.skipIf(which('script') == null)('draws a bar with bytes, rate and ETA when stderr is a terminal', async () => {
+  const noTerminal = requireReal({ binaries: ['script'] })
+  it.skipIf(noTerminal != null)(`draws a bar with bytes, rate and ETA when stderr is a terminal${noTerminal != null ? ` (skipped: ${noTerminal})` : ''}`, async () => {
     const { url } = origin.add('/releases/tty.bin', randomBytes(2 * 1024 * 1024))
     // script(1) runs dfget on a pseudo-terminal
     const command = `"${node}" "${BINARIES.dfget}" "${url}" -o "${join(dir, 'tty.bin')}" --daemon "${daemon.url}"`

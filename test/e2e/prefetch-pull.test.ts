@@ -16,11 +16,11 @@ import { postJob, waitForJob } from '../harness/jobs.ts'
 import { daemonBytes, sample, scrape } from '../harness/metrics.ts'
 import { BINARIES, makeTestDir, removeTestDir, run } from '../harness/processes.ts'
 import { startDockerRegistry, type Registry } from '../harness/registry.ts'
-import { requireReal, which } from '../harness/require-binary.ts'
+import { requireReal } from '../harness/require-binary.ts'
 import { startDaemon, startSupernode, type DaemonHandle, type SupernodeHandle } from '../harness/swarm.ts'
 
 const MiB = 1024 * 1024
-const skip = requireReal({ binaries: ['dockerd', 'docker-registry'], root: true })
+const skip = requireReal({ binaries: ['dockerd', 'docker-registry', 'script'], root: true })
 
 describe.skipIf(skip != null)(`prefetch, then docker pull${skip != null ? ` (skipped: ${skip})` : ''}`, () => {
   let dir: string
@@ -119,10 +119,8 @@ describe.skipIf(skip != null)(`prefetch, then docker pull${skip != null ? ` (ski
     expect(second.bytesBySource).toEqual({ local: total, peer: 0, supernode: 0, origin: 0 })
 
     // on a terminal (script(1) gives it one): a bar with the bytes by source and the layers done
-    if (which('script') != null) {
-      const tty = await run('script', ['-qec', `"${process.execPath}" "${BINARIES.dfget}" prefetch "${ref}" --daemon "${daemon.url}"`, '/dev/null'], { timeoutMs: 60_000 })
-      expect(tty.code, tty.stdout).toBe(0)
-      expect(tty.stdout).toMatch(/\u2588+ [\d.]+ MiB\/[\d.]+ MiB .*\/s ETA \S+ local [\d.]+ MiB 4\/4 layers/)
-    }
+    const tty = await run('script', ['-qec', `"${process.execPath}" "${BINARIES.dfget}" prefetch "${ref}" --daemon "${daemon.url}"`, '/dev/null'], { timeoutMs: 60_000 })
+    expect(tty.code, tty.stdout).toBe(0)
+    expect(tty.stdout).toMatch(/\u2588+ [\d.]+ MiB\/[\d.]+ MiB .*\/s ETA \S+ local [\d.]+ MiB 4\/4 layers/)
   })
 })

@@ -18,12 +18,13 @@ export function which (name: string): string | undefined {
   return undefined
 }
 
+/** Debian packages for the binaries whose package has another name. */
+const PACKAGES: Record<string, string> = { dockerd: 'docker.io', ip: 'iproute2', tc: 'iproute2', promtool: 'prometheus', sshd: 'openssh-server', ssh: 'openssh-client', 'ssh-keygen': 'openssh-client', containerd: 'containerd', script: 'bsdutils' }
+
 /**
  * Checks what a suite needs. Returns the reason to skip; throws instead when
  * SHOAL_E2E_REQUIRED=1.
  */
-/** Debian packages for the binaries whose package has another name. */
-const PACKAGES: Record<string, string> = { dockerd: 'docker.io', ip: 'iproute2', tc: 'iproute2', promtool: 'prometheus', sshd: 'openssh-server', ssh: 'openssh-client', 'ssh-keygen': 'openssh-client', containerd: 'containerd' }
 
 export function requireReal (what: { binaries?: string[], root?: boolean }): string | undefined {
   const problems: string[] = []

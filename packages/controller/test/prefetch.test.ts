@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { selectHosts, type PrefetchHost } from '../src/index.ts'
 import { BINARIES, run } from '../../../test/harness/processes.ts'
-import { which } from '../../../test/harness/require-binary.ts'
+import { requireReal, which } from '../../../test/harness/require-binary.ts'
 import { startContract4Server, type Contract4Server, type JobBehaviour, type RecordedRequest } from './fixtures/contract4-server.ts'
 
 const MiB = 1024 * 1024
@@ -165,7 +165,8 @@ describe('dfctl prefetch', () => {
   })
 
   // util-linux's script(1) gives the CLI a real pseudo-terminal
-  it.skipIf(which('script') == null)('on a terminal, draws the bars by itself (no --progress)', async () => {
+  const noTerminal = requireReal({ binaries: ['script'] })
+  it.skipIf(noTerminal != null)(`on a terminal, draws the bars by itself (no --progress)${noTerminal != null ? ` (skipped: ${noTerminal})` : ''}`, async () => {
     const a = await daemon('host-a', { kind: 'ok', totalBytes: 5 * MiB, steps: 3 })
     const command = [process.execPath, BINARIES.dfctl, 'prefetch', 'alpine', '--poll-interval', '20ms', '--daemon', `host-a=${a.url}`].map(s => `'${s}'`).join(' ')
     const { stdout, code } = await run(which('script') ?? 'script', ['-qefc', command, '/dev/null'], { timeoutMs: 30_000 })
