@@ -3,7 +3,7 @@ import { once } from 'node:events'
 import { DigestMismatchError, type PieceStore, type RouteContext, type StoredPiece, type TaskReader } from '@shoal/core'
 import { resolveRange, unsatisfiable, type ByteRange, type RangeRequest } from './range.ts'
 import { RangeUnservableError } from '../errors.ts'
-import { downloadError, sendDownload, type SendDownloadComponents } from './send-download.ts'
+import { downloadError, openDownload, sendDownload, type SendDownloadComponents } from './send-download.ts'
 import type { Download } from '../download/download.ts'
 import type { DownloadRequest } from '../download/download-manager.ts'
 
@@ -27,12 +27,7 @@ const READ_SIZE = 1024 * 1024
  */
 export async function sendBlobRange (ctx: RouteContext, components: SendDownloadComponents, request: DownloadRequest, range: Extract<RangeRequest, { kind: 'from' | 'suffix' }>, headers: Record<string, string>): Promise<void> {
   const { res, signal } = ctx
-  try {
-    components.source.check(request.url)
-  } catch (err) {
-    throw downloadError(err as Error)
-  }
-  const download = await components.downloads.open(request, { signal })
+  const download = await openDownload(components, request, signal)
   // bounded: each pass waits for a change of a download that ends (success, failure, timeout)
   while (download.state === 'running' && !download.piecesFinal) {
     // piece digests not backed by a verified whole-blob digest: wait for this host's own check

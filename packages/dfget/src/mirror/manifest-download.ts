@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream'
 import { DigestMismatchError, HttpError, TaskFailedError } from '@shoal/core'
 import { streamContent } from '../download/content-stream.ts'
-import { downloadError, type SendDownloadComponents } from './send-download.ts'
+import { downloadError, openDownload, type SendDownloadComponents } from './send-download.ts'
 import type { DownloadRequest } from '../download/download-manager.ts'
 
 /**
@@ -13,12 +13,7 @@ import type { DownloadRequest } from '../download/download-manager.ts'
  * @throws {HttpError} the registry's 4xx (404 as MANIFEST_UNKNOWN), 502 MANIFEST_INVALID when larger than `maxBytes`
  */
 export async function downloadManifest (components: SendDownloadComponents, request: DownloadRequest & { digest: string }, options: { signal: AbortSignal, maxBytes: number }): Promise<Buffer> {
-  try {
-    components.source.check(request.url)
-  } catch (err) {
-    throw downloadError(err as Error)
-  }
-  const download = await components.downloads.open(request, { signal: options.signal })
+  const download = await openDownload(components, request, options.signal)
   if (download.state === 'failed') {
     throw manifestError(download.error)
   }

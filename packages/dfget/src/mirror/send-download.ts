@@ -3,6 +3,7 @@ import {
   type PieceStore, type RouteContext, type SourceClient
 } from '@shoal/core'
 import { streamContent, type ContentFallback } from '../download/content-stream.ts'
+import type { Download } from '../download/download.ts'
 import type { DownloadManager, DownloadRequest } from '../download/download-manager.ts'
 import type { DfgetMetrics } from '../metrics.ts'
 
@@ -67,20 +68,29 @@ export function downloadError (err: Error | undefined): HttpError {
 }
 
 /**
+ * The download of `request`, joined or started, once its URL is one this daemon may
+ * fetch: a refused URL gets no supernode registration (which would make the supernode
+ * fetch it), no origin request and no cached copy.
+ *
+ * @throws {HttpError} as {@link downloadError} says a refusal
+ */
+export async function openDownload (components: Pick<SendDownloadComponents, 'source' | 'downloads'>, request: DownloadRequest, signal: AbortSignal): Promise<Download> {
+  try {
+    components.source.check(request.url)
+  } catch (err) {
+    throw downloadError(err as Error)
+  }
+  return components.downloads.open(request, { signal })
+}
+
+/**
  * Answers a request with a download's content: headers once its length is known,
  * then the verified bytes as they arrive. A failure after the headers went out cuts
  * the connection, so the client sees a short body, never a wrong one.
  */
 export async function sendDownload (ctx: RouteContext, components: SendDownloadComponents, request: DownloadRequest, headers: Record<string, string> = {}): Promise<void> {
   const { res, signal } = ctx
-  // a URL this daemon may not fetch is refused here: no supernode registration (which
-  // would make the supernode fetch it), no origin request, no cached copy served
-  try {
-    components.source.check(request.url)
-  } catch (err) {
-    throw downloadError(err as Error)
-  }
-  const download = await components.downloads.open(request, { signal })
+  const download = await openDownload(components, request, signal)
   if (download.state === 'failed') {
     throw downloadError(download.error)
   }
